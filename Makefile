@@ -1,0 +1,65 @@
+# The commands people and CI share. `make quickstart` trains and registers a model; `make test`
+# runs the whole suite. Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# The venv's tools first, so `mlflow run --env-manager local` finds the venv's python.
+export PATH := $(BIN):$(PATH)
+# Contract: the embedded SQLite store unless the caller points elsewhere.
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+EXPERIMENT ?= mnist-cnn
+PYTEST_ARGS ?=
+
+.PHONY: help quickstart test lint format bench bench-quick serve ui clean install install-test system-deps
+
+help:
+	@echo "make quickstart   create the venv, train with 'mlflow run', register the model"
+	@echo "make test         create the venv with test extras and run the whole test suite"
+	@echo "make lint         ruff"
+	@echo "make bench        full benchmarks (bench-quick: a few seconds each)"
+	@echo "make serve        mlflow models serve the champion on port 5001"
+	@echo "make ui           mlflow ui on port 5000"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "python3.11 not found"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
+	@touch $@ $(VENV)/.installed-core
+
+install: $(VENV)/.installed-core
+install-test: $(VENV)/.installed-test
+
+quickstart: install
+	mlflow run . --env-manager local --experiment-name $(EXPERIMENT)
+	@echo
+	@echo "Next: mnist-registry list        (versions, aliases, stages)"
+	@echo "      make serve                 (mlflow models serve -m models:/mnist-cnn@champion -p 5001)"
+	@echo "      make ui                    (mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI))"
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+serve: install
+	mlflow models serve -m models:/mnist-cnn@champion -p 5001 --env-manager local
+
+ui: install
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+clean:
+	rm -rf mlruns mlflow.db .pytest_cache

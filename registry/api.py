@@ -1,0 +1,116 @@
+"""The registry's Python API, under the CLI and for ``serve/`` (the gateway follows aliases with it).
+
+    from registry import api
+    api.resolve("mnist-cnn", "champion")              -> "3"
+    api.aliases("mnist-cnn")                          -> {"champion": "3", "challenger": "4"}
+    api.history("mnist-cnn")                          -> [Event, ...]
+    api.promote("mnist-cnn", "challenger", reason=...) -> Move (gated; raises GateRefused)
+    api.rollback("mnist-cnn", reason=...)             -> Move
+
+Every function takes ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from registry import history as history_module
+from registry import promote as promote_module
+from registry import versions
+from registry.datasets import LabelledData, load
+from registry.evaluate import Comparison, evaluate_versions
+from registry.store import client as make_client
+from registry.store import tracking_uri as resolve_uri
+from registry.versions import CHAMPION
+
+
+def connect(tracking_uri: str | None = None):
+    uri = resolve_uri(tracking_uri)
+    # pyfunc.load_model("models:/...") reads the global registry URI: keep it in step.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return make_client(uri)
+
+
+def resolve(name: str, alias_or_version: str, tracking_uri: str | None = None) -> str:
+    """The version number an alias (or a version number) designates now."""
+    return str(versions.resolve(connect(tracking_uri), name, alias_or_version).version)
+
+
+def aliases(name: str, tracking_uri: str | None = None) -> dict[str, str]:
+    return versions.aliases(connect(tracking_uri), name)
+
+
+def history(name: str, tracking_uri: str | None = None, record_outside_moves: bool = True) -> list:
+    client = connect(tracking_uri)
+    if record_outside_moves:
+        return history_module.reconcile(client, name)
+    return history_module.read(client, name)
+
+
+def evaluate(
+    name: str,
+    candidate: str,
+    baseline: str | None = CHAMPION,
+    data: LabelledData | None = None,
+    mnist_root: Path | None = None,
+    tracking_uri: str | None = None,
+    log: bool = True,
+) -> Comparison:
+    client = connect(tracking_uri)
+    candidate_version = versions.resolve(client, name, candidate)
+    baseline_version = versions.resolve(client, name, baseline) if baseline else None
+    data = data or load(None, mnist_root or Path("data"))
+    return evaluate_versions(candidate_version, baseline_version, data, log=log)
+
+
+def promote(
+    name: str,
+    candidate: str,
+    to: str = CHAMPION,
+    reason: str = "",
+    force: bool = False,
+    gate: promote_module.Gate | None = None,
+    data: LabelledData | None = None,
+    mnist_root: Path | None = None,
+    tracking_uri: str | None = None,
+    action: str = "promote",
+    comparison: Comparison | None = None,
+) -> promote_module.Move:
+    """Evaluate ``candidate`` against the current holder of ``to`` and move ``to`` if the gate allows.
+
+    A ``comparison`` made elsewhere (for example by an A/B test on live traffic) may be given instead
+    of an offline evaluation; it is recorded as the evidence.
+    """
+    client = connect(tracking_uri)
+    version = versions.resolve(client, name, candidate)
+    holder = promote_module.check_promotable(client, name, version, to)
+    if comparison is None:
+        baseline = versions.resolve(client, name, holder) if holder else None
+        data = data or load(None, mnist_root or Path("data"))
+        comparison = evaluate_versions(version, baseline, data)
+    return promote_module.promote(
+        client, name, version, to, comparison, holder, gate=gate, reason=reason, force=force, action=action
+    )
+
+
+def rollback(
+    name: str, reason: str, alias: str = CHAMPION, tracking_uri: str | None = None, action: str = "rollback"
+) -> promote_module.Move:
+    client = connect(tracking_uri)
+    return promote_module.rollback(client, name, reason, alias, action=action, verify=_verify_loadable)
+
+
+def _verify_loadable(version) -> None:
+    """Refuse to roll back onto a version whose model artifacts are gone."""
+    from registry.store import RegistryError
+
+    try:
+        mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+    except Exception as exc:  # deleted run or artifacts: MLflow raises several types
+        reason = " ".join(str(exc).split())[:160]
+        raise RegistryError(
+            f"cannot roll back to v{version.version}: its model cannot be read ({reason})"
+        ) from None

@@ -1,0 +1,256 @@
+"""``mnist-registry``: list, evaluate, promote, roll back and read the history of model versions.
+
+Exit status: 0 done, 1 an error (one line on stderr, nothing changed), 2 a usage error,
+3 the promotion gate refused (the figures are printed, nothing changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from registry import api, render
+from registry import history as history_module
+from registry.datasets import load
+from registry.promote import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE, Gate, GateRefused, Move
+from registry.store import RegistryError, describe_store_failure, tracking_uri
+from registry.versions import CHAMPION, aliases, all_versions, require_model
+
+PROG = "mnist-registry"
+EXIT_ERROR, EXIT_REFUSED = 1, 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """``--name_with_underscores`` (the name at every layer) and its dashed spelling."""
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*flags, **kwargs)
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    _option(
+        parser,
+        "data",
+        default=None,
+        help="labelled data: a folder of MNIST IDX files or a .parquet/.csv with 'label' and "
+        "'image' or 'pixels' (default: the MNIST test set under --data_dir)",
+    )
+    _option(parser, "data_dir", default=None, help="MNIST root (default: $MNIST_DATA_DIR or ./data)")
+    _option(parser, "max_samples", type=int, default=None, help="evaluate on the first N images only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG, description="Versions, aliases, gated promotion and history of a model."
+    )
+    _option(
+        parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
+    )
+    _option(parser, "model", default="mnist-cnn", help="registered model name (default: mnist-cnn)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    listing = commands.add_parser("list", help="versions with aliases, stages, accuracy")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    evaluate = commands.add_parser("evaluate", help="score a version (and a baseline) on labelled data")
+    evaluate.add_argument("candidate", help="version number or alias")
+    evaluate.add_argument(
+        "--baseline", default=CHAMPION, help="version or alias, or 'none' (default: champion)"
+    )
+    _data_options(evaluate)
+    evaluate.add_argument("--json", action="store_true")
+
+    promote = commands.add_parser("promote", help="gated move of an alias to a version")
+    promote.add_argument("candidate", help="version number or alias")
+    promote.add_argument("--to", default=CHAMPION, help="alias to move (default: champion)")
+    promote.add_argument("--reason", default="", help="why, recorded in the history")
+    promote.add_argument("--force", action="store_true", help="override the gate (recorded as forced)")
+    _option(
+        promote,
+        "tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"how far the candidate may trail the current holder's accuracy (default {DEFAULT_TOLERANCE})",
+    )
+    _option(
+        promote,
+        "min_accuracy",
+        type=float,
+        default=DEFAULT_MIN_ACCURACY,
+        help=f"lowest accuracy a candidate may have (default {DEFAULT_MIN_ACCURACY})",
+    )
+    _data_options(promote)
+    promote.add_argument("--json", action="store_true")
+
+    rollback = commands.add_parser("rollback", help="point the champion back at the previous one")
+    rollback.add_argument("--reason", required=True, help="why, recorded in the history")
+    rollback.add_argument("--alias", default=CHAMPION, help="alias to roll back (default: champion)")
+    rollback.add_argument("--json", action="store_true")
+
+    show = commands.add_parser("history", help="who moved which alias, when and why")
+    show.add_argument("--alias", default=None, help="only this alias")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def _mnist_root(args) -> Path:
+    return Path(args.data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
+
+
+def _emit(args, payload, text: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if args.json else text)
+
+
+def cmd_list(args) -> None:
+    client = api.connect(args.tracking_uri)
+    require_model(client, args.model)
+    events = history_module.reconcile(client, args.model)
+    # search_model_versions does not fill in aliases in every store: take them from the model.
+    held: dict[str, list[str]] = {}
+    for alias, number in aliases(client, args.model).items():
+        held.setdefault(number, []).append(alias)
+    rows, payload = [], []
+    for v in all_versions(client, args.model):
+        accuracy = v.tags.get("test_accuracy")
+        record = {
+            "version": str(v.version),
+            "aliases": sorted(held.get(str(v.version), [])),
+            "stage": v.current_stage,
+            "test_accuracy": float(accuracy) if accuracy else None,
+            "created": render.timestamp_ms(v.creation_timestamp),
+            "run_id": v.run_id,
+            "status": v.status,
+        }
+        payload.append(record)
+        rows.append(
+            [
+                f"v{v.version}",
+                ",".join(record["aliases"]) or "-",
+                v.current_stage,
+                render.percent(record["test_accuracy"]),
+                record["created"],
+                v.run_id or "",
+                v.status,
+            ]
+        )
+    outside = [e for e in events if e.action == "outside"]
+    notes = [
+        f"note: {e.alias} moved outside the CLI from v{e.from_version or '-'} to v{e.to_version or '-'} "
+        f"(first seen {e.time.replace('T', ' ')[:19]} UTC)"
+        for e in outside[-3:]
+    ]
+    text = render.table(
+        ["version", "aliases", "stage", "test acc", "created (UTC)", "run id", "status"], rows
+    )
+    _emit(
+        args,
+        {"model": args.model, "versions": payload, "outside_moves": [e.__dict__ for e in outside]},
+        "\n".join([text, *notes]),
+    )
+
+
+def cmd_evaluate(args) -> None:
+    data = load(args.data, _mnist_root(args), args.max_samples)
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    comparison = api.evaluate(args.model, args.candidate, baseline, data=data, tracking_uri=args.tracking_uri)
+    _emit(args, comparison.to_dict(), render.comparison_report(comparison))
+
+
+def _move_text(move: Move) -> str:
+    stages = ", ".join(f"v{v} {old}->{new}" for v, old, new in move.stage_changes) or "unchanged"
+    before = f"v{move.from_version}" if move.from_version else "nobody"
+    after = f"v{move.to_version}" if move.to_version else "nobody"
+    action = move.event.action + (", forced" if move.event.forced else "")
+    return f"{move.alias}: {before} -> {after} ({action}); stages: {stages}"
+
+
+def cmd_promote(args) -> None:
+    data = load(args.data, _mnist_root(args), args.max_samples)
+    gate = Gate(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
+    try:
+        move = api.promote(
+            args.model,
+            args.candidate,
+            to=args.to,
+            reason=args.reason,
+            force=args.force,
+            gate=gate,
+            data=data,
+            tracking_uri=args.tracking_uri,
+        )
+    except GateRefused as refused:
+        _emit(
+            args,
+            {"refused": str(refused), "comparison": refused.comparison.to_dict()},
+            render.comparison_report(refused.comparison),
+        )
+        sys.stderr.write(f"{PROG}: {refused}\n")
+        raise SystemExit(EXIT_REFUSED) from None
+    figures = move.event.figures
+    _emit(
+        args,
+        {"move": move.event.__dict__, "stage_changes": move.stage_changes},
+        _move_text(move) + (f"\nevidence: {json.dumps(figures)}" if figures else ""),
+    )
+
+
+def cmd_rollback(args) -> None:
+    move = api.rollback(args.model, args.reason, alias=args.alias, tracking_uri=args.tracking_uri)
+    _emit(args, {"move": move.event.__dict__, "stage_changes": move.stage_changes}, _move_text(move))
+
+
+def cmd_history(args) -> None:
+    events = api.history(args.model, tracking_uri=args.tracking_uri)
+    if args.alias:
+        events = [e for e in events if e.alias == args.alias]
+    _emit(args, [e.__dict__ for e in events], render.history_table(events) if events else "no history yet")
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "evaluate": cmd_evaluate,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "history": cmd_history,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # A tracking server that is down should fail in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        COMMANDS[args.command](args)
+    except RegistryError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        raise SystemExit(EXIT_ERROR) from None
+    except MlflowException as exc:
+        sys.stderr.write(f"{PROG}: error: {describe_store_failure(tracking_uri(args.tracking_uri), exc)}\n")
+        raise SystemExit(EXIT_ERROR) from None
+    except Exception as exc:  # a store that is down surfaces as requests/SQLAlchemy errors
+        if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy", "sqlite3"):
+            sys.stderr.write(
+                f"{PROG}: error: {describe_store_failure(tracking_uri(args.tracking_uri), exc)}\n"
+            )
+            raise SystemExit(EXIT_ERROR) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

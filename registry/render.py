@@ -1,0 +1,93 @@
+"""Plain-text rendering of registry data for people (the ``--json`` forms are for scripts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from registry.evaluate import Comparison
+from registry.history import Event
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def timestamp_ms(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _evidence(event: Event) -> str:
+    figures = event.figures or {}
+    candidate, baseline = figures.get("candidate"), figures.get("baseline")
+    parts = []
+    if candidate:
+        parts.append(f"v{candidate['version']} {percent(candidate['accuracy'])}")
+    if baseline:
+        parts.append(f"vs v{baseline['version']} {percent(baseline['accuracy'])}")
+    if "decision" in figures:
+        parts.append(str(figures["decision"]))
+    if figures.get("count"):
+        parts.append(f"n={figures['count']}")
+    return " ".join(parts)
+
+
+def history_table(events: list[Event]) -> str:
+    rows = [
+        [
+            e.time.replace("T", " ")[:19],
+            e.actor,
+            e.action + (" (forced)" if e.forced else ""),
+            e.alias,
+            f"v{e.from_version}" if e.from_version else "-",
+            f"v{e.to_version}" if e.to_version else "-",
+            e.reason,
+            _evidence(e),
+        ]
+        for e in events
+    ]
+    return table(["time (UTC)", "actor", "action", "alias", "from", "to", "reason", "evidence"], rows)
+
+
+def comparison_report(c: Comparison) -> str:
+    lines = [f"evaluation on {c.data} ({c.count} images)"]
+    scores = [c.candidate] + ([c.baseline] if c.baseline else [])
+    rows = [
+        [
+            f"v{s.version}",
+            percent(s.accuracy),
+            f"[{percent(s.interval[0])}, {percent(s.interval[1])}]",
+            s.failed_rows,
+        ]
+        for s in scores
+    ]
+    lines.append(table(["version", "accuracy", "95% interval", "failed rows"], rows))
+    recall_rows = [[d] + [percent(s.recall[d], 1) for s in scores] for d in range(10)]
+    lines.append("")
+    lines.append(table(["digit"] + [f"recall v{s.version}" for s in scores], recall_rows))
+    if c.baseline is not None:
+        lines.append("")
+        lines.append(
+            f"difference v{c.candidate.version} - v{c.baseline.version}: {100 * c.difference:+.2f} points "
+            f"(95% interval {100 * c.difference_interval[0]:+.2f} to {100 * c.difference_interval[1]:+.2f})"
+        )
+        lines.append(
+            f"they disagree on {c.disagreements} images: only v{c.candidate.version} right on "
+            f"{c.candidate_only_right}, only v{c.baseline.version} right on {c.baseline_only_right} "
+            f"(McNemar exact p = {c.mcnemar_p:.3g})"
+        )
+    if c.evaluation_run_id:
+        lines.append(f"logged to MLflow: evaluation run {c.evaluation_run_id}")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Where tracking and registry data live: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+
+The URI is always resolved here and passed explicitly, never left to MLflow's own default.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlflow import MlflowClient
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class RegistryError(Exception):
+    """A problem the user can fix (unknown version, store unreachable, gate refused...).
+
+    Entry points print ``str(error)`` as one line and exit non-zero; nothing was changed.
+    """
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    uri = tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def describe_store_failure(uri: str, exc: BaseException) -> str:
+    """One line saying which store failed and how to fix it (the exception text trimmed)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    return (
+        f"cannot use the tracking store {uri} ({reason}); check that it is reachable and "
+        f"writable, or set {TRACKING_URI_ENV}"
+    )

@@ -1,0 +1,150 @@
+"""Encoded image bytes -> a greyscale ``float32`` array in [0, 1], reduced early when large.
+
+Accepted: PNG, JPEG, BMP, GIF (first frame), WebP and TIFF, from ``MIN_SIDE`` x ``MIN_SIDE`` up to
+``MAX_PIXELS`` pixels; RGB, RGBA, greyscale 8/16/32-bit, palette, CMYK. EXIF orientation is honoured.
+Transparency is flattened onto the background colour that contrasts with the drawn pixels, so a
+canvas export (black strokes on a transparent background) and white strokes alike stay visible.
+
+Large images are reduced before any float work: JPEGs are decoded at a reduced DCT scale
+(``Image.draft``) and everything else is shrunk in Pillow's C code to at most ``WORKING_SIDE``
+pixels on the longer side, so a 12-megapixel photo costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from serve.model.errors import RowError
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+ACCEPTED_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
+MIN_SIDE = 8
+MAX_PIXELS = 50_000_000  # 4x a 12-megapixel phone photo; anything larger is refused before decoding
+MAX_ENCODED_BYTES = 25 * 1024 * 1024
+WORKING_SIDE = 400  # longer side after early reduction: a digit filling a third of it keeps > 100 px
+
+
+def as_bytes(value: object) -> bytes:
+    """Raw bytes from ``bytes``/``bytearray`` or a base64 string (JSON's form of binary data)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("data:") and "," in text:  # a data URL, as a browser canvas exports it
+            text = text.split(",", 1)[1]
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise RowError("not valid base64; send the encoded image file base64-encoded") from None
+    raise RowError(f"expected base64 text or bytes, got {type(value).__name__}")
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise RowError(f"empty; send an encoded {ACCEPTED_TEXT} file")
+    if len(data) > MAX_ENCODED_BYTES:
+        raise RowError(
+            f"the file is {len(data) / 1e6:.1f} MB; at most {MAX_ENCODED_BYTES / 1e6:.0f} MB accepted"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between MAX_IMAGE_PIXELS and 2x; our own limit below is stricter.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError:
+        raise RowError(
+            f"the image declares more than {MAX_PIXELS:,} pixels; at most {MAX_PIXELS:,} accepted"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise RowError(f"not a decodable image; accepted formats: {ACCEPTED_TEXT}") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise RowError(
+            f"the image is {width}x{height} = {width * height:,} pixels; at most {MAX_PIXELS:,} accepted"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise RowError(f"the image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels accepted")
+    return image
+
+
+def _reduce_early(image: Image.Image) -> Image.Image:
+    """Shrink to at most WORKING_SIDE on the longer side, in integer steps then antialiased."""
+    longer = max(image.size)
+    if longer <= WORKING_SIDE:
+        return image
+    factor = longer // WORKING_SIDE
+    if factor >= 2 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        image = image.reduce(factor)  # box filter in C: fast and alias-free
+    if max(image.size) > WORKING_SIDE:
+        image = image.copy()
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BILINEAR)
+    return image
+
+
+def _to_mode_with_alpha(image: Image.Image) -> Image.Image:
+    """Bring any colour mode to L, LA, RGB, RGBA, I or F (the modes handled below)."""
+    if image.mode in ("L", "LA", "RGB", "RGBA", "F"):
+        return image
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "PA":
+        return image.convert("RGBA")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return image.convert("I")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def _luminance_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    alpha = None
+    if image.mode in ("LA", "RGBA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+        image = image.convert("L")
+    elif image.mode == "RGB":
+        image = image.convert("L")
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.float32) / 255.0, alpha
+    values = np.asarray(image, dtype=np.float32)  # "I" (16/32-bit integers) or "F"
+    if image.mode == "I":
+        top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+        return np.clip(values / top, 0.0, 1.0), None
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    return np.nan_to_num((values - low) / (high - low) if high > low else values * 0), None
+
+
+def _flatten_alpha(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Composite onto the background colour that contrasts with the drawn (opaque) pixels."""
+    if alpha is None or alpha.min() >= 1.0:
+        return luminance
+    opaque = alpha > 0.5
+    drawn = float(luminance[opaque].mean()) if opaque.any() else 0.0
+    background = 1.0 if drawn < 0.5 else 0.0
+    return luminance * alpha + background * (1.0 - alpha)
+
+
+def decode_image(value: object) -> np.ndarray:
+    """Encoded image (bytes or base64) -> greyscale ``float32 [H, W]`` in [0, 1]; 1 is white.
+
+    Raises ``RowError`` naming the problem and what is accepted.
+    """
+    image = _open(as_bytes(value))
+    try:
+        if image.format == "JPEG" and max(image.size) > 2 * WORKING_SIDE:
+            # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients.
+            image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (WORKING_SIDE, WORKING_SIDE))
+        image = ImageOps.exif_transpose(image)  # loads the (first) frame
+        image = _reduce_early(_to_mode_with_alpha(image))
+        luminance, alpha = _luminance_and_alpha(image)
+    except RowError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        # A truncated or inconsistent file fails only when its pixels are read.
+        raise RowError(f"the image data is truncated or corrupt; accepted formats: {ACCEPTED_TEXT}") from None
+    return _flatten_alpha(luminance, alpha)

@@ -1,0 +1,89 @@
+"""Session fixtures: one real tiny training (``mlflow run``) shared by every test that needs a model.
+
+Tests that change the registry work on their own copy of the session's SQLite store (the database
+file is copied; the model artifacts it points at are shared read-only).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import PROJECT_ROOT, mnist_dir, subprocess_env
+
+MODEL_NAME = "mnist-cnn"
+# A couple of thousand images, two short epochs: about 95% test accuracy in seconds.
+TINY_PARAMS = {
+    "epochs": "2",
+    "batch_size": "32",
+    "lr": "0.05",
+    "seed": "7",
+    "val_samples": "1000",
+    "max_train_samples": "3000",
+    "model_name": MODEL_NAME,
+}
+
+
+@dataclass(frozen=True)
+class TrainedStore:
+    """A tracking store holding one tiny training run, registered as version 1."""
+
+    directory: Path
+    run_id: str
+    params: dict[str, str]
+    model_name: str = MODEL_NAME
+
+    @property
+    def db_path(self) -> Path:
+        return self.directory / "mlflow.db"
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def copy_to(self, directory: Path) -> str:
+        """A private copy of the store's database (for tests that change the registry): its URI."""
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.db_path, directory / "mlflow.db")
+        return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+def run_checked(args: list[str], env: dict[str, str], cwd: Path, log: Path, timeout: float = 900) -> str:
+    with open(log, "wb") as out:
+        result = subprocess.run(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    text = log.read_text(errors="replace")
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:3])} failed ({result.returncode}):\n{text[-4000:]}")
+    return text
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = mnist_dir()
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"MNIST is not under {root}; set MNIST_DATA_DIR (CI sets ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory, mnist_root) -> TrainedStore:
+    """The real ``mlflow run . --env-manager local`` on a small subset, against a fresh SQLite store."""
+    directory = tmp_path_factory.mktemp("trained-store")
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    args = ["mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", "--experiment-name", "tests"]
+    for key, value in TINY_PARAMS.items():
+        args += ["-P", f"{key}={value}"]
+    env = subprocess_env(uri)
+    run_checked(args, env, cwd=directory, log=directory / "mlflow-run.log")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("tests")
+    (run,) = client.search_runs([experiment.experiment_id])
+    return TrainedStore(directory=directory, run_id=run.info.run_id, params=dict(TINY_PARAMS))

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from train.network import DEFAULT_BLOCKS, DigitNet, build_network, count_parameters
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_network_maps_a_batch_of_28x28_images_to_ten_logits(batch):
+    net = DigitNet().eval()
+    with torch.inference_mode():
+        out = net(torch.randn(batch, 1, 28, 28))
+    assert out.shape == (batch, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_network_accepts_channels_last_input_with_the_same_answer():
+    net = DigitNet().eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.inference_mode():
+        expected = net(x)
+        got = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_architecture_round_trips_through_build_network():
+    net = DigitNet(((1, 8, 1), (8, 16, 2)))
+    rebuilt = build_network(net.architecture())
+    assert rebuilt.blocks == net.blocks
+    rebuilt.load_state_dict(net.state_dict())  # same parameter names and shapes
+
+
+def test_default_network_is_compact():
+    assert build_network(None).blocks == DEFAULT_BLOCKS
+    assert 100_000 < count_parameters(DigitNet()) < 250_000

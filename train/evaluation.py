@@ -1,0 +1,46 @@
+"""Final figures on the held-out test set: accuracy, per-class precision and recall, confusions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from train.data import Split
+from train.loop import evaluate
+from train.network import NUM_CLASSES, DigitNet
+
+
+@dataclass(frozen=True)
+class TestReport:
+    loss: float
+    accuracy: float
+    confusion: np.ndarray  # [true, predicted] counts
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=0), 1)
+
+    @property
+    def recall(self) -> np.ndarray:
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+
+    def metrics(self) -> dict[str, float]:
+        figures = {"test_accuracy": self.accuracy, "test_loss": self.loss}
+        for digit in range(NUM_CLASSES):
+            figures[f"test_precision_{digit}"] = float(self.precision[digit])
+            figures[f"test_recall_{digit}"] = float(self.recall[digit])
+        return figures
+
+
+def test_report(model: DigitNet, test: Split, device: torch.device) -> TestReport:
+    loss, accuracy, logits = evaluate(model, test, device)
+    probabilities = torch.softmax(logits, dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    true = test.labels.numpy()
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (true, predicted.numpy()), 1)
+    return TestReport(loss, accuracy, confusion, predicted.numpy(), confidence.numpy())

@@ -1,0 +1,149 @@
+"""The training loop: one-cycle SGD over augmented batches, per-epoch validation, no MLflow.
+
+The loop reports through a callback, so tracking (``train.tracking``) and progress display stay
+out of it and the benchmarks can run it with tracking off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from train.data import MnistData, Split
+from train.network import DigitNet, build_network
+from train.progress import batch_progress
+from train.transforms import normalize, random_affine, to_unit_range
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    lr: float  # the learning rate at the end of the epoch
+    seconds: float  # wall time of the epoch's training and validation
+    images_per_second: float  # training throughput of the epoch
+
+
+def pick_device() -> torch.device:
+    """The GPU when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global generators; returns the CPU generator the data order and augmentation use."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.inference_mode()
+def predict_logits(model: DigitNet, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Logits ``[N, 10]`` (on the CPU) for uint8 images ``[N, 28, 28]``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), EVAL_BATCH_SIZE):
+        batch = normalize(to_unit_range(images[start : start + EVAL_BATCH_SIZE])).to(device)
+        outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0, 10)
+
+
+def evaluate(model: DigitNet, split: Split, device: torch.device) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy, accuracy, logits) of ``model`` on ``split``."""
+    logits = predict_logits(model, split.images, device)
+    loss = F.cross_entropy(logits, split.labels).item()
+    accuracy = (logits.argmax(1) == split.labels).float().mean().item()
+    return loss, accuracy, logits
+
+
+def _train_epoch(model, optimizer, scheduler, split, hp, generator, device, progress) -> tuple[float, int]:
+    order = torch.randperm(len(split), generator=generator)
+    total_loss, seen = torch.zeros((), device=device), 0
+    for start in range(0, len(order), hp.batch_size):
+        idx = order[start : start + hp.batch_size]
+        images = random_affine(to_unit_range(split.images[idx]), generator)
+        images = normalize(images).to(device).contiguous(memory_format=torch.channels_last)
+        labels = split.labels[idx].to(device)
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # Accumulate on the device: a .item() per step would force a sync on a GPU.
+        total_loss += loss.detach() * len(idx)
+        seen += len(idx)
+        progress.update(len(idx))
+    return total_loss.item() / max(seen, 1), seen
+
+
+def train(
+    data: MnistData,
+    hp: Hyperparameters,
+    on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    device: torch.device | None = None,
+) -> DigitNet:
+    """Train the default network on ``data.train``; validate on ``data.val`` after each epoch.
+
+    Deterministic for a given seed, device and thread count.
+    """
+    device = device or pick_device()
+    generator = seed_everything(hp.seed)
+    model = build_network().to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay
+    )
+    steps_per_epoch = -(-len(data.train) // hp.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=hp.lr, epochs=hp.epochs, steps_per_epoch=steps_per_epoch
+    )
+    model.train()
+    for epoch in range(1, hp.epochs + 1):
+        started = time.perf_counter()
+        with batch_progress(len(data.train), f"epoch {epoch}/{hp.epochs}") as progress:
+            train_loss, seen = _train_epoch(
+                model, optimizer, scheduler, data.train, hp, generator, device, progress
+            )
+        train_seconds = time.perf_counter() - started
+        val_loss, val_accuracy, _ = evaluate(model, data.val, device)
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=scheduler.get_last_lr()[0],
+            seconds=time.perf_counter() - started,
+            images_per_second=seen / train_seconds,
+        )
+        logger.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_accuracy %.4f  %.1fs (%.0f images/s)",
+            epoch,
+            hp.epochs,
+            train_loss,
+            val_loss,
+            val_accuracy,
+            result.seconds,
+            result.images_per_second,
+        )
+        on_epoch(result)
+    model.eval()
+    return model

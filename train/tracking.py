@@ -10,10 +10,12 @@ through ``RunLogger.timed`` so the run records its own tracking overhead
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -28,6 +30,7 @@ from train.loop import EpochResult
 TAG_DATASET = "dataset_fingerprint"
 TAG_DATASET_VERIFIED = "dataset_verified"
 TAG_GIT_COMMIT = "git_commit"
+TAG_CONFIG = "train_config"
 
 
 def git_commit(directory: Path) -> str | None:
@@ -56,8 +59,9 @@ class RunLogger:
             self.seconds += time.perf_counter() - started
 
     def start(self, config: TrainConfig, data: MnistData, device: str, project_dir: Path) -> None:
-        params = config.as_params() | {"data_dir": str(data.root)}
         tags = {
+            # What the script actually parsed: proves every MLproject parameter reached it.
+            TAG_CONFIG: json.dumps(asdict(config), sort_keys=True),
             TAG_DATASET: data.fingerprint,
             TAG_DATASET_VERIFIED: str(data.verified).lower(),
             "device": device,
@@ -66,14 +70,18 @@ class RunLogger:
         if commit:
             tags[TAG_GIT_COMMIT] = commit
         with self.timed():
+            # Under `mlflow run`, MLflow has already logged the MLproject parameters exactly as
+            # given (MLflow refuses to change a logged value), so only the missing ones are added.
+            run = mlflow.active_run()
+            logged = mlflow.get_run(run.info.run_id).data.params if run else {}
+            params = {k: v for k, v in config.as_params().items() if k not in logged}
+            params |= {
+                "data_dir_resolved": str(data.root.resolve()),
+                "train_samples": len(data.train),
+                "val_samples_used": len(data.val),
+                "test_samples": len(data.test),
+            }
             mlflow.log_params(params)
-            mlflow.log_params(
-                {
-                    "train_samples": len(data.train),
-                    "val_samples_used": len(data.val),
-                    "test_samples": len(data.test),
-                }
-            )
             mlflow.set_tags(tags)
             self._log_dataset(data)
 

@@ -31,9 +31,9 @@ def test_a_second_run_becomes_challenger_and_leaves_the_champion(trained_store, 
     result = train(uri)
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(uri, uri)
-    assert client.get_model_version_by_alias("mnist-cnn", "challenger").version == "2"
-    assert client.get_model_version_by_alias("mnist-cnn", "champion").version == "1"
-    stages = {v.version: v.current_stage for v in client.search_model_versions("name = 'mnist-cnn'")}
+    assert str(client.get_model_version_by_alias("mnist-cnn", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "1"
+    stages = {str(v.version): v.current_stage for v in client.search_model_versions("name = 'mnist-cnn'")}
     assert stages == {"1": "Production", "2": "Staging"}
     assert "registered mnist-cnn version 2" in result.stdout
     assert "mlflow ui --backend-store-uri" in result.stdout
@@ -44,7 +44,7 @@ def test_register_false_logs_the_run_but_registers_nothing(trained_store, tmp_pa
     result = train(uri, "--register", "false")
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(uri, uri)
-    assert [v.version for v in client.search_model_versions("name = 'mnist-cnn'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'mnist-cnn'")] == ["1"]
 
 
 def test_an_unusable_tracking_store_stops_with_one_line(tmp_path):

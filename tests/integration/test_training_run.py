@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import mlflow
@@ -36,13 +37,18 @@ def test_mlproject_defaults_match_the_scripts_defaults():
         assert parsed == getattr(defaults, name), name
 
 
-def test_the_run_logs_every_parameter_it_was_given(trained_store):
+def test_every_parameter_given_to_mlflow_run_reaches_the_script_and_is_logged(trained_store, mnist_root):
     run = trained_store.client().get_run(trained_store.run_id)
+    parsed_by_the_script = json.loads(run.data.tags["train_config"])
+    assert set(parsed_by_the_script) == set(PARSERS)
     for name, value in trained_store.params.items():
+        assert parsed_by_the_script[name] == PARSERS[name](value), name
         assert PARSERS[name](run.data.params[name]) == PARSERS[name](value), name
     assert set(PARSERS) <= set(run.data.params)
-    # data_dir was empty: it resolves from MNIST_DATA_DIR and the resolved folder is logged.
-    assert run.data.params["data_dir"].endswith("data")
+    assert run.data.params["train_samples"] == trained_store.params["max_train_samples"]
+    # data_dir was empty: it resolves from MNIST_DATA_DIR, and the folder used is logged beside it.
+    assert run.data.params["data_dir"] in ("", "''")
+    assert run.data.params["data_dir_resolved"] == str(mnist_root)
     assert run.info.status == "FINISHED"
 
 

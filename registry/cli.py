@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from registry import api, render
 from registry import history as history_module
+from registry.cliargs import OneLineArgumentParser, add_option
 from registry.datasets import load
 from registry.promote import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE, Gate, GateRefused, Move
 from registry.store import RegistryError, describe_store_failure, tracking_uri
@@ -26,39 +27,27 @@ PROG = "mnist-registry"
 EXIT_ERROR, EXIT_REFUSED = 1, 3
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
-    """``--name_with_underscores`` (the name at every layer) and its dashed spelling."""
-    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    parser.add_argument(*flags, **kwargs)
-
-
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    _option(
+    add_option(
         parser,
         "data",
         default=None,
         help="labelled data: a folder of MNIST IDX files or a .parquet/.csv with 'label' and "
         "'image' or 'pixels' (default: the MNIST test set under --data_dir)",
     )
-    _option(parser, "data_dir", default=None, help="MNIST root (default: $MNIST_DATA_DIR or ./data)")
-    _option(parser, "max_samples", type=int, default=None, help="evaluate on the first N images only")
+    add_option(parser, "data_dir", default=None, help="MNIST root (default: $MNIST_DATA_DIR or ./data)")
+    add_option(parser, "max_samples", type=int, default=None, help="evaluate on the first N images only")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = OneLineArgumentParser(
         prog=PROG, description="Versions, aliases, gated promotion and history of a model."
     )
-    _option(
+    add_option(
         parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
     )
-    _option(parser, "model", default="mnist-cnn", help="registered model name (default: mnist-cnn)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_option(parser, "model", default="mnist-cnn", help="registered model name (default: mnist-cnn)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
 
     listing = commands.add_parser("list", help="versions with aliases, stages, accuracy")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -76,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--to", default=CHAMPION, help="alias to move (default: champion)")
     promote.add_argument("--reason", default="", help="why, recorded in the history")
     promote.add_argument("--force", action="store_true", help="override the gate (recorded as forced)")
-    _option(
+    add_option(
         promote,
         "tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
         help=f"how far the candidate may trail the current holder's accuracy (default {DEFAULT_TOLERANCE})",
     )
-    _option(
+    add_option(
         promote,
         "min_accuracy",
         type=float,

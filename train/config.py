@@ -8,9 +8,9 @@ them, so every value is validated here and a bad one stops with a single readabl
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass
 
+from registry.cliargs import OneLineArgumentParser, boolean, non_negative_float, positive_float, whole_number
 from train.data import DATA_DIR_ENV
 
 DEFAULT_MODEL_NAME = "mnist-cnn"
@@ -47,55 +47,6 @@ HELP = {
 }
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``train: error: ...``) and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _integer(minimum: int, maximum: int | None = None):
-    """A whole number in range; "12.0" is accepted because MLflow's ``float`` params look like it."""
-
-    def parse(text: str) -> int:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        in_range = value >= minimum and (maximum is None or value <= maximum)
-        if not value.is_integer() or not in_range:
-            bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
-        return int(value)
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = 0.0 if text.strip() in {"0", "0.0"} else _positive_float(text)
-    return value
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"true", "1", "yes", "on"}:
-        return True
-    if lowered in {"false", "0", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _model_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a registered model name, got an empty string")
@@ -103,16 +54,16 @@ def _model_name(text: str) -> str:
 
 
 PARSERS = {
-    "epochs": _integer(1),
-    "batch_size": _integer(1),
-    "lr": _positive_float,
-    "weight_decay": _non_negative_float,
-    "seed": _integer(0),
-    "val_samples": _integer(1, maximum=59_999),
+    "epochs": whole_number(1),
+    "batch_size": whole_number(1),
+    "lr": positive_float,
+    "weight_decay": non_negative_float,
+    "seed": whole_number(0),
+    "val_samples": whole_number(1, maximum=59_999),
     "data_dir": str,
-    "max_train_samples": _integer(0),
+    "max_train_samples": whole_number(0),
     "model_name": _model_name,
-    "register": _boolean,
+    "register": boolean,
 }
 
 

@@ -30,6 +30,13 @@ MAX_ENCODED_BYTES = 25 * 1024 * 1024
 WORKING_SIDE = 400  # longer side after early reduction: a digit filling a third of it keeps > 100 px
 
 
+def _too_large(size: int) -> RowError:
+    megabytes = 1024 * 1024
+    return RowError(
+        f"the file is {size / megabytes:.1f} MB; at most {MAX_ENCODED_BYTES // megabytes} MB accepted"
+    )
+
+
 def as_bytes(value: object) -> bytes:
     """Raw bytes from ``bytes``/``bytearray`` or a base64 string (JSON's form of binary data)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -38,6 +45,8 @@ def as_bytes(value: object) -> bytes:
         text = value.strip()
         if text.startswith("data:") and "," in text:  # a data URL, as a browser canvas exports it
             text = text.split(",", 1)[1]
+        if len(text) > MAX_ENCODED_BYTES * 4 // 3 + 4:  # refuse before allocating the decoded copy
+            raise _too_large(len(text) * 3 // 4)
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
@@ -49,9 +58,7 @@ def _open(data: bytes) -> Image.Image:
     if not data:
         raise RowError(f"empty; send an encoded {ACCEPTED_TEXT} file")
     if len(data) > MAX_ENCODED_BYTES:
-        raise RowError(
-            f"the file is {len(data) / 1e6:.1f} MB; at most {MAX_ENCODED_BYTES / 1e6:.0f} MB accepted"
-        )
+        raise _too_large(len(data))
     try:
         with warnings.catch_warnings():
             # Pillow warns between MAX_IMAGE_PIXELS and 2x; our own limit below is stricter.

@@ -18,6 +18,8 @@ import io
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -85,8 +87,9 @@ def input_example(image: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"image": [base64.b64encode(example_png(image)).decode("ascii")]})
 
 
-def log_model(network: torch.nn.Module, example_digit: np.ndarray) -> mlflow.models.model.ModelInfo:
-    """Log ``network`` as the pyfunc under the active run's ``model`` artifact path."""
+@contextmanager
+def _model_parts(network: torch.nn.Module, example_digit: np.ndarray) -> Iterator[dict]:
+    """The keyword arguments of ``log_model``/``save_model``, staged in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         weights = tmp_path / "weights.pt"
@@ -95,12 +98,23 @@ def log_model(network: torch.nn.Module, example_digit: np.ndarray) -> mlflow.mod
         architecture = tmp_path / "architecture.json"
         architecture.write_text(json.dumps(network.architecture()))
         code_paths = stage_code(tmp_path / "code")
-        return mlflow.pyfunc.log_model(
-            name=ARTIFACT_PATH,
-            python_model=str(tmp_path / "code" / "serve" / "model" / "entrypoint.py"),
-            artifacts={"weights": str(weights), "architecture": str(architecture)},
-            code_paths=code_paths,
-            signature=SIGNATURE,
-            input_example=input_example(example_digit),
-            pip_requirements=pip_requirements(),
-        )
+        yield {
+            "python_model": str(tmp_path / "code" / "serve" / "model" / "entrypoint.py"),
+            "artifacts": {"weights": str(weights), "architecture": str(architecture)},
+            "code_paths": code_paths,
+            "signature": SIGNATURE,
+            "input_example": input_example(example_digit),
+            "pip_requirements": pip_requirements(),
+        }
+
+
+def log_model(network: torch.nn.Module, example_digit: np.ndarray) -> mlflow.models.model.ModelInfo:
+    """Log ``network`` as the pyfunc under the active run's ``model`` artifact path."""
+    with _model_parts(network, example_digit) as parts:
+        return mlflow.pyfunc.log_model(name=ARTIFACT_PATH, **parts)
+
+
+def save_model(network: torch.nn.Module, example_digit: np.ndarray, path: Path) -> None:
+    """Save ``network`` as the same pyfunc to a local folder (no tracking store involved)."""
+    with _model_parts(network, example_digit) as parts:
+        mlflow.pyfunc.save_model(path=str(path), **parts)

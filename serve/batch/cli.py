@@ -1,0 +1,148 @@
+"""``mnist-batch`` (and the MLproject's ``batch_score`` entry point): score folders and tables.
+
+    mnist-batch --model models:/mnist-cnn@champion --input photos/ --output scores.parquet
+    mnist-batch --engine spark --master 'local[*]' --input photos/ --output scores/
+    mnist-batch --watch inbox/ --output scored/
+
+Exit status 0 with a summary when anything was scored; 1 with one line when nothing could be
+scored, the model could not be loaded, or the input/output was unusable (nothing is written then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+
+from registry.cliargs import OneLineArgumentParser, add_option, boolean, whole_number
+from registry.store import tracking_uri
+from serve.batch import pandas_engine
+from serve.batch.errors import BatchError
+from serve.batch.scoring_model import resolve
+from serve.batch.writers import FORMATS, check_output
+
+PROG = "mnist-batch"
+DEFAULT_MODEL = "models:/mnist-cnn@champion"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG, description="Score folders and tables of images with the registered model."
+    )
+    add_option(
+        parser,
+        "model",
+        default=DEFAULT_MODEL,
+        help=f"model URI; an alias is resolved once (default {DEFAULT_MODEL})",
+    )
+    add_option(
+        parser, "input", default=None, help="a folder of images, a .parquet/.csv table, or an MNIST IDX file"
+    )
+    add_option(parser, "output", required=True, help="result file (pandas) or folder (spark, watch)")
+    add_option(parser, "engine", choices=("pandas", "spark"), default="pandas", help="default: pandas")
+    add_option(parser, "master", default="local[*]", help="Spark master URL (default local[*])")
+    add_option(
+        parser,
+        "env_manager",
+        choices=("local", "virtualenv", "uv", "conda"),
+        default="local",
+        help="how Spark executors get the model's environment (default local)",
+    )
+    add_option(parser, "format", choices=FORMATS, default="parquet", help="output format (default parquet)")
+    add_option(
+        parser,
+        "overwrite",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="replace an existing output",
+    )
+    add_option(
+        parser,
+        "chunk_rows",
+        type=whole_number(1),
+        default=pandas_engine.DEFAULT_CHUNK_ROWS,
+        help="rows per model call",
+    )
+    add_option(parser, "watch", default=None, help="watch this folder and score each new file once")
+    add_option(
+        parser, "poll_seconds", type=float, default=1.0, help="watch mode: how often to look (default 1)"
+    )
+    add_option(
+        parser,
+        "settle_seconds",
+        type=float,
+        default=1.0,
+        help="watch mode: a file must be unchanged this long before it is read (default 1)",
+    )
+    add_option(parser, "json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def run(args) -> int:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    output = Path(args.output)
+    if args.watch:
+        from serve.batch.watch import watch
+
+        summary = watch(
+            resolve(args.model),
+            Path(args.watch),
+            output,
+            args.format,
+            args.poll_seconds,
+            args.settle_seconds,
+            min(args.chunk_rows, 256),
+        )
+    else:
+        if not args.input:
+            raise BatchError("--input is required (or --watch FOLDER)")
+        input_path = Path(args.input)
+        if not input_path.exists():
+            raise BatchError(f"input {input_path} does not exist")
+        check_output(output, args.overwrite)
+        scoring = resolve(args.model)
+        if args.engine == "spark":
+            from serve.batch import spark_engine
+
+            summary = spark_engine.run(
+                scoring,
+                input_path,
+                output,
+                args.master,
+                args.env_manager,
+                args.format,
+                overwrite=args.overwrite,
+            )
+        else:
+            summary = pandas_engine.run(scoring, input_path, output, args.format, args.chunk_rows)
+    print(json.dumps(summary.to_dict()) if args.json else summary.line())
+    if summary.scored == 0 and not args.watch:
+        sys.stderr.write(f"{PROG}: error: nothing could be scored ({summary.failed} inputs failed)\n")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("mlflow", "alembic", "py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        raise SystemExit(run(args))
+    except BatchError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

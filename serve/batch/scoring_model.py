@@ -1,0 +1,55 @@
+"""The model a batch job scores with: an alias resolved once, then pinned to its version."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from serve.batch.errors import BatchError
+
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    uri: str  # pinned: models:/<name>/<version>, or the path/URI given when it is not a registry URI
+    name: str
+    version: str
+    run_id: str
+
+    def load(self):
+        return mlflow.pyfunc.load_model(self.uri)
+
+
+def resolve(model_uri: str) -> ScoringModel:
+    """Resolve ``models:/name@alias`` (or ``/version``) once; other URIs are used as given."""
+    match = _REGISTRY_URI.match(model_uri)
+    if not match:
+        return ScoringModel(uri=model_uri, name=model_uri, version="", run_id="")
+    client = mlflow.MlflowClient()
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            version = client.get_model_version(name, match["version"])
+    except MlflowException as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise BatchError(f"cannot resolve {model_uri}: {detail}") from None
+    return ScoringModel(
+        uri=f"models:/{name}/{version.version}",
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id or "",
+    )
+
+
+def load(model: ScoringModel):
+    try:
+        return model.load()
+    except Exception as exc:  # missing artifacts, bad URI, incompatible model: all fatal for the job
+        detail = " ".join(str(exc).split())[:200]
+        raise BatchError(f"cannot load the model {model.uri}: {detail}") from None

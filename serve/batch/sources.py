@@ -1,0 +1,171 @@
+"""Batch inputs, streamed in chunks: folders of images, Parquet/CSV tables, MNIST IDX files.
+
+Every source yields DataFrames with the columns ``id`` (str), ``image`` (bytes or text, or None),
+``pixels`` (numbers, or None) and ``read_error`` (why the input could not be read, or None). Only
+one chunk is in memory at a time, so the size of the input does not bound the job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serve.batch.errors import BatchError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TABLE_SUFFIXES = frozenset({".parquet", ".pq", ".csv"})
+COLUMNS = ("id", "image", "pixels", "read_error")
+MAX_CHUNK_BYTES = 64 * 1024 * 1024  # a chunk closes early when its encoded images reach this size
+
+
+def source_frame(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(object)
+
+
+def walk_images(root: Path) -> Iterator[Path]:
+    """Image files under ``root``, recursively, in a stable (sorted) order, lazily."""
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk_images(Path(entry.path))
+        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+            yield Path(entry.path)
+
+
+def read_file(path: Path) -> tuple[bytes | None, str | None]:
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return None, f"cannot read {path.name}: {exc.strerror or exc.__class__.__name__}"
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    root: Path
+
+    def count(self) -> int:
+        return sum(1 for _ in walk_images(self.root))
+
+    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        batch, size = [], 0
+        for path in walk_images(self.root):
+            data, error = read_file(path)
+            batch.append((path.relative_to(self.root).as_posix(), data, None, error))
+            size += len(data or b"")
+            if len(batch) >= rows or size >= MAX_CHUNK_BYTES:
+                yield source_frame(batch)
+                batch, size = [], 0
+        if batch:
+            yield source_frame(batch)
+
+
+def _image_cell(value: object, base: Path) -> tuple[object, str | None]:
+    """A table's image cell: bytes pass through, a path is read, other text is base64 for the model."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None, None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), None
+    if isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES and len(value) < 4096:
+        path = Path(value) if Path(value).is_absolute() else base / value
+        return read_file(path)
+    return value, None
+
+
+@dataclass(frozen=True)
+class TableSource:
+    path: Path
+
+    def count(self) -> int | None:
+        if self.path.suffix.lower() == ".csv":
+            return None
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path).metadata.num_rows
+
+    def _raw_chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        try:
+            if self.path.suffix.lower() == ".csv":
+                yield from pd.read_csv(self.path, chunksize=rows, dtype=object)
+                return
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=rows):
+                yield batch.to_pandas()
+        except (OSError, ValueError) as exc:
+            raise BatchError(f"cannot read {self.path}: {' '.join(str(exc).split())[:160]}") from None
+
+    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        offset = 0
+        for raw in self._raw_chunks(rows):
+            if "image" not in raw.columns and "pixels" not in raw.columns:
+                raise BatchError(
+                    f"{self.path} has no 'image' or 'pixels' column (columns: {', '.join(raw.columns)})"
+                )
+            ids = _ids(raw, offset)
+            images = raw["image"] if "image" in raw.columns else [None] * len(raw)
+            pixels = raw["pixels"] if "pixels" in raw.columns else [None] * len(raw)
+            out = []
+            for row_id, image, pixel_row in zip(ids, images, pixels, strict=True):
+                data, error = _image_cell(image, self.path.parent)
+                out.append((row_id, data, pixel_row if data is None else None, error))
+            offset += len(raw)
+            yield source_frame(out)
+
+
+def _ids(raw: pd.DataFrame, offset: int) -> list[str]:
+    for column in ("id", "path"):
+        if column in raw.columns:
+            return [str(v) for v in raw[column]]
+    if "image" in raw.columns and raw["image"].map(lambda v: isinstance(v, str) and len(v) < 4096).all():
+        return [str(v) for v in raw["image"]]
+    return [str(i) for i in range(offset, offset + len(raw))]
+
+
+def _idx_images(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if len(header) < 16 or header[:4] != b"\x00\x00\x08\x03":
+        raise BatchError(f"{path} is not an IDX file of 28x28 uint8 images")
+    count, rows, cols = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+    expected = 16 + count * rows * cols
+    if path.stat().st_size < expected or (rows, cols) != (28, 28):
+        raise BatchError(f"{path} is truncated or not 28x28 (declares {count} images of {rows}x{cols})")
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=16, shape=(count, rows * cols))
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    path: Path
+
+    def count(self) -> int:
+        return len(_idx_images(self.path))
+
+    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        images = _idx_images(self.path)
+        for start in range(0, len(images), rows):
+            block = np.asarray(images[start : start + rows])
+            yield source_frame([(str(start + i), None, block[i], None) for i in range(len(block))])
+
+
+def open_source(path: Path) -> FolderSource | TableSource | IdxSource:
+    """The right source for ``path``: a folder, a .parquet/.csv table, or an IDX images file."""
+    if not path.exists():
+        raise BatchError(f"input {path} does not exist")
+    if path.is_dir():
+        idx = sorted(path.glob("*-images-idx3-ubyte")) or sorted(
+            path.glob("MNIST/raw/t10k-images-idx3-ubyte")
+        )
+        has_images = next(walk_images(path), None) is not None
+        if idx and not has_images:
+            return IdxSource(idx[0])
+        return FolderSource(path)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return TableSource(path)
+    if path.name.endswith("idx3-ubyte"):
+        return IdxSource(path)
+    raise BatchError(f"input {path}: expected a folder of images, a .parquet or .csv table, or an IDX file")

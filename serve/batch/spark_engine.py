@@ -1,0 +1,184 @@
+"""The Spark engine: ``mlflow.pyfunc.spark_udf`` over a SparkSession on any master URL.
+
+Folders are read with Spark's own ``binaryFile`` source on the executors, so no image passes
+through the driver; tables are read with Spark's Parquet/CSV readers. The same command runs on a
+cluster with ``--master spark://...`` (or ``yarn``, ``k8s://...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from serve.batch.errors import BatchError
+from serve.batch.scoring_model import ScoringModel
+from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source
+from serve.batch.summary import Summary
+
+logger = logging.getLogger(__name__)
+
+# label comes back as double: spark_udf casts a struct field with numpy, which cannot put the nulls
+# of failed rows into an int64; it is cast back to a nullable long in Spark below.
+RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
+
+
+def session(master: str):
+    from pyspark.sql import SparkSession
+
+    # Spark's Python workers must run this interpreter (the one with torch and the model's deps).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("mnist-batch")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    if master.startswith("local"):
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
+    return builder.getOrCreate()
+
+
+def _glob_for_images() -> str:
+    suffixes = sorted(
+        {s.lstrip(".") for s in IMAGE_SUFFIXES} | {s.lstrip(".").upper() for s in IMAGE_SUFFIXES}
+    )
+    return "*.{" + ",".join(suffixes) + "}"
+
+
+def read_input(spark, input_path: Path):
+    """A DataFrame with ``id``, ``image`` (binary) or ``pixels`` (array<double>) and ``read_error``."""
+    from pyspark.sql import functions as F
+
+    source = open_source(input_path)
+    if isinstance(source, IdxSource):
+        frames = [
+            chunk[["id", "pixels"]].assign(
+                pixels=lambda f: f["pixels"].map(lambda p: p.astype(float).tolist())
+            )
+            for chunk in source.chunks(10_000)
+        ]
+        import pandas as pd
+
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "pixels": []})
+        return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string"))
+    if isinstance(source, TableSource):
+        return _read_table(spark, source.path)
+    root = input_path.resolve().as_uri().replace("file:///", "file:/")
+    files = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", _glob_for_images())
+        .load(str(input_path.resolve()))
+    )
+    relative = F.expr(f"substring(path, {len(root.rstrip('/')) + 2})")
+    return files.select(
+        relative.alias("id"), F.col("content").alias("image"), F.lit(None).cast("string").alias("read_error")
+    )
+
+
+def _read_table(spark, path: Path):
+    from pyspark.sql import functions as F
+
+    reader = spark.read.option("header", "true") if path.suffix.lower() == ".csv" else spark.read
+    table = reader.csv(str(path)) if path.suffix.lower() == ".csv" else reader.parquet(str(path))
+    if "image" not in table.columns and "pixels" not in table.columns:
+        raise BatchError(f"{path} has no 'image' or 'pixels' column")
+    id_column = next((c for c in ("id", "path") if c in table.columns), None)
+    if id_column is None:
+        indexed = table.rdd.zipWithIndex().map(lambda pair: (*pair[0], str(pair[1])))
+        table = indexed.toDF([*table.columns, "id"])
+    else:
+        table = table.withColumn("id", F.col(id_column).cast("string"))
+    columns = ["id"] + [c for c in ("image", "pixels") if c in table.columns]
+    return table.select(*columns).withColumn("read_error", F.lit(None).cast("string"))
+
+
+def _write(frame, output: Path, fmt: str) -> None:
+    from pyspark.sql import functions as F
+
+    if fmt == "csv":
+        frame.withColumn("probabilities", F.to_json("probabilities")).write.option("header", "true").csv(
+            str(output)
+        )
+    else:
+        frame.write.parquet(str(output))
+
+
+def _count_failed(spark, path: Path, fmt: str) -> dict[bool, int]:
+    """{failed?: rows} read back from the written output (cheap: one column)."""
+    from pyspark.sql import functions as F
+
+    written = (
+        spark.read.option("header", "true").csv(str(path)) if fmt == "csv" else spark.read.parquet(str(path))
+    )
+    grouped = written.groupBy(F.col("error").isNotNull().alias("failed")).count().collect()
+    return {row["failed"]: row["count"] for row in grouped}
+
+
+def run(
+    scoring: ScoringModel,
+    input_path: Path,
+    output: Path,
+    master: str = "local[*]",
+    env_manager: str = "local",
+    fmt: str = "parquet",
+    torch_threads: int = 1,
+    overwrite: bool = False,
+) -> Summary:
+    import mlflow
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    spark = session(master)
+    udf = mlflow.pyfunc.spark_udf(
+        spark,
+        scoring.uri,
+        result_type=RESULT_TYPE,
+        env_manager=env_manager,
+        params={"on_error": "row"},
+        # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
+        extra_env={"MNIST_TORCH_THREADS": str(torch_threads)},
+    )
+    summary = Summary(
+        engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started
+    )
+    frame = read_input(spark, input_path)
+    inputs = [c for c in ("image", "pixels") if c in frame.columns]
+    result = frame.withColumn("r", udf(F.struct(*inputs)))
+    label = F.when(F.isnan("r.label"), F.lit(None)).otherwise(F.col("r.label").cast("long"))
+    out = result.select(
+        "id",
+        label.alias("label"),
+        F.col("r.confidence").alias("confidence"),
+        F.col("r.probabilities").alias("probabilities"),
+        F.coalesce("read_error", "r.error").alias("error"),
+        F.lit(scoring.name).alias("model_name"),
+        F.lit(scoring.version).alias("model_version"),
+        F.lit(scoring.run_id).alias("run_id"),
+        F.current_timestamp().alias("scored_at"),
+    )
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write(out, partial, fmt)
+        counts = _count_failed(spark, partial, fmt)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if output.exists() and overwrite:
+        if output.is_dir():
+            shutil.rmtree(output)
+        else:
+            output.unlink()
+    os.replace(partial, output)
+    summary.scored, summary.failed = counts.get(False, 0), counts.get(True, 0)
+    summary.seconds = time.perf_counter() - started
+    return summary

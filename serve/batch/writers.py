@@ -1,0 +1,67 @@
+"""Output writers: Parquet (default) or CSV, streamed chunk by chunk, published atomically.
+
+The job writes ``<output>.partial`` and renames it to ``<output>`` only when it completes, so a
+reader never sees half a result and a failed job leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from serve.batch.errors import BatchError
+from serve.batch.results import SCHEMA
+
+FORMATS = ("parquet", "csv")
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``; refuse a folder whose parent is missing."""
+    if path.exists() and not overwrite:
+        raise BatchError(f"output {path} already exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise BatchError(f"the folder of output {path} does not exist")
+
+
+def csv_ready(table: pa.Table) -> pa.Table:
+    """CSV has no list type: probabilities become JSON text."""
+    text = [None if p is None else json.dumps(p) for p in table.column("probabilities").to_pylist()]
+    index = table.schema.get_field_index("probabilities")
+    return table.set_column(index, "probabilities", pa.array(text, pa.string()))
+
+
+class ResultWriter:
+    """Appends result tables to ``path`` in ``fmt``; ``commit()`` publishes, ``abort()`` discards."""
+
+    def __init__(self, path: Path, fmt: str = "parquet") -> None:
+        if fmt not in FORMATS:
+            raise BatchError(f"output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        self.path, self.fmt = path, fmt
+        self.partial = path.with_name(path.name + ".partial")
+        self._writer = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.partial, SCHEMA)
+            else:
+                self._writer = pacsv.CSVWriter(self.partial, csv_ready(table.slice(0, 0)).schema)
+        self._writer.write_table(table if self.fmt == "parquet" else csv_ready(table))
+        self.rows += table.num_rows
+
+    def commit(self) -> None:
+        if self._writer is None:  # nothing scored: still publish an empty, well-formed output
+            self.write(SCHEMA.empty_table())
+        self._writer.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.partial.unlink(missing_ok=True)

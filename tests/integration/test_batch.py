@@ -1,0 +1,331 @@
+"""``mnist-batch`` on a small folder of real images the test writes: pandas and Spark, tables,
+IDX, the MLproject entry point, bad input, and the watch mode with a restart in the middle."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from torchvision.datasets import MNIST
+
+from tests.helpers import (
+    PROJECT_ROOT,
+    png_bytes,
+    start_process,
+    stop_process,
+    subprocess_env,
+    write_idx_images,
+)
+
+GOOD = 12
+
+
+@pytest.fixture(scope="module")
+def store_uri(trained_store, tmp_path_factory) -> str:
+    return trained_store.copy_to(tmp_path_factory.mktemp("batch-store"))
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_root):
+    test = MNIST(str(mnist_root), train=False)
+    return test.data[:40].numpy(), test.targets[:40].numpy()
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, digits) -> Path:
+    """12 digits (PNG and JPEG, one subfolder deep), one corrupt file, one blank image, one text file."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "nested").mkdir()
+    images, _ = digits
+    for i in range(GOOD):
+        folder = root / "nested" if i % 3 == 0 else root
+        if i % 2:
+            (folder / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+        else:
+            (folder / f"digit-{i:02d}.jpg").write_bytes(png_bytes(255 - images[i], fmt="JPEG", quality=95))
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this file was cut short")
+    (root / "blank.png").write_bytes(png_bytes(np.full((28, 28), 255, np.uint8)))
+    (root / "notes.txt").write_text("not an image: ignored")
+    return root
+
+
+def batch(uri: str, *args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serve.batch", *args],
+        cwd=cwd,
+        env=subprocess_env(uri),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def expected_label(digits, file_id: str) -> int:
+    return int(digits[1][int(Path(file_id).stem.split("-")[1])])
+
+
+def test_the_pandas_engine_scores_a_folder_with_one_row_per_file(store_uri, photo_folder, digits, tmp_path):
+    output = tmp_path / "scores.parquet"
+    result = batch(store_uri, "--input", str(photo_folder), "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"scored {GOOD}, failed 2 of {GOOD + 2} inputs" in result.stdout
+    rows = pd.read_parquet(output)
+    assert len(rows) == GOOD + 2
+    assert set(rows["model_version"]) == {"1"} and set(rows["model_name"]) == {"mnist-cnn"}
+    assert rows["run_id"].str.len().eq(32).all()
+    good = rows[rows["error"].isna()]
+    assert "nested/digit-00.jpg" in set(good["id"])
+    accuracy = np.mean([row.label == expected_label(digits, row.id) for row in good.itertuples()])
+    assert accuracy >= 0.8
+    errors = rows.set_index("id")["error"]
+    assert "not a decodable image" in errors["corrupt.png"] or "truncated" in errors["corrupt.png"]
+    assert "no digit found" in errors["blank.png"]
+    assert rows.loc[rows["error"].notna(), "label"].isna().all()
+    assert all(len(p) == 10 for p in good["probabilities"])
+
+
+def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
+    pandas_out, spark_out = tmp_path / "pandas.parquet", tmp_path / "spark"
+    assert batch(store_uri, "--input", str(photo_folder), "--output", str(pandas_out)).returncode == 0
+    result = batch(
+        store_uri,
+        "--engine",
+        "spark",
+        "--master",
+        "local[1]",
+        "--input",
+        str(photo_folder),
+        "--output",
+        str(spark_out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"scored {GOOD}, failed 2" in result.stdout
+    a = pd.read_parquet(pandas_out).sort_values("id").reset_index(drop=True)
+    b = pd.read_parquet(spark_out).sort_values("id").reset_index(drop=True)
+    assert a["id"].tolist() == b["id"].tolist()
+    assert a["label"].tolist() == b["label"].tolist()
+    assert a["error"].tolist() == b["error"].tolist()
+    for p, q in zip(a["probabilities"], b["probabilities"], strict=True):
+        if p is None:
+            assert q is None
+        else:
+            np.testing.assert_allclose(p, q, atol=1e-9)
+    assert set(b["model_version"]) == {"1"}
+
+
+def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(
+    store_uri, photo_folder, digits, tmp_path
+):
+    images, _ = digits
+    pd.DataFrame(
+        {"id": [f"b{i}" for i in range(5)], "image": [png_bytes(images[i]) for i in range(5)]}
+    ).to_parquet(tmp_path / "bytes.parquet")
+    pd.DataFrame({"image": ["digit-01.png", "digit-03.png", "missing.png"]}).to_csv(
+        photo_folder / "paths.csv", index=False
+    )
+    pd.DataFrame({"pixels": [images[i].ravel().tolist() for i in range(5)]}).to_parquet(
+        tmp_path / "pixels.parquet"
+    )
+    write_idx_images(tmp_path / "t10k-images-idx3-ubyte", images[:7])
+    cases = {
+        "bytes.parquet": (tmp_path / "bytes.parquet", 5, 0),
+        "paths.csv": (photo_folder / "paths.csv", 2, 1),
+        "pixels.parquet": (tmp_path / "pixels.parquet", 5, 0),
+        "idx": (tmp_path / "t10k-images-idx3-ubyte", 7, 0),
+    }
+    for name, (source, scored, failed) in cases.items():
+        output = tmp_path / f"out-{name}.parquet"
+        result = batch(store_uri, "--input", str(source), "--output", str(output))
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+        rows = pd.read_parquet(output)
+        assert (rows["error"].isna().sum(), rows["error"].notna().sum()) == (scored, failed), name
+    rows = pd.read_parquet(tmp_path / "out-paths.csv.parquet")
+    assert "cannot read missing.png" in rows.set_index("id")["error"]["missing.png"]
+    assert pd.read_parquet(tmp_path / "out-idx.parquet")["id"].tolist() == [str(i) for i in range(7)]
+
+
+def test_csv_output_on_request(store_uri, photo_folder, tmp_path):
+    output = tmp_path / "scores.csv"
+    assert (
+        batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--format", "csv").returncode
+        == 0
+    )
+    rows = pd.read_csv(output)
+    assert len(rows) == GOOD + 2 and rows["probabilities"].dropna().str.startswith("[").all()
+
+
+def test_the_mlproject_entry_point_scores_a_folder(store_uri, photo_folder, tmp_path):
+    output = tmp_path / "scores.parquet"
+    result = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            "batch_score",
+            "--env-manager",
+            "local",
+            "-P",
+            f"input={photo_folder}",
+            "-P",
+            f"output={output}",
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(store_uri),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_parquet(output)) == GOOD + 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "/no/such/folder"], "input /no/such/folder does not exist"),
+        (["--model", "models:/mnist-cnn@nobody"], "cannot resolve models:/mnist-cnn@nobody"),
+        (["--model", "models:/no-such-model/1"], "cannot resolve models:/no-such-model/1"),
+        (["--chunk_rows", "0"], "expected a whole number >= 1"),
+    ],
+)
+def test_bad_jobs_stop_with_one_line_and_write_nothing(store_uri, photo_folder, tmp_path, args, message):
+    output = tmp_path / "scores.parquet"
+    arguments = ["--input", str(photo_folder), "--output", str(output), *args]
+    result = batch(store_uri, *arguments)
+    assert result.returncode in (1, 2)
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_an_existing_output_is_refused_unless_overwrite(store_uri, photo_folder, tmp_path):
+    output = tmp_path / "scores.parquet"
+    output.write_text("precious")
+    result = batch(store_uri, "--input", str(photo_folder), "--output", str(output))
+    assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr
+    assert output.read_text() == "precious"
+    assert (
+        batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--overwrite").returncode == 0
+    )
+    assert len(pd.read_parquet(output)) == GOOD + 2
+
+
+def test_a_job_where_nothing_can_be_scored_exits_non_zero_with_the_summary(store_uri, tmp_path):
+    inbox = tmp_path / "bad"
+    inbox.mkdir()
+    (inbox / "a.png").write_bytes(b"nope")
+    result = batch(store_uri, "--input", str(inbox), "--output", str(tmp_path / "out.parquet"))
+    assert result.returncode == 1
+    assert "scored 0, failed 1" in result.stdout
+    assert "nothing could be scored" in result.stderr
+
+
+def write_slowly(path: Path, data: bytes, pieces: int = 4, pause: float = 0.4) -> None:
+    """A file still being written: appended in pieces, as a slow upload does."""
+    with open(path, "wb") as f:
+        for i in range(pieces):
+            f.write(data[i * len(data) // pieces : (i + 1) * len(data) // pieces])
+            f.flush()
+            time.sleep(pause)
+
+
+def scored_ids(folder: Path) -> list[str]:
+    parts = sorted(folder.glob("part-*.parquet"))
+    return [i for part in parts for i in pd.read_parquet(part)["id"]]
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_watch_mode_scores_each_arriving_file_once_across_a_restart(store_uri, digits, tmp_path):
+    images, labels = digits
+    inbox, output = tmp_path / "inbox", tmp_path / "scored"
+    inbox.mkdir()
+    args = [
+        sys.executable,
+        "-m",
+        "serve.batch",
+        "--watch",
+        str(inbox),
+        "--output",
+        str(output),
+        "--poll_seconds",
+        "0.2",
+        "--settle_seconds",
+        "1.0",
+    ]
+    env = subprocess_env(store_uri)
+    watcher = start_process(args, env, tmp_path / "watch-1.log")
+    try:
+        for i in range(5):
+            (inbox / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+        write_slowly(inbox / "digit-05.png", png_bytes(images[5]))  # never read half-written
+        (inbox / "digit-06.png.part").write_bytes(b"an upload in progress")
+        wait_for(lambda: len(scored_ids(output)) >= 6)
+    finally:
+        assert stop_process(watcher) == 0, (tmp_path / "watch-1.log").read_text()[-2000:]
+    first = scored_ids(output)
+    assert sorted(first) == [f"digit-{i:02d}.png" for i in range(6)]
+
+    # While it is down, more files arrive; the restart scores those and only those.
+    for i in range(6, 10):
+        (inbox / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+    (inbox / "digit-06.png.part").rename(inbox / "digit-10.png")
+    (inbox / "digit-10.png").write_bytes(png_bytes(images[10]))
+    watcher = start_process(args, env, tmp_path / "watch-2.log")
+    try:
+        wait_for(lambda: len(scored_ids(output)) >= 11)
+        time.sleep(1.5)  # a further poll must not score anything again
+    finally:
+        assert stop_process(watcher) == 0
+    ids = scored_ids(output)
+    assert sorted(ids) == [f"digit-{i:02d}.png" for i in range(11)], "each file scored exactly once"
+    rows = pd.concat(pd.read_parquet(p) for p in sorted(output.glob("part-*.parquet")))
+    assert rows["error"].isna().all(), rows["error"].dropna().tolist()
+    assert (rows["label"].to_numpy() == [labels[int(i[6:8])] for i in rows["id"]]).mean() >= 0.8
+    assert not list(output.glob(".part-*"))
+
+
+def test_watch_mode_stops_cleanly_on_sigint_without_losing_a_row(store_uri, digits, tmp_path):
+    images, _ = digits
+    inbox, output = tmp_path / "inbox", tmp_path / "scored"
+    inbox.mkdir()
+    for i in range(30):
+        (inbox / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+    import signal
+
+    watcher = start_process(
+        [
+            sys.executable,
+            "-m",
+            "serve.batch",
+            "--watch",
+            str(inbox),
+            "--output",
+            str(output),
+            "--poll_seconds",
+            "0.1",
+            "--settle_seconds",
+            "0.2",
+            "--chunk_rows",
+            "4",
+        ],
+        subprocess_env(store_uri),
+        tmp_path / "watch.log",
+    )
+    wait_for(lambda: len(scored_ids(output)) >= 4)
+    assert stop_process(watcher, sig=signal.SIGINT) == 0
+    ids = scored_ids(output)
+    assert (len(ids) == len(set(ids)) and len(ids) % 4 == 0) or len(ids) == 30
+    shutil.rmtree(inbox)

@@ -1,0 +1,104 @@
+"""Model quality through the whole pyfunc path, with the model from the full default training.
+
+Fixed, seeded sets; figures are asserted, never times.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import png_bytes
+from tests.model.conftest import full_network
+from tests.synthetic import canvas_export, pen_drawing, phone_photo, scan_16bit
+from train.transforms import normalize, to_unit_range
+
+
+def raw_tensor_accuracy(images: np.ndarray, labels: np.ndarray) -> float:
+    network = full_network()
+    with torch.inference_mode():
+        logits = network(normalize(to_unit_range(torch.from_numpy(images))))
+    return float((logits.argmax(1).numpy() == labels).mean())
+
+
+def pyfunc_labels(model, frame: pd.DataFrame) -> np.ndarray:
+    """Predicted labels; a row the model refuses (no digit found) counts as wrong (-1)."""
+    answer = model.predict(frame, params={"on_error": "row"})
+    return np.array([-1 if label is None else int(label) for label in answer["label"]])
+
+
+def test_mnist_test_set_through_the_pyfunc_stays_within_0_2_points_of_the_raw_network(full_model, mnist_test):
+    images, labels = mnist_test
+    raw = raw_tensor_accuracy(images, labels)
+    as_pixels = (
+        pyfunc_labels(full_model, pd.DataFrame({"pixels": list(images.reshape(len(images), -1))})) == labels
+    ).mean()
+    as_png = (
+        pyfunc_labels(full_model, pd.DataFrame({"image": [png_bytes(i) for i in images]})) == labels
+    ).mean()
+    print(
+        f"MNIST test accuracy: raw tensors {raw:.4f}, pyfunc pixels {as_pixels:.4f}, pyfunc PNG {as_png:.4f}"
+    )
+    assert raw >= 0.995
+    assert abs(as_pixels - raw) <= 0.002
+    assert abs(as_png - raw) <= 0.002
+
+
+def test_synthetic_phone_photos_of_test_digits_are_read_at_97_percent(full_model, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng(2026)
+    chosen = rng.choice(len(images), size=300, replace=False)
+    photos = [base64.b64encode(phone_photo(images[i], rng)).decode() for i in chosen]
+    predicted = pyfunc_labels(full_model, pd.DataFrame({"image": photos}))
+    accuracy = float((predicted == labels[chosen]).mean())
+    print(f"synthetic phone photos: {accuracy:.4f} of {len(chosen)}")
+    assert accuracy >= 0.97
+
+
+def test_twelve_megapixel_photos_are_read(full_model, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng(12)
+    chosen = rng.choice(len(images), size=10, replace=False)
+    photos = [phone_photo(images[i], rng, size=(4000, 3000)) for i in chosen]
+    assert (pyfunc_labels(full_model, pd.DataFrame({"image": photos})) == labels[chosen]).mean() >= 0.9
+
+
+def test_a_drawing_app_export_with_a_transparent_background_is_read(full_model, mnist_test):
+    images, labels = mnist_test
+    chosen = range(40)
+    exports = [canvas_export(images[i]) for i in chosen]
+    predicted = pyfunc_labels(full_model, pd.DataFrame({"image": exports}))
+    assert (predicted == labels[list(chosen)]).mean() >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("digit", "strokes"),
+    [
+        (1, [[(0.5, 0.15), (0.52, 0.85)]]),
+        (7, [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]]),
+        (4, [[(0.6, 0.15), (0.25, 0.6), (0.75, 0.6)], [(0.6, 0.15), (0.6, 0.85)]]),
+        (0, [[(0.5, 0.15), (0.72, 0.3), (0.75, 0.6), (0.5, 0.85), (0.28, 0.6), (0.3, 0.3), (0.5, 0.15)]]),
+    ],
+)
+def test_thin_pen_strokes_on_a_canvas_are_read(full_model, digit, strokes):
+    predicted = pyfunc_labels(full_model, pd.DataFrame({"image": [pen_drawing(strokes)]}))
+    assert predicted[0] == digit
+
+
+def test_a_16_bit_greyscale_scan_is_read(full_model, mnist_test):
+    images, labels = mnist_test
+    scans = [scan_16bit(images[i], seed=i) for i in range(20)]
+    assert (pyfunc_labels(full_model, pd.DataFrame({"image": scans})) == labels[:20]).mean() >= 0.95
+
+
+def test_probabilities_sum_to_one_and_confidence_is_their_maximum(full_model, mnist_test):
+    images, _ = mnist_test
+    answer = full_model.predict(pd.DataFrame({"pixels": list(images[:50].reshape(50, -1))}))
+    probabilities = np.array(answer["probabilities"].tolist())
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(answer["confidence"], probabilities.max(axis=1))
+    assert (answer["label"] == probabilities.argmax(axis=1)).all()

@@ -1,0 +1,88 @@
+"""Synthetic phone photos and other real-world renderings of MNIST digits, for quality tests.
+
+Everything is generated from a seed, so a test set is the same on every run. A "phone photo" is a
+test digit written in dark ink on tinted paper under uneven light, off-centre, rotated, blurred,
+noisy and saved as JPEG; a "canvas export" is strokes on a transparent background; a "scan" is a
+16-bit greyscale image. The geometry and ink of real handwriting come from the MNIST digit itself.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+PHOTO_SIZES = ((320, 240), (640, 480), (1024, 768), (1600, 1200), (4000, 3000), (240, 320), (768, 1024))
+
+
+def _paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Tinted paper under uneven light: a tilted gradient times a vignette, plus sensor noise."""
+    tint = np.array([rng.uniform(215, 250), rng.uniform(205, 245), rng.uniform(180, 235)])
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    xs, ys = xs / width - 0.5, ys / height - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = 1.0 - rng.uniform(0.05, 0.3) * (0.5 + xs * np.cos(angle) + ys * np.sin(angle))
+    vignette = 1.0 - rng.uniform(0.05, 0.3) * (xs**2 + ys**2) * 2
+    light = (gradient * vignette)[..., None]
+    return tint[None, None, :] * light
+
+
+def _ink_mask(digit: np.ndarray, side: int, degrees: float) -> Image.Image:
+    """The MNIST digit as an alpha mask ``side`` pixels tall, rotated by ``degrees``."""
+    mask = Image.fromarray(digit, mode="L").resize((side, side), Image.Resampling.BICUBIC)
+    return mask.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=0)
+
+
+def phone_photo(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int] | None = None) -> bytes:
+    """A JPEG of ``digit`` (uint8 28x28, white on black) as a phone would photograph it on paper."""
+    width, height = size or PHOTO_SIZES[rng.integers(len(PHOTO_SIZES))]
+    # The digit's 28-pixel field fills 35-75% of the shorter side (MNIST's ink box is 20/28 of it).
+    side = int(min(width, height) * rng.uniform(0.35, 0.75))
+    mask = _ink_mask(digit, side, rng.uniform(-12, 12))
+    canvas_alpha = Image.new("L", (width, height), 0)
+    max_dx, max_dy = max(0, width - mask.width), max(0, height - mask.height)
+    # Off-centre: anywhere the whole digit still fits.
+    canvas_alpha.paste(mask, (int(rng.uniform(0, max_dx + 1)), int(rng.uniform(0, max_dy + 1))))
+    alpha = np.asarray(canvas_alpha, dtype=np.float32)[..., None] / 255.0
+    ink = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)])
+    image = _paper(rng, width, height) * (1 - alpha) + ink[None, None, :] * alpha
+    image += rng.normal(0, rng.uniform(1.5, 5), image.shape)
+    picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
+    picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5) * max(1.0, side / 300)))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=int(rng.integers(60, 91)))
+    return buffer.getvalue()
+
+
+def canvas_export(digit: np.ndarray, side: int = 280) -> bytes:
+    """A drawing-app export: black strokes on a fully transparent background (RGBA PNG)."""
+    alpha = Image.fromarray(digit, mode="L").resize((side, side), Image.Resampling.BICUBIC)
+    rgba = Image.merge("RGBA", [Image.new("L", (side, side), 0)] * 3 + [alpha])
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pen_drawing(strokes: list[list[tuple[float, float]]], side: int = 280, width: int = 7) -> bytes:
+    """Thin pen strokes (coordinates in [0, 1]) in black on transparent: a quick canvas sketch."""
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for stroke in strokes:
+        draw.line([(x * side, y * side) for x, y in stroke], fill=(0, 0, 0, 255), width=width, joint="curve")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def scan_16bit(digit: np.ndarray, side: int = 600, seed: int = 0) -> bytes:
+    """A 16-bit greyscale scan: dark ink on white paper with faint noise (PNG, mode I;16)."""
+    rng = np.random.default_rng(seed)
+    ink = np.asarray(
+        Image.fromarray(digit, mode="L").resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64
+    )
+    paper = 60000 - 45000 * (ink / 255.0) + rng.normal(0, 300, ink.shape)
+    image = Image.fromarray(np.clip(paper, 0, 65535).astype(np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -11,9 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
+from torchvision.datasets import MNIST
 
+from serve.model.export import save_model
+from tests.fullmodel import full_network
 from tests.helpers import PROJECT_ROOT, mnist_dir, subprocess_env
 
 MODEL_NAME = "mnist-cnn"
@@ -87,3 +92,23 @@ def trained_store(tmp_path_factory, mnist_root) -> TrainedStore:
     experiment = client.get_experiment_by_name("tests")
     (run,) = client.search_runs([experiment.experiment_id])
     return TrainedStore(directory=directory, run_id=run.info.run_id, params=dict(TINY_PARAMS))
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_root) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test images (uint8, 28x28) and labels."""
+    test = MNIST(str(mnist_root), train=False)
+    return test.data.numpy(), test.targets.numpy()
+
+
+@pytest.fixture(scope="session")
+def full_model_path(tmp_path_factory, mnist_test) -> Path:
+    """The full model saved as the real pyfunc, in a local folder."""
+    path = tmp_path_factory.mktemp("full-model") / "model"
+    save_model(full_network(), mnist_test[0][0], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def full_model(full_model_path):
+    return mlflow.pyfunc.load_model(str(full_model_path))

@@ -21,8 +21,10 @@ from serve.batch.summary import Summary
 
 logger = logging.getLogger(__name__)
 
-# label comes back as double: spark_udf casts a struct field with numpy, which cannot put the nulls
-# of failed rows into an int64; it is cast back to a nullable long in Spark below.
+# spark_udf casts each struct field with numpy (``astype``) whenever a column is not all null:
+# None becomes NaN in a double and the text "None" in a string, and an int64 cannot hold a null
+# at all. So label travels as a double, and the nulls of failed rows (label, confidence) and of
+# scored rows (error) are restored in Spark below. A real error message is never "None".
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
 
 
@@ -154,12 +156,14 @@ def run(
     inputs = [c for c in ("image", "pixels") if c in frame.columns]
     result = frame.withColumn("r", udf(F.struct(*inputs)))
     label = F.when(F.isnan("r.label"), F.lit(None)).otherwise(F.col("r.label").cast("long"))
+    confidence = F.when(F.isnan("r.confidence"), F.lit(None)).otherwise(F.col("r.confidence"))
+    error = F.when(F.col("r.error") == "None", F.lit(None)).otherwise(F.col("r.error"))
     out = result.select(
         "id",
         label.alias("label"),
-        F.col("r.confidence").alias("confidence"),
+        confidence.alias("confidence"),
         F.col("r.probabilities").alias("probabilities"),
-        F.coalesce("read_error", "r.error").alias("error"),
+        F.coalesce("read_error", error).alias("error"),
         F.lit(scoring.name).alias("model_name"),
         F.lit(scoring.version).alias("model_version"),
         F.lit(scoring.run_id).alias("run_id"),

@@ -29,6 +29,6 @@ class Summary:
     def line(self) -> str:
         return (
             f"scored {self.scored}, failed {self.failed} of {self.total} inputs with {self.model_uri} "
-            f"({self.engine}) in {self.seconds:.1f}s: {self.images_per_second:.0f} images/s"
+            f"({self.engine}) in {self.seconds:.1f}s: {self.images_per_second:.1f} images/s"
             + (f" after {self.startup_seconds:.1f}s of start-up" if self.startup_seconds else "")
         )

@@ -7,8 +7,8 @@ import pytest
 from mlflow import MlflowClient
 
 from serve.model.export import log_model
+from tests.fullmodel import full_network
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
-from tests.model.conftest import full_network
 
 
 @pytest.fixture(scope="session")

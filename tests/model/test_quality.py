@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.fullmodel import full_network
 from tests.helpers import png_bytes
-from tests.model.conftest import full_network
 from tests.synthetic import canvas_export, pen_drawing, phone_photo, scan_16bit
 from train.transforms import normalize, to_unit_range
 

@@ -12,6 +12,7 @@ Every function takes ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else ``
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -108,7 +109,10 @@ def _verify_loadable(version) -> None:
     from registry.store import RegistryError
 
     try:
-        mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.artifacts.download_artifacts(
+                f"models:/{version.name}/{version.version}/MLmodel", dst_path=tmp
+            )
     except Exception as exc:  # deleted run or artifacts: MLflow raises several types
         reason = " ".join(str(exc).split())[:160]
         raise RegistryError(

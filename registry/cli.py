@@ -7,6 +7,7 @@ Exit status: 0 done, 1 an error (one line on stderr, nothing changed), 2 a usage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -97,11 +98,10 @@ def _mnist_root(args) -> Path:
     return Path(args.data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
 
 
-def _emit(args, payload, text: str) -> None:
-    print(json.dumps(payload, indent=2, default=str) if args.json else text)
+Output = tuple[object, str]  # (what --json prints, what a person reads)
 
 
-def cmd_list(args) -> None:
+def cmd_list(args) -> Output:
     client = api.connect(args.tracking_uri)
     require_model(client, args.model)
     events = history_module.reconcile(client, args.model)
@@ -142,18 +142,17 @@ def cmd_list(args) -> None:
     text = render.table(
         ["version", "aliases", "stage", "test acc", "created (UTC)", "run id", "status"], rows
     )
-    _emit(
-        args,
+    return (
         {"model": args.model, "versions": payload, "outside_moves": [e.__dict__ for e in outside]},
         "\n".join([text, *notes]),
     )
 
 
-def cmd_evaluate(args) -> None:
+def cmd_evaluate(args) -> Output:
     data = load(args.data, _mnist_root(args), args.max_samples)
     baseline = None if args.baseline.lower() == "none" else args.baseline
     comparison = api.evaluate(args.model, args.candidate, baseline, data=data, tracking_uri=args.tracking_uri)
-    _emit(args, comparison.to_dict(), render.comparison_report(comparison))
+    return (comparison.to_dict(), render.comparison_report(comparison))
 
 
 def _move_text(move: Move) -> str:
@@ -164,7 +163,7 @@ def _move_text(move: Move) -> str:
     return f"{move.alias}: {before} -> {after} ({action}); stages: {stages}"
 
 
-def cmd_promote(args) -> None:
+def cmd_promote(args) -> Output:
     data = load(args.data, _mnist_root(args), args.max_samples)
     gate = Gate(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
     try:
@@ -179,31 +178,28 @@ def cmd_promote(args) -> None:
             tracking_uri=args.tracking_uri,
         )
     except GateRefused as refused:
-        _emit(
-            args,
+        refused.output = (
             {"refused": str(refused), "comparison": refused.comparison.to_dict()},
             render.comparison_report(refused.comparison),
         )
-        sys.stderr.write(f"{PROG}: {refused}\n")
-        raise SystemExit(EXIT_REFUSED) from None
+        raise
     figures = move.event.figures
-    _emit(
-        args,
+    return (
         {"move": move.event.__dict__, "stage_changes": move.stage_changes},
         _move_text(move) + (f"\nevidence: {json.dumps(figures)}" if figures else ""),
     )
 
 
-def cmd_rollback(args) -> None:
+def cmd_rollback(args) -> Output:
     move = api.rollback(args.model, args.reason, alias=args.alias, tracking_uri=args.tracking_uri)
-    _emit(args, {"move": move.event.__dict__, "stage_changes": move.stage_changes}, _move_text(move))
+    return ({"move": move.event.__dict__, "stage_changes": move.stage_changes}, _move_text(move))
 
 
-def cmd_history(args) -> None:
+def cmd_history(args) -> Output:
     events = api.history(args.model, tracking_uri=args.tracking_uri)
     if args.alias:
         events = [e for e in events if e.alias == args.alias]
-    _emit(args, [e.__dict__ for e in events], render.history_table(events) if events else "no history yet")
+    return ([e.__dict__ for e in events], render.history_table(events) if events else "no history yet")
 
 
 COMMANDS = {
@@ -218,14 +214,22 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic"):
+    for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # A tracking server that is down should fail in seconds, not after minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        COMMANDS[args.command](args)
+        # MLflow prints run links to stdout when it talks to a tracking server; stdout is kept for
+        # our output alone, so that --json stays parseable.
+        with contextlib.redirect_stdout(sys.stderr):
+            payload, text = COMMANDS[args.command](args)
+    except GateRefused as refused:
+        payload, text = refused.output
+        print(json.dumps(payload, indent=2, default=str) if args.json else text)
+        sys.stderr.write(f"{PROG}: {refused}\n")
+        raise SystemExit(EXIT_REFUSED) from None
     except RegistryError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(EXIT_ERROR) from None
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             raise SystemExit(EXIT_ERROR) from None
         raise
+    print(json.dumps(payload, indent=2, default=str) if args.json else text)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class GateRefused(RegistryError):
     def __init__(self, message: str, comparison: Comparison) -> None:
         super().__init__(message)
         self.comparison = comparison
+        self.output: tuple[object, str] | None = None  # what the CLI prints with the refusal
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def promote(
             history.now_iso(), actor or current_actor(), action, alias, holder, number, reason, force, figures
         )
         history.append(client, name, event)
-        changes = mirror_stages(client, name)
+        changes = mirror_stages(client, name, retired=frozenset({holder} - {None}))
     return Move(alias, holder, number, event, changes)
 
 
@@ -167,7 +168,7 @@ def rollback(
             history.now_iso(), actor or current_actor(), action, alias, current, str(target.version), reason
         )
         history.append(client, name, event)
-        changes = mirror_stages(client, name)
+        changes = mirror_stages(client, name, retired=frozenset({current}))
     return Move(alias, current, str(target.version), event, changes)
 
 
@@ -199,5 +200,5 @@ def remove_alias(
             figures or {},
         )
         history.append(client, name, event)
-        changes = mirror_stages(client, name)
+        changes = mirror_stages(client, name, retired=frozenset({current}))
     return Move(alias, current, None, event, changes)

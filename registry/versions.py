@@ -76,22 +76,32 @@ def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
-def desired_stage(version: ModelVersion, holders: dict[str, str]) -> str:
-    held = {alias for alias, number in holders.items() if number == str(version.version)}
+def desired_stage(
+    version: ModelVersion, holders: dict[str, str], retired: frozenset[str] = frozenset()
+) -> str:
+    """Production/Staging for the alias holders; Archived for a version that lost its alias."""
+    number = str(version.version)
+    held = {alias for alias, holder in holders.items() if holder == number}
     for alias in (CHAMPION, CHALLENGER):
         if alias in held:
             return STAGE_FOR_ALIAS[alias]
     current = version.current_stage or NO_STAGE
-    return ARCHIVED if current in STAGE_FOR_ALIAS.values() else current
+    return ARCHIVED if current in STAGE_FOR_ALIAS.values() or number in retired else current
 
 
-def mirror_stages(client: MlflowClient, name: str) -> list[tuple[str, str, str]]:
-    """Bring every version's stage in line with the aliases; returns (version, old, new) changes."""
+def mirror_stages(
+    client: MlflowClient, name: str, retired: frozenset[str] = frozenset()
+) -> list[tuple[str, str, str]]:
+    """Bring every version's stage in line with the aliases; returns (version, old, new) changes.
+
+    ``retired`` are versions that just lost an alias in this move: they are archived even if
+    their stage was never mirrored (an alias set by hand in the UI moves no stage).
+    """
     holders = aliases(client, name)
     changes = []
     with stages_api():
         for version in all_versions(client, name):
-            stage = desired_stage(version, holders)
+            stage = desired_stage(version, holders, retired)
             if stage != (version.current_stage or NO_STAGE):
                 client.transition_model_version_stage(name, version.version, stage)
                 changes.append((str(version.version), version.current_stage, stage))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,51 @@ def full_model_path(tmp_path_factory, mnist_test) -> Path:
 @pytest.fixture(scope="session")
 def full_model(full_model_path):
     return mlflow.pyfunc.load_model(str(full_model_path))
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged by a real training run: enough to register it as a version anywhere."""
+
+    source: str  # the logged model's artifact location
+    run_id: str
+    test_accuracy: float
+
+
+@pytest.fixture(scope="session")
+def weak_model(tmp_path_factory, mnist_root) -> LoggedModel:
+    """A deliberately weak model (one epoch on 300 images): a real, clearly worse candidate."""
+    directory = tmp_path_factory.mktemp("weak-model")
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    args = [
+        sys.executable,
+        "-m",
+        "train",
+        "--epochs",
+        "1",
+        "--max_train_samples",
+        "300",
+        "--batch_size",
+        "32",
+        "--lr",
+        "0.05",
+        "--val_samples",
+        "500",
+        "--seed",
+        "3",
+        "--register",
+        "false",
+    ]
+    run_checked(args, subprocess_env(uri), cwd=directory, log=directory / "train.log")
+    client = MlflowClient(uri, uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    return LoggedModel(model.artifact_location, run.info.run_id, run.data.metrics["test_accuracy"])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(trained_store) -> LoggedModel:
+    client = trained_store.client()
+    version = client.get_model_version(trained_store.model_name, "1")
+    logged = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
+    return LoggedModel(logged.artifact_location, version.run_id, float(version.tags["test_accuracy"]))

@@ -1,0 +1,206 @@
+"""``mnist-gateway``: run the A/B gateway, or manage its API keys.
+
+mnist-gateway --model mnist-cnn --split champion=90,challenger=10 --api_keys keys.toml --port 8080
+mnist-gateway keys add alice --role predict --file keys.toml     # prints the new key once
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import logging.handlers
+import queue
+import signal
+import sys
+from pathlib import Path
+
+from registry.cliargs import OneLineArgumentParser, add_option, positive_float, whole_number
+from registry.store import tracking_uri
+from serve.gateway.auth import ROLES, KeyFileError, new_key_entry
+from serve.gateway.backends import MODES
+from serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
+from serve.gateway.split import SplitError, parse_split
+
+PROG = "mnist-gateway"
+
+
+def _backend_url(text: str) -> tuple[str, str]:
+    alias, sep, url = text.partition("=")
+    if not sep or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected alias=http://host:port, got {text!r}")
+    return alias.strip(), url.rstrip("/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description="A/B gateway over registry aliases.")
+    add_option(parser, "model", default="mnist-cnn", help="registered model (default mnist-cnn)")
+    add_option(parser, "split", default="champion=100", help="alias=weight,... (default champion=100)")
+    add_option(parser, "api_keys", type=Path, default=None, help="TOML file of hashed API keys")
+    add_option(parser, "no_auth", action="store_true", help="serve without keys (loopback addresses only)")
+    add_option(parser, "host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add_option(parser, "port", type=whole_number(1, 65535), default=8080, help="default 8080")
+    add_option(
+        parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
+    )
+    add_option(
+        parser,
+        "poll_interval",
+        type=positive_float,
+        default=5.0,
+        help="seconds between reads of the registry's aliases (default 5)",
+    )
+    add_option(
+        parser,
+        "max_body_bytes",
+        type=whole_number(1),
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    add_option(parser, "request_timeout", type=positive_float, default=60.0, help="seconds (default 60)")
+    add_option(
+        parser,
+        "start_timeout",
+        type=positive_float,
+        default=180.0,
+        help="seconds a new backend has to come up (default 180)",
+    )
+    add_option(
+        parser,
+        "backend_mode",
+        choices=MODES,
+        default="mlflow",
+        help="mlflow: `mlflow models serve`; fast: MLflow's scoring app without the CLI (default mlflow)",
+    )
+    add_option(
+        parser, "backend_workers", type=whole_number(1), default=1, help="worker processes per backend"
+    )
+    add_option(
+        parser,
+        "backend",
+        type=_backend_url,
+        action="append",
+        default=[],
+        metavar="ALIAS=URL",
+        help="serve ALIAS from a backend that runs elsewhere (repeatable)",
+    )
+    add_option(parser, "certfile", type=Path, default=None, help="TLS certificate (PEM): serve HTTPS")
+    add_option(parser, "keyfile", type=Path, default=None, help="TLS private key (PEM)")
+    add_option(parser, "log_dir", type=Path, default=None, help="where backend processes write their logs")
+    return parser
+
+
+def settings_from(args) -> GatewaySettings:
+    return GatewaySettings(
+        model_name=args.model,
+        split=parse_split(args.split),
+        tracking_uri=tracking_uri(args.tracking_uri),
+        api_keys=args.api_keys,
+        no_auth=args.no_auth,
+        host=args.host,
+        port=args.port,
+        poll_interval=args.poll_interval,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        start_timeout=args.start_timeout,
+        backend_mode=args.backend_mode,
+        backend_workers=args.backend_workers,
+        backend_urls=dict(args.backend),
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        log_dir=args.log_dir,
+    )
+
+
+def setup_logging() -> None:
+    """Log lines go through a queue to a thread that writes them: the event loop never blocks on I/O."""
+    records: queue.Queue = queue.Queue(-1)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(logging.INFO)
+    for noisy in ("mlflow", "alembic", "httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def keys_main(argv: list[str]) -> None:
+    parser = OneLineArgumentParser(prog=f"{PROG} keys", description="Manage API keys (stored hashed).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    add = commands.add_parser("add", help="make a new key, print it once, store its hash")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="predict")
+    add.add_argument("--file", type=Path, required=True, help="keys file (created if missing)")
+    args = parser.parse_args(argv)
+    try:
+        key, entry = new_key_entry(args.name, args.role)
+    except KeyFileError as exc:
+        parser.error(str(exc))
+    with open(args.file, "a") as f:
+        f.write(entry)
+    args.file.chmod(0o600)
+    print(key)
+    sys.stderr.write(f"added key {args.name!r} ({args.role}) to {args.file}; the key is shown only now\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        keys_main(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        settings.check()
+    except (SplitError, ValueError) as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        raise SystemExit(2) from None
+    setup_logging()
+    import uvicorn
+
+    from serve.gateway.app import create_app
+
+    try:
+        app = create_app(settings)
+    except KeyFileError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        raise SystemExit(2) from None
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        ssl_certfile=str(settings.certfile) if settings.certfile else None,
+        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        timeout_graceful_shutdown=30,
+    )
+    graceful_server(config).run()
+
+
+def graceful_server(config):
+    """uvicorn's server, except that a SIGINT/SIGTERM stop that completed cleanly exits with 0.
+
+    uvicorn re-raises the signal after its graceful shutdown, so the process would end "killed by
+    SIGTERM" even though every request in flight was answered and every backend was stopped.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
+
+
+if __name__ == "__main__":
+    main()

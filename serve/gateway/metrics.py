@@ -1,0 +1,46 @@
+"""Prometheus metrics of the gateway, labelled by variant (alias) and model version."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests",
+            "Scoring requests answered",
+            ["variant", "version", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "gateway_request_errors",
+            "Scoring requests answered with 4xx/5xx",
+            ["variant", "version", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_seconds",
+            "Time from request received to response sent",
+            ["variant", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight", "Requests being answered", ["variant"], registry=self.registry
+        )
+        self.backend_restarts = Counter(
+            "gateway_backend_restarts", "Backends restarted after dying", ["variant"], registry=self.registry
+        )
+        self.alias_switches = Counter(
+            "gateway_alias_switches",
+            "Traffic switched to a new version of an alias",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "gateway_rejected", "Requests refused before routing", ["reason"], registry=self.registry
+        )

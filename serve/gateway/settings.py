@@ -1,0 +1,66 @@
+"""The gateway's typed settings, read once in ``main()`` and handed to the app factory."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    model_name: str = "mnist-cnn"
+    """Registered model whose aliases are served."""
+    split: dict[str, float] = field(default_factory=lambda: {"champion": 100.0})
+    """alias -> weight."""
+    tracking_uri: str = "sqlite:///mlflow.db"
+    api_keys: Path | None = None
+    """TOML file of hashed keys (see ``serve.gateway.auth``); required unless ``no_auth``."""
+    no_auth: bool = False
+    """Serve without keys: allowed on a loopback address only."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    poll_interval: float = 5.0
+    """Seconds between two reads of the registry's aliases."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_timeout: float = 60.0
+    start_timeout: float = 180.0
+    """Seconds a new backend has to answer /ping before its version counts as failed."""
+    backend_mode: str = "mlflow"
+    """``mlflow``: ``mlflow models serve``; ``fast``: MLflow's scoring app without the CLI."""
+    backend_workers: int = 1
+    backend_urls: dict[str, str] = field(default_factory=dict)
+    """alias -> URL of a backend that runs elsewhere (not started here)."""
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    log_dir: Path | None = None
+    """Where backend processes write their logs (discarded when unset)."""
+
+    def check(self) -> None:
+        """Refuse settings that would be unsafe or cannot work; raises ValueError with one line."""
+        if self.no_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"--no_auth serves without keys and is allowed on a loopback address only, not {self.host}"
+            )
+        if not self.no_auth and self.api_keys is None:
+            raise ValueError("API keys are required: pass --api_keys FILE (or --no_auth on 127.0.0.1)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both --certfile and --keyfile")
+        if self.max_body_bytes <= 0 or self.poll_interval <= 0:
+            raise ValueError("--max_body_bytes and --poll_interval must be positive")
+        unknown = set(self.backend_urls) - set(self.split)
+        if unknown:
+            raise ValueError(
+                f"--backend names aliases that are not in the split: {', '.join(sorted(unknown))}"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,113 @@
+"""Starting real gateways for tests: a store with two real versions, keys, a gateway process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from mlflow import MlflowClient
+
+from serve.gateway.auth import new_key_entry
+from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
+
+PIXELS = {
+    "dataframe_split": {
+        "columns": ["pixels"],
+        "data": [[" ".join(["0"] * 300 + ["255"] * 184 + ["0"] * 300)]],
+    }
+}
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    predict_key: str
+    admin_key: str
+    uri: str
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.predict_key}", **extra}
+
+    def variants(self) -> dict[str, dict]:
+        answer = httpx.get(f"{self.url}/variants", headers=self.headers(), timeout=10)
+        return {v["alias"]: v for v in answer.json()["variants"]}
+
+    def stop(self) -> int:
+        return stop_process(self.process)
+
+
+def two_version_store(trained_store, directory: Path) -> str:
+    """A copy of the session store where v1 is the champion and v2 (same training) the challenger."""
+    uri = trained_store.copy_to(directory)
+    client = MlflowClient(uri, uri)
+    v2 = client.create_model_version("mnist-cnn", model_location(client), trained_store.run_id)
+    client.set_registered_model_alias("mnist-cnn", "champion", "1")
+    client.set_registered_model_alias("mnist-cnn", "challenger", str(v2.version))
+    return uri
+
+
+def model_location(client: MlflowClient) -> str:
+    """Where v1's model files are: a source a new version can be registered from."""
+    v1 = client.get_model_version("mnist-cnn", "1")
+    return client.get_logged_model(v1.model_id or v1.source.removeprefix("models:/")).artifact_location
+
+
+def write_keys(directory: Path) -> tuple[Path, str, str]:
+    predict, predict_entry = new_key_entry("svc-predict", "predict")
+    admin, admin_entry = new_key_entry("ops-admin", "admin")
+    path = directory / "keys.toml"
+    path.write_text(predict_entry + admin_entry)
+    return path, predict, admin
+
+
+def start_gateway(
+    uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True
+) -> RunningGateway:
+    keys, predict, admin = write_keys(directory)
+    port = free_port()
+    log = directory / f"gateway-{port}.log"
+    process = start_process(
+        [
+            sys.executable,
+            "-m",
+            "serve.gateway",
+            "--api_keys",
+            str(keys),
+            "--port",
+            str(port),
+            "--log_dir",
+            str(directory / "backends"),
+            *extra,
+        ],
+        subprocess_env(uri),
+        log,
+    )
+    url = f"{scheme}://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ready", process, timeout=240) if verify is True else _wait_tls(
+            url, verify, process
+        )
+    except Exception:
+        stop_process(process)
+        raise AssertionError(log.read_text()[-4000:]) from None
+    return RunningGateway(url, process, log, predict, admin, uri)
+
+
+def _wait_tls(url: str, verify, process) -> None:
+    import time
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gateway exited"
+        try:
+            if httpx.get(f"{url}/ready", verify=verify, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(url)

@@ -30,6 +30,11 @@ def mnist_dir() -> Path:
 def subprocess_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     """The environment for a real CLI process: the venv's tools first on PATH, quiet progress bars."""
     env = dict(os.environ)
+    # In-process MLflow calls in the test session (mlflow.set_experiment, start_run) export these;
+    # a child process pointed at another store must not inherit them.
+    for inherited in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        env.pop(inherited, None)
+    env.pop("MLFLOW_TRACKING_URI", None)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["MNIST_DATA_DIR"] = str(mnist_dir())
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"

@@ -14,17 +14,14 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-import mlflow
-
 from registry.cliargs import OneLineArgumentParser, add_option, boolean, whole_number
-from registry.store import tracking_uri
-from serve.batch import pandas_engine
 from serve.batch.errors import BatchError
-from serve.batch.scoring_model import resolve
-from serve.batch.writers import FORMATS, check_output
+from serve.batch.options import DEFAULT_CHUNK_ROWS, FORMATS
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -67,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser,
         "chunk_rows",
         type=whole_number(1),
-        default=pandas_engine.DEFAULT_CHUNK_ROWS,
+        default=DEFAULT_CHUNK_ROWS,
         help="rows per model call",
     )
     add_option(parser, "watch", default=None, help="watch this folder and score each new file once")
@@ -85,7 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args) -> int:
+def run(args, stop: threading.Event) -> int:
+    # Heavy imports here, not at the top: the signal handlers are in place before they start.
+    import mlflow
+
+    from registry.store import tracking_uri
+    from serve.batch import pandas_engine
+    from serve.batch.scoring_model import resolve
+    from serve.batch.writers import check_output
+
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -101,6 +106,7 @@ def run(args) -> int:
             args.poll_seconds,
             args.settle_seconds,
             min(args.chunk_rows, 256),
+            stop=stop,
         )
     else:
         if not args.input:
@@ -137,8 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("mlflow", "alembic", "py4j", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    stop = threading.Event()
+    if args.watch:
+        # Installed first thing: a SIGINT/SIGTERM at any moment stops the watch cleanly.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
     try:
-        raise SystemExit(run(args))
+        raise SystemExit(run(args, stop))
     except BatchError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(1) from None

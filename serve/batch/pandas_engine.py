@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from serve.batch.options import DEFAULT_CHUNK_ROWS
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
 from serve.batch.sources import open_source
@@ -16,8 +17,6 @@ from serve.batch.writers import ResultWriter
 from train.progress import batch_progress
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CHUNK_ROWS = 512
 
 
 def run(

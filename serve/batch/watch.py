@@ -7,14 +7,14 @@
   under a temporary name and then renamed: the rename is the single commit point. The part files
   are also the ledger: on start, the ids already in them are what has been scored, so a restart
   neither scores a file twice nor skips one, and no second file can disagree with the output.
-- SIGINT/SIGTERM finish the batch in hand, commit it, and stop.
+- Setting ``stop`` (the CLI sets it on SIGINT/SIGTERM) finishes the batch in hand, commits it,
+  and stops.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,30 +130,23 @@ def watch(
         raise BatchError(f"watch folder {inbox} does not exist or is not a folder")
     output.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = time.perf_counter()
     model = load(scoring)
     ledger = Ledger(output, fmt).load()
     watcher = Watcher(inbox, ledger, settle_seconds)
     summary = Summary(engine="watch", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
     logger.info("watching %s (%d files already scored); results in %s", inbox, len(ledger.scored), output)
-    try:
-        while not stop.is_set():
-            ready = watcher.ready_files(chunk_rows)
-            if not ready:
-                stop.wait(poll_seconds)
-                continue
-            rows = [(file_id, *read_file(path)) for file_id, path in ready]
-            table = score_chunk(
-                model, source_frame([(i, data, None, error) for i, data, error in rows]), scoring
-            )
-            part = ledger.commit(table)
-            failed = sum(e is not None for e in table.column("error").to_pylist())
-            summary.scored += table.num_rows - failed
-            summary.failed += failed
-            logger.info("scored %d files (%d failed) -> %s", table.num_rows, failed, part.name)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while not stop.is_set():
+        ready = watcher.ready_files(chunk_rows)
+        if not ready:
+            stop.wait(poll_seconds)
+            continue
+        rows = [(file_id, *read_file(path)) for file_id, path in ready]
+        table = score_chunk(model, source_frame([(i, data, None, error) for i, data, error in rows]), scoring)
+        part = ledger.commit(table)
+        failed = sum(e is not None for e in table.column("error").to_pylist())
+        summary.scored += table.num_rows - failed
+        summary.failed += failed
+        logger.info("scored %d files (%d failed) -> %s", table.num_rows, failed, part.name)
     summary.seconds = time.perf_counter() - started
     return summary

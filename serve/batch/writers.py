@@ -15,9 +15,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from serve.batch.errors import BatchError
+from serve.batch.options import FORMATS
 from serve.batch.results import SCHEMA
-
-FORMATS = ("parquet", "csv")
 
 
 def check_output(path: Path, overwrite: bool) -> None:

@@ -301,8 +301,6 @@ def test_watch_mode_stops_cleanly_on_sigint_and_resumes_without_loss(store_uri, 
     images, _ = digits
     inbox, output = tmp_path / "inbox", tmp_path / "scored"
     inbox.mkdir()
-    for i in range(30):
-        (inbox / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
     args = [
         sys.executable,
         "-m",
@@ -316,14 +314,34 @@ def test_watch_mode_stops_cleanly_on_sigint_and_resumes_without_loss(store_uri, 
         "--settle_seconds",
         "0.2",
         "--chunk_rows",
-        "4",
+        "2",
     ]
     watcher = start_process(args, subprocess_env(store_uri), tmp_path / "watch-1.log")
-    wait_for(lambda: len(scored_ids(output)) >= 4)
-    assert stop_process(watcher, sig=signal.SIGINT) == 0, (tmp_path / "watch-1.log").read_text()[-2000:]
+    wait_for(lambda: "watching" in (tmp_path / "watch-1.log").read_text())
+    # Files keep arriving while it works; SIGINT lands in the middle of the stream.
+    for i in range(30):
+        (inbox / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+        time.sleep(0.05)
+        if i == 15:
+            wait_for(lambda: len(scored_ids(output)) >= 2)
+            log = (tmp_path / "watch-1.log").read_text
+            assert stop_process(watcher, sig=signal.SIGINT) == 0, log()[-2000:]
     interrupted = scored_ids(output)
-    assert len(interrupted) == len(set(interrupted)) and not list(output.glob(".part-*"))
+    assert 2 <= len(interrupted) < 30 and len(interrupted) == len(set(interrupted))
+    assert not list(output.glob(".part-*"))
     watcher = start_process(args, subprocess_env(store_uri), tmp_path / "watch-2.log")
     wait_for(lambda: len(scored_ids(output)) >= 30)
-    assert stop_process(watcher) == 0
+    assert stop_process(watcher) == 0, (tmp_path / "watch-2.log").read_text()[-2000:]
     assert sorted(scored_ids(output)) == [f"digit-{i:02d}.png" for i in range(30)]
+
+
+def test_watch_mode_stopped_while_starting_exits_cleanly(store_uri, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = start_process(
+        [sys.executable, "-m", "serve.batch", "--watch", str(inbox), "--output", str(tmp_path / "scored")],
+        subprocess_env(store_uri),
+        tmp_path / "watch.log",
+    )
+    time.sleep(0.5)  # still importing
+    assert stop_process(watcher) == 0, (tmp_path / "watch.log").read_text()[-2000:]

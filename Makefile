@@ -55,6 +55,19 @@ format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# wrk (the load generator) comes from Debian's packages.
+system-deps:
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q wrk >/dev/null; }; }
+	@command -v wrk >/dev/null || { echo "could not install wrk (apt-get install wrk)"; exit 1; }
+
+bench: install-test system-deps
+	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY))
+
+bench-quick: install-test system-deps
+	$(BIN)/python -m bench --quick $(if $(ONLY),--only $(ONLY))
+
 serve: install
 	mlflow models serve -m models:/mnist-cnn@champion -p 5001 --env-manager local
 

@@ -1,0 +1,64 @@
+"""``python -m bench [--quick] [--only SECTION ...]``: run the benchmarks, print one table, write
+``bench/results/<mode>.json`` and ``.md``. Exits non-zero, with one line, when a measurement
+cannot be taken (a server that does not come up, a load run with errors)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bench import batch, coldstart, machine, network, online, pyfunc, report, training
+from bench.core import BenchError, Mode, prepare_model
+
+SECTIONS = ("training", "network", "pyfunc", "online", "coldstart", "batch")
+# The configuration issue 9 tunes: adaptive micro-batching in the gateway over the fast backend.
+OPTIMISED = "gateway (micro-batching) -> serve.backend"
+OPTIMISED_ARGS = ["--backend_mode", "fast"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds per measurement (CI smoke)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mode = Mode(quick=args.quick)
+    name = "quick" if args.quick else "full"
+    command = (
+        "make bench"
+        + ("-quick" if args.quick else "")
+        + ("" if args.only == list(SECTIONS) else f" ONLY='{' '.join(args.only)}'")
+    )
+    figures = []
+    try:
+        model = prepare_model() if set(args.only) & {"pyfunc", "online", "coldstart", "batch"} else None
+        for section in args.only:
+            print(f"bench: {section} ...", file=sys.stderr, flush=True)
+            if section == "training":
+                figures += training.measure(mode)
+            elif section == "network":
+                figures += network.measure(mode)
+            elif section == "pyfunc":
+                figures += pyfunc.measure(mode, model)
+            elif section == "online":
+                figures += online.measure(mode, model, {OPTIMISED: OPTIMISED_ARGS})
+            elif section == "coldstart":
+                figures += coldstart.measure(mode, model)
+            elif section == "batch":
+                figures += batch.measure(mode, model)
+    except BenchError as exc:
+        sys.stderr.write(f"bench: error: {exc}\n")
+        raise SystemExit(1) from None
+    derived = report.ratios(figures, OPTIMISED)
+    print(report.table(figures + derived))
+    path = report.write(args.out, machine.describe(), name, figures, derived, command)
+    print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Servers for the benchmarks: started like a user starts them, on free loopback ports; their
+memory is read from /proc (peak resident set of the whole process group)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from bench.core import BenchError
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(tracking_uri: str, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT") and k != "MLFLOW_RUN_ID"
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env.update(extra)
+    return env
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def peak_rss_mib(pgid: int) -> float:
+    """Sum over the process group of each process's peak resident set (VmHWM), in MiB."""
+    total = 0
+    for pid in group_pids(pgid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], url: str, log: Path) -> None:
+        self.name, self.command, self.env, self.url, self.log = name, command, env, url, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Launch; return seconds until ``ready_path`` answers 200."""
+        started = time.perf_counter()
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return started
+
+    def wait(self, path: str, timeout: float = 300.0, started: float | None = None) -> float:
+        started = started or time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.process.returncode}: {self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    return time.perf_counter() - started
+            time.sleep(0.05)
+        raise BenchError(f"{self.name} did not answer {path} within {timeout:.0f}s: {self.tail()}")
+
+    def tail(self) -> str:
+        return " | ".join(self.log.read_text(errors="replace").splitlines()[-5:])
+
+    def peak_rss_mib(self) -> float:
+        return peak_rss_mib(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def running(server: Server, ready_path: str, timeout: float = 300.0) -> Iterator[Server]:
+    try:
+        server.wait(ready_path, timeout, server.start())
+        yield server
+    finally:
+        server.stop()
+
+
+def mlflow_serve(model_uri: str, tracking_uri: str, workdir: Path, workers: int = 1) -> Server:
+    port = free_port()
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+        "--env-manager",
+        "local",
+    ]
+    if workers > 1:
+        command += ["-w", str(workers)]
+    return Server(
+        f"mlflow models serve (-w {workers})",
+        command,
+        environment(tracking_uri),
+        f"http://127.0.0.1:{port}",
+        workdir / f"mlflow-serve-{port}.log",
+    )
+
+
+def fast_backend(model_uri: str, tracking_uri: str, workdir: Path, workers: int = 1) -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "serve.backend",
+        "--model_uri",
+        model_uri,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    return Server(
+        f"serve.backend (-w {workers})",
+        command,
+        environment(tracking_uri),
+        f"http://127.0.0.1:{port}",
+        workdir / f"fast-backend-{port}.log",
+    )
+
+
+def gateway(tracking_uri: str, workdir: Path, *extra: str) -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "serve.gateway",
+        "--no_auth",
+        "--port",
+        str(port),
+        "--split",
+        "champion=100",
+        "--poll_interval",
+        "30",
+        "--log_dir",
+        str(workdir / "backends"),
+        *extra,
+    ]
+    return Server(
+        "mnist-gateway " + " ".join(extra),
+        command,
+        environment(tracking_uri),
+        f"http://127.0.0.1:{port}",
+        workdir / f"gateway-{port}.log",
+    )

@@ -1,0 +1,186 @@
+"""Ratios from the figures of one run, the printed table, and the result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.core import Figure
+
+
+def _find(figures: list[Figure], section: str, name: str, unit: str | None = None) -> Figure | None:
+    for figure in figures:
+        if figure.section == section and figure.name == name and (unit is None or figure.unit == unit):
+            return figure
+    return None
+
+
+def _ratio(name: str, numerator: Figure | None, denominator: Figure | None, unit: str = "x") -> Figure | None:
+    if numerator is None or denominator is None or not denominator.value:
+        return None
+    return Figure(
+        "ratios",
+        name,
+        numerator.value / denominator.value,
+        unit,
+        {"numerator": numerator.name, "denominator": denominator.name},
+    )
+
+
+def ratios(figures: list[Figure], optimised_target: str | None = None) -> list[Figure]:
+    network = [f for f in figures if f.section == "network"]
+    best = max(network, key=lambda f: f.value) if network else None
+    batch1 = _find(figures, "network", "bare network, batch 1")
+    direct, proxy = "mlflow models serve", "gateway (proxy) -> mlflow models serve"
+    single32, single1, batch64 = (
+        "1 image/request, concurrency 32",
+        "1 image/request, concurrency 1",
+        "64 images/request, concurrency 8",
+    )
+    out = [
+        _ratio(
+            "training: tracked / untracked images/s",
+            _find(figures, "training", next((f.name for f in figures if "tracking on" in f.name), "")),
+            _find(figures, "training", next((f.name for f in figures if "tracking off" in f.name), "")),
+        ),
+        _ratio(
+            "pyfunc pixels (batch 64) / bare network best",
+            _find(figures, "pyfunc", "pyfunc in-process, pixels"),
+            best,
+        ),
+        _ratio(
+            "pyfunc PNG (batch 64) / bare network best",
+            _find(figures, "pyfunc", "pyfunc in-process, png"),
+            best,
+        ),
+        _ratio(
+            "pyfunc PNG one per call / bare network batch 1",
+            _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
+            batch1,
+        ),
+        _ratio(
+            "gateway / direct requests/s, 1 image, concurrency 32",
+            _find(figures, "online", f"{proxy}: {single32}"),
+            _find(figures, "online", f"{direct}: {single32}"),
+        ),
+        _ratio(
+            "served / in-process images/s, 1 image/request (concurrency 32 vs one per call)",
+            _find(figures, "online", f"{direct}: {single32} (images)"),
+            _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
+        ),
+        _ratio(
+            "served / in-process images/s, 64 images/request",
+            _find(figures, "online", f"{direct}: {batch64} (images)"),
+            _find(figures, "pyfunc", "pyfunc in-process, png"),
+        ),
+        _ratio(
+            "batch pandas / bare network best",
+            next((f for f in figures if f.name.startswith("pandas engine")), None),
+            best,
+        ),
+        _ratio(
+            "batch spark (excluding start) / bare network best",
+            next((f for f in figures if "excluding session" in f.name), None),
+            best,
+        ),
+        _ratio(
+            "batch spark (including start) / bare network best",
+            next((f for f in figures if "including session" in f.name), None),
+            best,
+        ),
+    ]
+    d1, p1 = _find(figures, "online", f"{direct}: {single1}"), _find(figures, "online", f"{proxy}: {single1}")
+    if d1 and p1:
+        added = p1.detail["p50_ms"] - d1.detail["p50_ms"]
+        out.append(
+            Figure(
+                "ratios",
+                "gateway added median latency, 1 image, concurrency 1",
+                added,
+                "ms",
+                {"direct_p50_ms": d1.detail["p50_ms"], "gateway_p50_ms": p1.detail["p50_ms"]},
+            )
+        )
+    if optimised_target:
+        fast = _find(figures, "online", f"{optimised_target}: {single32}")
+        out.append(
+            _ratio(
+                f"{optimised_target} / stock mlflow models serve requests/s, 1 image, concurrency 32",
+                fast,
+                _find(figures, "online", f"{direct}: {single32}"),
+            )
+        )
+        fast1 = _find(figures, "online", f"{optimised_target}: {single1}")
+        if fast1 and d1:
+            out.append(
+                Figure(
+                    "ratios",
+                    f"{optimised_target}: added median latency over direct, concurrency 1",
+                    fast1.detail["p50_ms"] - d1.detail["p50_ms"],
+                    "ms",
+                )
+            )
+    cold = [f for f in figures if f.section == "cold start"]
+    if len(cold) == 2:
+        out.append(_ratio("cold start: serve.backend / mlflow models serve", cold[1], cold[0]))
+    rss = [f for f in figures if f.section == "memory" and f.name.startswith("pandas batch job")]
+    if len(rss) == 2:
+        out.append(_ratio("batch peak RSS: 5x the input / 1x the input", rss[1], rss[0]))
+    return [f for f in out if f is not None]
+
+
+def _value(figure: Figure) -> str:
+    if figure.unit in ("images/s", "requests/s"):
+        return f"{figure.value:,.0f} {figure.unit}"
+    if figure.unit == "x":
+        return f"{figure.value:.2f}x"
+    if figure.unit == "fraction":
+        return f"{100 * figure.value:.2f}%"
+    return f"{figure.value:,.2f} {figure.unit}"
+
+
+def _latency(figure: Figure) -> str:
+    d = figure.detail
+    return f"p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms, errors {d['errors']}" if "p50_ms" in d else ""
+
+
+def markdown(machine: dict, mode: str, figures: list[Figure], derived: list[Figure], command: str) -> str:
+    lines = [
+        f"# Benchmark results ({mode} mode)",
+        "",
+        f"Command: `{command}`  ",
+        f"Measured {machine['time']} on {machine['cpu']} "
+        f"({machine['cores']} cores, {machine['memory_gib']} GiB), "
+        f"torch {machine['versions']['torch']} with {machine['torch_threads']} threads, "
+        f"mlflow {machine['versions']['mlflow']}, commit {machine['git_commit']}.",
+        "",
+        "| section | measurement | value | notes |",
+        "| --- | --- | --- | --- |",
+    ]
+    for figure in figures + derived:
+        if figure.unit == "images/s" and figure.section == "online" and "(images)" not in figure.name:
+            continue
+        lines.append(f"| {figure.section} | {figure.name} | {_value(figure)} | {_latency(figure)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(
+    directory: Path, machine: dict, mode: str, figures: list[Figure], derived: list[Figure], command: str
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "mode": mode,
+        "command": command,
+        "machine": machine,
+        "figures": [f.to_dict() for f in figures],
+        "ratios": [f.to_dict() for f in derived],
+    }
+    (directory / f"{mode}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    path = directory / f"{mode}.md"
+    path.write_text(markdown(machine, mode, figures, derived, command))
+    return path
+
+
+def table(figures: list[Figure]) -> str:
+    width = max((len(f.name) for f in figures), default=10)
+    return "\n".join(f"{f.section:10s}  {f.name:{width}s}  {_value(f):>22s}  {_latency(f)}" for f in figures)

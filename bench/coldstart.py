@@ -39,9 +39,7 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     images, labels = mnist_test(1)
     body, label = request_body(images), int(labels[0])
     starters = {
-        "mlflow models serve": lambda: processes.mlflow_serve(
-            model.model_uri, model.tracking_uri, model.directory
-        ),
+        "mlflow models serve": lambda: processes.mlflow_serve(model.model_uri, model.tracking_uri, model.directory),
         "serve.backend (MLflow's scoring app, preloaded)": lambda: processes.fast_backend(
             model.model_uri, model.tracking_uri, model.directory
         ),

@@ -59,9 +59,7 @@ def run_wrk(url: str, body: bytes, connections: int, seconds: float, key: str | 
     if result.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout[-300:]}")
     data = json.loads(line.removeprefix("WRK_JSON "))
-    errors = sum(
-        data[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
-    )
+    errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
     return LoadResult(
         requests=data["requests"],
         seconds=data["duration_us"] / 1e6,

@@ -52,7 +52,5 @@ def describe() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
-        "versions": {
-            name: version(name) for name in ("torch", "mlflow", "numpy", "pandas", "pyspark", "pillow")
-        },
+        "versions": {name: version(name) for name in ("torch", "mlflow", "numpy", "pandas", "pyspark", "pillow")},
     }

@@ -58,9 +58,7 @@ def backend_url(gateway_url: str) -> str:
     return variants[0]["backend"]
 
 
-def measure(
-    mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[str]] | None = None
-) -> list[Figure]:
+def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[str]] | None = None) -> list[Figure]:
     """Plain gateway and its stock backend; then each extra gateway configuration given."""
     requests = bodies()
     figures: list[Figure] = []

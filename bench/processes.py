@@ -25,9 +25,7 @@ def free_port() -> int:
 
 
 def environment(tracking_uri: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT") and k != "MLFLOW_RUN_ID"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT") and k != "MLFLOW_RUN_ID"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"

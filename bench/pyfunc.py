@@ -18,10 +18,7 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
             pd.DataFrame({"pixels": list(images[i : i + BATCH].reshape(BATCH, -1))})
             for i in range(0, len(images), BATCH)
         ],
-        "png": [
-            pd.DataFrame({"image": [png(x) for x in images[i : i + BATCH]]})
-            for i in range(0, len(images), BATCH)
-        ],
+        "png": [pd.DataFrame({"image": [png(x) for x in images[i : i + BATCH]]}) for i in range(0, len(images), BATCH)],
         "png, one per call": [pd.DataFrame({"image": [png(images[i])]}) for i in range(BATCH)],
     }
     figures = []
@@ -35,8 +32,6 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
 
         rate, _ = throughput(step, mode.seconds(4.0, 0.5))
         figures.append(
-            Figure(
-                "pyfunc", f"pyfunc in-process, {name}", rate, "images/s", {"rows_per_call": len(batches[0])}
-            )
+            Figure("pyfunc", f"pyfunc in-process, {name}", rate, "images/s", {"rows_per_call": len(batches[0])})
         )
     return figures

@@ -78,9 +78,7 @@ def full_run(mode: Mode) -> list[Figure]:
     uri = f"sqlite:///{directory}/mlflow.db"
     env = processes.environment(uri, MNIST_DATA_DIR=os.environ.get("MNIST_DATA_DIR", "data"))
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "train"], env=env, cwd=directory, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "train"], env=env, cwd=directory, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise BenchError(f"the default training run failed: {result.stderr[-300:]}")

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import mlflow
 
+from registry import abtest, versions
 from registry import history as history_module
 from registry import promote as promote_module
-from registry import versions
 from registry.datasets import LabelledData, load
 from registry.evaluate import Comparison, evaluate_versions
+from registry.store import RegistryError
 from registry.store import client as make_client
 from registry.store import tracking_uri as resolve_uri
 from registry.versions import CHAMPION
@@ -79,6 +80,7 @@ def promote(
     tracking_uri: str | None = None,
     action: str = "promote",
     comparison: Comparison | None = None,
+    extra_figures: dict | None = None,
 ) -> promote_module.Move:
     """Evaluate ``candidate`` against the current holder of ``to`` and move ``to`` if the gate allows.
 
@@ -93,7 +95,17 @@ def promote(
         data = data or load(None, mnist_root or Path("data"))
         comparison = evaluate_versions(version, baseline, data)
     return promote_module.promote(
-        client, name, version, to, comparison, holder, gate=gate, reason=reason, force=force, action=action
+        client,
+        name,
+        version,
+        to,
+        comparison,
+        holder,
+        gate=gate,
+        reason=reason,
+        force=force,
+        action=action,
+        extra_figures=extra_figures,
     )
 
 
@@ -106,15 +118,48 @@ def rollback(
 
 def _verify_loadable(version) -> None:
     """Refuse to roll back onto a version whose model artifacts are gone."""
-    from registry.store import RegistryError
-
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.artifacts.download_artifacts(
-                f"models:/{version.name}/{version.version}/MLmodel", dst_path=tmp
-            )
+            mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}/MLmodel", dst_path=tmp)
     except Exception as exc:  # deleted run or artifacts: MLflow raises several types
         reason = " ".join(str(exc).split())[:160]
+        raise RegistryError(f"cannot roll back to v{version.version}: its model cannot be read ({reason})") from None
+
+
+def apply_ab_decision(
+    name: str,
+    report: abtest.Report,
+    gate: promote_module.Gate | None = None,
+    automatic: bool = False,
+    tracking_uri: str | None = None,
+) -> promote_module.Move | None:
+    """Carry out an A/B decision through the registry (gated promotion, or removing the challenger).
+
+    The move lands in the promotion history with the live figures. Nothing happens when the
+    decision is to keep testing, or when the aliases moved since the analysis.
+    """
+    if report.decision == abtest.KEEP:
+        return None
+    client = connect(tracking_uri)
+    current = versions.aliases(client, name)
+    if current.get("challenger") != report.challenger.version or current.get("champion") != report.champion.version:
         raise RegistryError(
-            f"cannot roll back to v{version.version}: its model cannot be read ({reason})"
-        ) from None
+            f"the aliases moved since the analysis (now champion v{current.get('champion')}, challenger "
+            f"v{current.get('challenger')}); analyse again"
+        )
+    prefix = "auto" if automatic else "abtest"
+    figures = abtest.evidence(report)
+    reason = "A/B test: " + "; ".join(report.reasons)
+    if report.decision == abtest.PROMOTE:
+        return promote(
+            name,
+            report.challenger.version,
+            to=CHAMPION,
+            reason=reason,
+            gate=gate,
+            tracking_uri=tracking_uri,
+            action=f"{prefix}-promote",
+            comparison=report.comparison(),
+            extra_figures=figures,
+        )
+    return promote_module.remove_alias(client, name, "challenger", reason, action=f"{prefix}-rollback", figures=figures)

@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
 from registry import api, render
 from registry import history as history_module
+from registry.abtest import Policy, analyse
 from registry.cliargs import OneLineArgumentParser, add_option
 from registry.datasets import load
 from registry.promote import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE, Gate, GateRefused, Move
@@ -41,12 +44,8 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
-        prog=PROG, description="Versions, aliases, gated promotion and history of a model."
-    )
-    add_option(
-        parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
-    )
+    parser = OneLineArgumentParser(prog=PROG, description="Versions, aliases, gated promotion and history of a model.")
+    add_option(parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     add_option(parser, "model", default="mnist-cnn", help="registered model name (default: mnist-cnn)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
 
@@ -55,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a version (and a baseline) on labelled data")
     evaluate.add_argument("candidate", help="version number or alias")
-    evaluate.add_argument(
-        "--baseline", default=CHAMPION, help="version or alias, or 'none' (default: champion)"
-    )
+    evaluate.add_argument("--baseline", default=CHAMPION, help="version or alias, or 'none' (default: champion)")
     _data_options(evaluate)
     evaluate.add_argument("--json", action="store_true")
 
@@ -87,6 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", required=True, help="why, recorded in the history")
     rollback.add_argument("--alias", default=CHAMPION, help="alias to roll back (default: champion)")
     rollback.add_argument("--json", action="store_true")
+
+    ab = commands.add_parser("abtest", help="analyse the gateway's A/B test and decide (--apply acts on it)")
+    add_option(
+        ab,
+        "log",
+        type=Path,
+        default=Path("mnist-inference.db"),
+        help="the gateway's inference log (default mnist-inference.db)",
+    )
+    ab.add_argument("--since", default=None, help="only traffic after this time: ISO 8601, or e.g. 30m, 2h, 1d ago")
+    ab.add_argument("--apply", action="store_true", help="carry the decision out through the registry")
+    add_option(ab, "alpha", type=float, default=Policy.alpha, help=f"test error rate (default {Policy.alpha})")
+    add_option(
+        ab,
+        "tau",
+        type=float,
+        default=Policy.tau,
+        help=f"accuracy difference the test is tuned to (default {Policy.tau})",
+    )
+    add_option(
+        ab,
+        "min_feedback",
+        type=int,
+        default=Policy.min_feedback,
+        help=f"feedback per arm before a decision (default {Policy.min_feedback})",
+    )
+    add_option(
+        ab,
+        "min_accuracy",
+        type=float,
+        default=DEFAULT_MIN_ACCURACY,
+        help=f"gate: lowest live accuracy a promoted challenger may have (default {DEFAULT_MIN_ACCURACY})",
+    )
+    ab.add_argument("--json", action="store_true")
 
     show = commands.add_parser("history", help="who moved which alias, when and why")
     show.add_argument("--alias", default=None, help="only this alias")
@@ -139,9 +170,7 @@ def cmd_list(args) -> Output:
         f"(first seen {e.time.replace('T', ' ')[:19]} UTC)"
         for e in outside[-3:]
     ]
-    text = render.table(
-        ["version", "aliases", "stage", "test acc", "created (UTC)", "run id", "status"], rows
-    )
+    text = render.table(["version", "aliases", "stage", "test acc", "created (UTC)", "run id", "status"], rows)
     return (
         {"model": args.model, "versions": payload, "outside_moves": [e.__dict__ for e in outside]},
         "\n".join([text, *notes]),
@@ -202,7 +231,42 @@ def cmd_history(args) -> Output:
     return ([e.__dict__ for e in events], render.history_table(events) if events else "no history yet")
 
 
+def parse_since(text: str | None) -> float:
+    """Unix time from ISO 8601 or a duration ago (``30m``, ``2h``, ``1d``); 0 for everything."""
+    if not text:
+        return 0.0
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RegistryError(f"--since {text!r}: expected ISO 8601 (2026-11-25T10:00) or a duration like 30m") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_abtest(args) -> Output:
+    client = api.connect(args.tracking_uri)
+    current = aliases(client, args.model)
+    if "challenger" not in current:
+        raise RegistryError(f"{args.model} has no challenger: there is no A/B test to analyse")
+    policy = Policy(alpha=args.alpha, tau=args.tau, min_feedback=args.min_feedback)
+    report = analyse(args.log, current.get("champion"), current["challenger"], parse_since(args.since), policy=policy)
+    text = render.ab_report(report)
+    payload = {"report": report.to_dict()}
+    if args.apply:
+        gate = Gate(min_accuracy=args.min_accuracy)
+        move = api.apply_ab_decision(args.model, report, gate=gate, tracking_uri=args.tracking_uri)
+        if move is not None:
+            text += "\napplied: " + _move_text(move)
+            payload["move"] = move.event.__dict__
+        else:
+            text += "\nnothing to apply: keep testing"
+    return payload, text
+
+
 COMMANDS = {
+    "abtest": cmd_abtest,
     "list": cmd_list,
     "evaluate": cmd_evaluate,
     "promote": cmd_promote,
@@ -238,9 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_ERROR) from None
     except Exception as exc:  # a store that is down surfaces as requests/SQLAlchemy errors
         if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy", "sqlite3"):
-            sys.stderr.write(
-                f"{PROG}: error: {describe_store_failure(tracking_uri(args.tracking_uri), exc)}\n"
-            )
+            sys.stderr.write(f"{PROG}: error: {describe_store_failure(tracking_uri(args.tracking_uri), exc)}\n")
             raise SystemExit(EXIT_ERROR) from None
         raise
     print(json.dumps(payload, indent=2, default=str) if args.json else text)

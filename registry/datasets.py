@@ -101,9 +101,7 @@ def load(path: str | None, mnist_root: Path, max_samples: int | None = None) -> 
     else:
         data = from_idx_folder(mnist_root, "mnist-test")
     if max_samples and max_samples < len(data.labels):
-        data = LabelledData(
-            f"{data.name}[:{max_samples}]", data.inputs.iloc[:max_samples], data.labels[:max_samples]
-        )
+        data = LabelledData(f"{data.name}[:{max_samples}]", data.inputs.iloc[:max_samples], data.labels[:max_samples])
     if len(data.labels) == 0:
         raise RegistryError(f"the evaluation data {data.name} is empty")
     return data

@@ -149,9 +149,7 @@ def compare(
     )
 
 
-def _log_with_mlflow_evaluate(
-    version: ModelVersion, predicted: np.ndarray, data: LabelledData, prefix: str
-) -> None:
+def _log_with_mlflow_evaluate(version: ModelVersion, predicted: np.ndarray, data: LabelledData, prefix: str) -> None:
     frame = pd.DataFrame({"prediction": predicted, "label": data.labels})
     with warnings.catch_warnings():
         # Schema-inference hints about integer columns, and sklearn's notes on classes a weak model

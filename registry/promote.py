@@ -37,8 +37,7 @@ class Gate:
         candidate = comparison.candidate
         if candidate.accuracy < self.min_accuracy:
             reasons.append(
-                f"v{candidate.version} accuracy {candidate.accuracy:.4f} is below the minimum "
-                f"{self.min_accuracy:.4f}"
+                f"v{candidate.version} accuracy {candidate.accuracy:.4f} is below the minimum {self.min_accuracy:.4f}"
             )
         baseline = comparison.baseline
         if baseline is not None and candidate.accuracy < baseline.accuracy - self.tolerance:
@@ -88,6 +87,7 @@ def promote(
     force: bool = False,
     action: str = "promote",
     actor: str | None = None,
+    extra_figures: dict | None = None,
 ) -> Move:
     """Point ``alias`` at ``candidate`` if the gate allows it (or ``force``); record the move.
 
@@ -126,7 +126,7 @@ def promote(
                     f"promoted to {alias}",
                 ),
             )
-        figures = comparison.figures() if comparison is not None else {}
+        figures = (comparison.figures() if comparison is not None else {}) | (extra_figures or {})
         if refusals:
             figures["refusals_overridden"] = refusals
         event = history.Event(

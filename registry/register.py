@@ -29,9 +29,7 @@ READY_TIMEOUT_SECONDS = 300
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
-        client.create_registered_model(
-            name, description="MNIST digit classifier: image or 28x28 pixels in, digit out."
-        )
+        client.create_registered_model(name, description="MNIST digit classifier: image or 28x28 pixels in, digit out.")
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -91,8 +89,6 @@ def _point_aliases(client: MlflowClient, name: str, number: str, run_id: str) ->
             history.append(
                 client,
                 name,
-                history.Event(
-                    history.now_iso(), actor, "register", alias, holders.get(alias), number, reason
-                ),
+                history.Event(history.now_iso(), actor, "register", alias, holders.get(alias), number, reason),
             )
         mirror_stages(client, name)

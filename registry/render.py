@@ -11,10 +11,7 @@ from registry.history import Event
 def table(headers: list[str], rows: list[list[object]]) -> str:
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -90,4 +87,48 @@ def comparison_report(c: Comparison) -> str:
         )
     if c.evaluation_run_id:
         lines.append(f"logged to MLflow: evaluation run {c.evaluation_run_id}")
+    return "\n".join(lines)
+
+
+def ab_report(report) -> str:
+    """The A/B analysis as a table per variant, then the decision and why."""
+    arms = [report.champion, report.challenger]
+    rows = []
+    for arm in arms:
+        ci = arm.ci95
+        rows.append(
+            [
+                f"{arm.variant}{' (shadow)' if arm.role == 'shadow' else ''}",
+                f"v{arm.version}" if arm.version else "-",
+                arm.requests,
+                percent(arm.error_rate, 1),
+                "" if arm.p50_ms is None else f"{arm.p50_ms:.1f}",
+                "" if arm.p99_ms is None else f"{arm.p99_ms:.1f}",
+                "" if arm.mean_confidence is None else f"{arm.mean_confidence:.3f}",
+                arm.feedback,
+                "" if arm.accuracy is None else f"{percent(arm.accuracy)} [{percent(ci[0])}, {percent(ci[1])}]",
+            ]
+        )
+    lines = [
+        table(
+            [
+                "variant",
+                "version",
+                "requests",
+                "errors",
+                "p50 ms",
+                "p99 ms",
+                "mean conf",
+                "feedback",
+                "accuracy [95% CI]",
+            ],
+            rows,
+        )
+    ]
+    if report.agreement is not None:
+        lines.append(
+            f"agreement with the champion on shadowed requests: {percent(report.agreement)} of {report.agreement_pairs}"
+        )
+    lines.append(f"test: {report.test}")
+    lines.append(f"decision: {report.decision.upper()} - " + "; ".join(report.reasons))
     return "\n".join(lines)

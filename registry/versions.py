@@ -41,9 +41,7 @@ def require_model(client: MlflowClient, name: str):
         return client.get_registered_model(name)
     except MlflowException as exc:
         if _is_not_found(exc):
-            raise RegistryError(
-                f"no registered model named {name!r}; train one first (make quickstart)"
-            ) from None
+            raise RegistryError(f"no registered model named {name!r}; train one first (make quickstart)") from None
         raise
 
 
@@ -76,9 +74,7 @@ def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
-def desired_stage(
-    version: ModelVersion, holders: dict[str, str], retired: frozenset[str] = frozenset()
-) -> str:
+def desired_stage(version: ModelVersion, holders: dict[str, str], retired: frozenset[str] = frozenset()) -> str:
     """Production/Staging for the alias holders; Archived for a version that lost its alias."""
     number = str(version.version)
     held = {alias for alias, holder in holders.items() if holder == number}
@@ -89,9 +85,7 @@ def desired_stage(
     return ARCHIVED if current in STAGE_FOR_ALIAS.values() or number in retired else current
 
 
-def mirror_stages(
-    client: MlflowClient, name: str, retired: frozenset[str] = frozenset()
-) -> list[tuple[str, str, str]]:
+def mirror_stages(client: MlflowClient, name: str, retired: frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
     """Bring every version's stage in line with the aliases; returns (version, old, new) changes.
 
     ``retired`` are versions that just lost an alias in this move: they are archived even if

@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         local_path = mlflow.artifacts.download_artifacts(args.model_uri)
     except Exception as exc:  # unknown model/alias, unreachable store
-        sys.stderr.write(
-            f"serve.backend: error: cannot fetch {args.model_uri}: {' '.join(str(exc).split())[:200]}\n"
-        )
+        sys.stderr.write(f"serve.backend: error: cannot fetch {args.model_uri}: {' '.join(str(exc).split())[:200]}\n")
         raise SystemExit(1) from None
     if args.workers > 1:
         os.environ[scoring_server._SERVER_MODEL_PATH] = local_path

@@ -64,9 +64,7 @@ def wait_for_http(url: str, process: subprocess.Popen | None = None, timeout: fl
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def start_process(
-    args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
-) -> subprocess.Popen:
+def start_process(args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start a server in its own process group, output to ``log_path``."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_process
     process = subprocess.Popen(

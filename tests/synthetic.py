@@ -78,9 +78,7 @@ def pen_drawing(strokes: list[list[tuple[float, float]]], side: int = 280, width
 def scan_16bit(digit: np.ndarray, side: int = 600, seed: int = 0) -> bytes:
     """A 16-bit greyscale scan: dark ink on white paper with faint noise (PNG, mode I;16)."""
     rng = np.random.default_rng(seed)
-    ink = np.asarray(
-        Image.fromarray(digit, mode="L").resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64
-    )
+    ink = np.asarray(Image.fromarray(digit, mode="L").resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64)
     paper = 60000 - 45000 * (ink / 255.0) + rng.normal(0, 300, ink.shape)
     image = Image.fromarray(np.clip(paper, 0, 65535).astype(np.uint16))
     buffer = io.BytesIO()

@@ -44,17 +44,13 @@ def run(config: TrainConfig, project_dir: Path) -> None:
     started = time.perf_counter()
     uri = tracking_uri()
     _check_store(uri)
-    data = prepare(
-        resolve_data_dir(config.data_dir), config.val_samples, config.seed, config.max_train_samples
-    )
+    data = prepare(resolve_data_dir(config.data_dir), config.val_samples, config.seed, config.max_train_samples)
     device = pick_device()
     hp = Hyperparameters(config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed)
     tracker = RunLogger()
     with mlflow.start_run() as active:
         run_id = active.info.run_id
-        logger.info(
-            "run %s: %d training, %d validation images on %s", run_id, len(data.train), len(data.val), device
-        )
+        logger.info("run %s: %d training, %d validation images on %s", run_id, len(data.train), len(data.val), device)
         tracker.start(config, data, str(device), project_dir)
         model = train(data, hp, on_epoch=tracker.epoch, device=device)
         report = test_report(model, data.test, device)

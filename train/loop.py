@@ -109,9 +109,7 @@ def train(
     device = device or pick_device()
     generator = seed_everything(hp.seed)
     model = build_network().to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay
-    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
     steps_per_epoch = -(-len(data.train) // hp.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=hp.lr, epochs=hp.epochs, steps_per_epoch=steps_per_epoch
@@ -120,9 +118,7 @@ def train(
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
         with batch_progress(len(data.train), f"epoch {epoch}/{hp.epochs}") as progress:
-            train_loss, seen = _train_epoch(
-                model, optimizer, scheduler, data.train, hp, generator, device, progress
-            )
+            train_loss, seen = _train_epoch(model, optimizer, scheduler, data.train, hp, generator, device, progress)
         train_seconds = time.perf_counter() - started
         val_loss, val_accuracy, _ = evaluate(model, data.val, device)
         result = EpochResult(

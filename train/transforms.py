@@ -55,8 +55,8 @@ def random_affine(
     shift_x = uniform(-2 * max_shift, 2 * max_shift)
     shift_y = uniform(-2 * max_shift, 2 * max_shift)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
-    ).to(images.device, images.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1).to(
+        images.device, images.dtype
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -37,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODEL,
         help=f"model URI; an alias is resolved once (default {DEFAULT_MODEL})",
     )
-    add_option(
-        parser, "input", default=None, help="a folder of images, a .parquet/.csv table, or an MNIST IDX file"
-    )
+    add_option(parser, "input", default=None, help="a folder of images, a .parquet/.csv table, or an MNIST IDX file")
     add_option(parser, "output", required=True, help="result file (pandas) or folder (spark, watch)")
     add_option(parser, "engine", choices=("pandas", "spark"), default="pandas", help="default: pandas")
     add_option(parser, "master", default="local[*]", help="Spark master URL (default local[*])")
@@ -68,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per model call",
     )
     add_option(parser, "watch", default=None, help="watch this folder and score each new file once")
-    add_option(
-        parser, "poll_seconds", type=float, default=1.0, help="watch mode: how often to look (default 1)"
-    )
+    add_option(parser, "poll_seconds", type=float, default=1.0, help="watch mode: how often to look (default 1)")
     add_option(
         parser,
         "settle_seconds",

@@ -103,9 +103,7 @@ class TableSource:
         offset = 0
         for raw in self._raw_chunks(rows):
             if "image" not in raw.columns and "pixels" not in raw.columns:
-                raise BatchError(
-                    f"{self.path} has no 'image' or 'pixels' column (columns: {', '.join(raw.columns)})"
-                )
+                raise BatchError(f"{self.path} has no 'image' or 'pixels' column (columns: {', '.join(raw.columns)})")
             ids = _ids(raw, offset)
             images = raw["image"] if "image" in raw.columns else [None] * len(raw)
             pixels = raw["pixels"] if "pixels" in raw.columns else [None] * len(raw)
@@ -157,9 +155,7 @@ def open_source(path: Path) -> FolderSource | TableSource | IdxSource:
     if not path.exists():
         raise BatchError(f"input {path} does not exist")
     if path.is_dir():
-        idx = sorted(path.glob("*-images-idx3-ubyte")) or sorted(
-            path.glob("MNIST/raw/t10k-images-idx3-ubyte")
-        )
+        idx = sorted(path.glob("*-images-idx3-ubyte")) or sorted(path.glob("MNIST/raw/t10k-images-idx3-ubyte"))
         has_images = next(walk_images(path), None) is not None
         if idx and not has_images:
             return IdxSource(idx[0])

@@ -42,16 +42,12 @@ def session(master: str):
         .config("spark.sql.session.timeZone", "UTC")
     )
     if master.startswith("local"):
-        builder = builder.config("spark.driver.host", "127.0.0.1").config(
-            "spark.driver.bindAddress", "127.0.0.1"
-        )
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     return builder.getOrCreate()
 
 
 def _glob_for_images() -> str:
-    suffixes = sorted(
-        {s.lstrip(".") for s in IMAGE_SUFFIXES} | {s.lstrip(".").upper() for s in IMAGE_SUFFIXES}
-    )
+    suffixes = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES} | {s.lstrip(".").upper() for s in IMAGE_SUFFIXES})
     return "*.{" + ",".join(suffixes) + "}"
 
 
@@ -62,9 +58,7 @@ def read_input(spark, input_path: Path):
     source = open_source(input_path)
     if isinstance(source, IdxSource):
         frames = [
-            chunk[["id", "pixels"]].assign(
-                pixels=lambda f: f["pixels"].map(lambda p: p.astype(float).tolist())
-            )
+            chunk[["id", "pixels"]].assign(pixels=lambda f: f["pixels"].map(lambda p: p.astype(float).tolist()))
             for chunk in source.chunks(10_000)
         ]
         import pandas as pd
@@ -107,9 +101,7 @@ def _write(frame, output: Path, fmt: str) -> None:
     from pyspark.sql import functions as F
 
     if fmt == "csv":
-        frame.withColumn("probabilities", F.to_json("probabilities")).write.option("header", "true").csv(
-            str(output)
-        )
+        frame.withColumn("probabilities", F.to_json("probabilities")).write.option("header", "true").csv(str(output))
     else:
         frame.write.parquet(str(output))
 
@@ -118,9 +110,7 @@ def _count_failed(spark, path: Path, fmt: str) -> dict[bool, int]:
     """{failed?: rows} read back from the written output (cheap: one column)."""
     from pyspark.sql import functions as F
 
-    written = (
-        spark.read.option("header", "true").csv(str(path)) if fmt == "csv" else spark.read.parquet(str(path))
-    )
+    written = spark.read.option("header", "true").csv(str(path)) if fmt == "csv" else spark.read.parquet(str(path))
     grouped = written.groupBy(F.col("error").isNotNull().alias("failed")).count().collect()
     return {row["failed"]: row["count"] for row in grouped}
 
@@ -149,9 +139,7 @@ def run(
         # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
         extra_env={"MNIST_TORCH_THREADS": str(torch_threads)},
     )
-    summary = Summary(
-        engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started
-    )
+    summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
     frame = read_input(spark, input_path)
     inputs = [c for c in ("image", "pixels") if c in frame.columns]
     result = frame.withColumn("r", udf(F.struct(*inputs)))

@@ -86,9 +86,7 @@ class Watcher:
     inbox: Path
     ledger: Ledger
     settle_seconds: float = 1.0
-    seen: dict[str, tuple[int, int, float]] = field(
-        default_factory=dict
-    )  # id -> (size, mtime_ns, first seen)
+    seen: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # id -> (size, mtime_ns, first seen)
 
     def ready_files(self, limit: int) -> list[tuple[str, Path]]:
         """New files whose size and mtime have held still for ``settle_seconds``."""
@@ -105,10 +103,7 @@ class Watcher:
             previous = self.seen.get(file_id)
             if previous is None or previous[:2] != signature:
                 self.seen[file_id] = (*signature, now)
-            elif (
-                now - previous[2] >= self.settle_seconds
-                and time.time() - stat.st_mtime >= self.settle_seconds
-            ):
+            elif now - previous[2] >= self.settle_seconds and time.time() - stat.st_mtime >= self.settle_seconds:
                 ready.append((file_id, path))
                 if len(ready) >= limit:
                     break

@@ -22,10 +22,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from registry.abtest import Policy
+from registry.promote import Gate
 from serve.gateway.auth import KeyRing, load_keys
+from serve.gateway.autopilot import Autopilot
 from serve.gateway.backends import Launcher
 from serve.gateway.errors import BadRequest, GatewayError, Unavailable
 from serve.gateway.follower import follow, resolve_aliases
+from serve.gateway.inference_log import Answer, FeedbackError, InferenceLog, client_hash
 from serve.gateway.metrics import GatewayMetrics
 from serve.gateway.proxy import forward
 from serve.gateway.requests import authenticate, read_body, request_id
@@ -36,6 +40,14 @@ from serve.gateway.variants import CHAMPION, Variant, VariantPool
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("mnist.gateway.access")
 
+MAX_SHADOW_IN_FLIGHT = 64
+FEEDBACK_SHAPE = 'expected a JSON object like {"request_id": "<X-Request-ID of the prediction>", "label": 3}'
+FEEDBACK_CODES = {
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
 
 class Gateway:
     """The state behind the routes: settings, keys, metrics, the variant pool."""
@@ -45,9 +57,7 @@ class Gateway:
         self.keys = None if settings.no_auth else KeyRing(load_keys(settings.api_keys))
         self.metrics = GatewayMetrics()
         # One pooled client for all backends: keep-alive connections, no per-request handshake.
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        )
+        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         launcher = Launcher(
             settings.model_name,
             settings.tracking_uri,
@@ -56,11 +66,29 @@ class Gateway:
             str(settings.log_dir) if settings.log_dir else None,
         )
         self.pool = VariantPool(launcher, self.metrics, self.client, start_timeout=settings.start_timeout)
-        self.pool.configure(settings.split, settings.backend_urls)
+        split = dict(settings.split)
+        if settings.shadow:
+            split.setdefault(settings.shadow, 0.0)  # started and followed, but given no live traffic
+        self.pool.configure(split, settings.backend_urls)
+        self.log = InferenceLog(settings.inference_log)
+        self.shadow_slots = asyncio.Semaphore(MAX_SHADOW_IN_FLIGHT)
+        self.autopilot = Autopilot(
+            self.pool,
+            self.log,
+            settings.inference_log,
+            settings.model_name,
+            settings.tracking_uri,
+            settings.decision_interval,
+            Policy(alpha=settings.alpha, min_feedback=settings.min_feedback),
+            Gate(min_accuracy=settings.min_accuracy),
+            shadow=settings.shadow is not None,
+        )
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._first_sync_then_follow()))
+        if self.settings.auto_promote:
+            self._tasks.append(asyncio.create_task(self.autopilot.run()))
 
     async def _first_sync_then_follow(self) -> None:
         s = self.settings
@@ -86,18 +114,25 @@ class Gateway:
                 await task
         await self.pool.close()
         await self.client.aclose()
+        # Last: every request answered during the graceful shutdown is in the queue by now.
+        await asyncio.to_thread(self.log.close)
 
     async def score(self, request: Request) -> Response:
         """Route and forward one scoring request; always leaves one access-log line."""
         started = time.perf_counter()
         rid = request_id(request)
-        key, variant, status = None, None, 500
+        key, variant, status, user = None, None, 500, None
         try:
             key = authenticate(request, self.keys, "predict")
             body = await read_body(request, self.settings.max_body_bytes)
-            variant = self.pool.route(request.headers.get("x-user-id"))
-            answer, variant = await self._forward(variant, body, request.headers.get("content-type"), rid)
+            user = request.headers.get("x-user-id")
+            variant = self.pool.route(user)
+            content_type = request.headers.get("content-type")
+            answer, variant = await self._forward(variant, body, content_type, rid)
             status = answer.status
+            self._log(rid, "serve", variant, user, time.perf_counter() - started, status, answer.body)
+            if self.settings.shadow and variant.alias == CHAMPION and status == 200:
+                self._shadow(body, content_type, rid, user)
             return Response(
                 answer.body,
                 status_code=status,
@@ -113,6 +148,7 @@ class Gateway:
             headers = error.headers | {"X-Request-ID": rid}
             if variant is not None:
                 headers |= {"X-Variant": variant.alias, "X-Model-Version": str(variant.version)}
+                self._log(rid, "serve", variant, user, time.perf_counter() - started, status, b"")
             return JSONResponse(error.body(), status_code=status, headers=headers)
         finally:
             self._account(variant, key, rid, status, time.perf_counter() - started)
@@ -130,10 +166,77 @@ class Gateway:
             champion = self.pool.variants.get(CHAMPION)
             if champion is None or champion is variant or not champion.ready:
                 raise
-            answer = await forward(
-                self.client, champion.backend, body, headers, self.settings.request_timeout
-            )
+            answer = await forward(self.client, champion.backend, body, headers, self.settings.request_timeout)
             return answer, champion
+
+    def _log(
+        self,
+        rid: str,
+        role: str,
+        variant: Variant,
+        user: str | None,
+        seconds: float,
+        status: int,
+        body: bytes,
+    ) -> None:
+        """Queue the answer for the inference log (the writer thread parses and stores it)."""
+        self.log.record(
+            Answer(
+                rid,
+                role,
+                time.time(),
+                variant.alias,
+                variant.version,
+                client_hash(user),
+                round(seconds * 1000, 3),
+                status,
+                body,
+            )
+        )
+
+    def _shadow(self, body: bytes, content_type: str | None, rid: str, user: str | None) -> None:
+        """Send a copy to the shadow alias off the response path; drop it when too many are pending."""
+        shadow = self.pool.variants.get(self.settings.shadow)
+        if shadow is None or not shadow.ready or self.shadow_slots.locked():
+            self.metrics.rejected.labels("shadow_skipped").inc()
+            return
+
+        async def run() -> None:
+            async with self.shadow_slots:
+                started = time.perf_counter()
+                headers = {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
+                try:
+                    answer = await forward(self.client, shadow.backend, body, headers, self.settings.request_timeout)
+                    status, answer_body = answer.status, answer.body
+                except GatewayError as error:
+                    status, answer_body = error.status, b""
+                self._log(rid, "shadow", shadow, user, time.perf_counter() - started, status, answer_body)
+
+        self.pool.spawn(run())
+
+    async def feedback(self, request: Request) -> JSONResponse:
+        authenticate(request, self.keys, "predict")
+        try:
+            payload = json.loads(await read_body(request, 64 * 1024))
+        except ValueError:
+            raise BadRequest(FEEDBACK_SHAPE) from None
+        if not isinstance(payload, dict):
+            raise BadRequest(FEEDBACK_SHAPE)
+        request_id, label, row = payload.get("request_id"), payload.get("label"), payload.get("row", 0)
+        if not isinstance(request_id, str) or not request_id:
+            raise BadRequest(f"request_id must be the X-Request-ID of an earlier prediction; {FEEDBACK_SHAPE}")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label <= 9:
+            raise BadRequest(f"label must be a whole number from 0 to 9, got {label!r}")
+        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+            raise BadRequest(f"row must be a whole number >= 0 (the row of the request), got {row!r}")
+        try:
+            await asyncio.wrap_future(self.log.feedback(request_id, row, label))
+        except FeedbackError as error:
+            return JSONResponse(
+                {"error_code": FEEDBACK_CODES.get(error.status, "INTERNAL_ERROR"), "message": str(error)},
+                status_code=error.status,
+            )
+        return JSONResponse({"recorded": True, "request_id": request_id, "row": row, "label": label})
 
     def _account(self, variant: Variant | None, key, rid: str, status: int, seconds: float) -> None:
         alias = variant.alias if variant else "-"
@@ -171,9 +274,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         yield
         await gateway.stop()
 
-    app = FastAPI(
-        title="mnist-mlops gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = FastAPI(title="mnist-mlops gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
 
     @app.exception_handler(GatewayError)
@@ -188,6 +289,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         return await gateway.score(request)
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        return await gateway.feedback(request)
+
+    @app.get("/abtest")
+    async def abtest_report(request: Request) -> JSONResponse:
+        """The latest automatic A/B analysis (``--auto_promote``), else a fresh one (read only)."""
+        authenticate(request, gateway.keys, "predict")
+        report = await gateway.autopilot.check() if not settings.auto_promote else gateway.autopilot.last_report
+        return JSONResponse(report.to_dict() if report else {"report": None})
 
     @app.get("/health")
     async def health() -> dict:

@@ -52,9 +52,7 @@ def load_keys(path: Path) -> list[ApiKey]:
     for entry in data.get("keys", []):
         name, role, sha = entry.get("name"), entry.get("role"), str(entry.get("sha256", "")).lower()
         if not name or role not in ROLES or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise KeyFileError(
-                f"{path}: each [[keys]] needs a name, a role ({' or '.join(ROLES)}) and a sha256"
-            )
+            raise KeyFileError(f"{path}: each [[keys]] needs a name, a role ({' or '.join(ROLES)}) and a sha256")
         keys.append(ApiKey(name, role, sha))
     if not keys:
         raise KeyFileError(f"{path} holds no [[keys]]; add one with `mnist-gateway keys add NAME`")

@@ -151,7 +151,5 @@ class Launcher:
         )
         if output is not asyncio.subprocess.DEVNULL:
             output.close()
-        logger.info(
-            "started backend for %s v%s on port %d (pid %d)", self.model_name, version, port, process.pid
-        )
+        logger.info("started backend for %s v%s on port %d (pid %d)", self.model_name, version, port, process.pid)
         return Backend(version=version, url=f"http://127.0.0.1:{port}", process=process)

@@ -40,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(parser, "no_auth", action="store_true", help="serve without keys (loopback addresses only)")
     add_option(parser, "host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add_option(parser, "port", type=whole_number(1, 65535), default=8080, help="default 8080")
-    add_option(
-        parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
-    )
+    add_option(parser, "tracking_uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     add_option(
         parser,
         "poll_interval",
@@ -72,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="mlflow",
         help="mlflow: `mlflow models serve`; fast: MLflow's scoring app without the CLI (default mlflow)",
     )
-    add_option(
-        parser, "backend_workers", type=whole_number(1), default=1, help="worker processes per backend"
-    )
+    add_option(parser, "backend_workers", type=whole_number(1), default=1, help="worker processes per backend")
     add_option(
         parser,
         "backend",
@@ -87,6 +83,48 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(parser, "certfile", type=Path, default=None, help="TLS certificate (PEM): serve HTTPS")
     add_option(parser, "keyfile", type=Path, default=None, help="TLS private key (PEM)")
     add_option(parser, "log_dir", type=Path, default=None, help="where backend processes write their logs")
+    add_option(
+        parser,
+        "inference_log",
+        type=Path,
+        default=Path("mnist-inference.db"),
+        help="SQLite file of every prediction and its feedback (default mnist-inference.db)",
+    )
+    add_option(
+        parser,
+        "shadow",
+        default=None,
+        metavar="ALIAS",
+        help="send a copy of every champion request to ALIAS, off the response path",
+    )
+    add_option(
+        parser,
+        "auto_promote",
+        action="store_true",
+        help="decide the A/B test on a schedule and promote or roll back through the registry",
+    )
+    add_option(
+        parser,
+        "decision_interval",
+        type=positive_float,
+        default=60.0,
+        help="seconds between automatic A/B decisions (default 60)",
+    )
+    add_option(parser, "alpha", type=positive_float, default=0.05, help="A/B test error rate (default 0.05)")
+    add_option(
+        parser,
+        "min_feedback",
+        type=whole_number(1),
+        default=30,
+        help="feedback per arm before an A/B decision (default 30)",
+    )
+    add_option(
+        parser,
+        "min_accuracy",
+        type=positive_float,
+        default=0.97,
+        help="automatic promotion gate: lowest live accuracy (default 0.97)",
+    )
     return parser
 
 
@@ -109,6 +147,13 @@ def settings_from(args) -> GatewaySettings:
         certfile=args.certfile,
         keyfile=args.keyfile,
         log_dir=args.log_dir,
+        inference_log=args.inference_log,
+        shadow=args.shadow,
+        auto_promote=args.auto_promote,
+        decision_interval=args.decision_interval,
+        alpha=args.alpha,
+        min_feedback=args.min_feedback,
+        min_accuracy=args.min_accuracy,
     )
 
 

@@ -30,6 +30,4 @@ async def follow(pool: VariantPool, model_name: str, tracking_uri: str, interval
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a registry that is briefly unreachable must not stop serving
-            logger.warning(
-                "could not read the registry (%s); serving on as before", " ".join(str(exc).split())[:200]
-            )
+            logger.warning("could not read the registry (%s); serving on as before", " ".join(str(exc).split())[:200])

@@ -29,9 +29,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
-            "gateway_in_flight", "Requests being answered", ["variant"], registry=self.registry
-        )
+        self.in_flight = Gauge("gateway_in_flight", "Requests being answered", ["variant"], registry=self.registry)
         self.backend_restarts = Counter(
             "gateway_backend_restarts", "Backends restarted after dying", ["variant"], registry=self.registry
         )

@@ -43,13 +43,9 @@ async def forward(
 ) -> BackendAnswer:
     backend.in_flight += 1
     try:
-        response = await client.post(
-            f"{backend.url}/invocations", content=body, headers=headers, timeout=timeout
-        )
+        response = await client.post(f"{backend.url}/invocations", content=body, headers=headers, timeout=timeout)
     except httpx.TimeoutException:
-        raise GatewayTimeout(
-            f"the model backend (v{backend.version}) did not answer within {timeout:.0f}s"
-        ) from None
+        raise GatewayTimeout(f"the model backend (v{backend.version}) did not answer within {timeout:.0f}s") from None
     except httpx.TransportError:
         raise Unavailable(
             f"the model backend (v{backend.version}) cannot be reached", headers={"Retry-After": "2"}

@@ -37,6 +37,17 @@ class GatewaySettings:
     keyfile: Path | None = None
     log_dir: Path | None = None
     """Where backend processes write their logs (discarded when unset)."""
+    inference_log: Path = Path("mnist-inference.db")
+    """SQLite file of every prediction returned and the feedback on it (``serve.gateway.inference_log``)."""
+    shadow: str | None = None
+    """An alias that gets a copy of every champion request, off the response path."""
+    auto_promote: bool = False
+    """Run the A/B decision on a schedule and carry it out through the registry."""
+    decision_interval: float = 60.0
+    alpha: float = 0.05
+    min_feedback: int = 30
+    min_accuracy: float = 0.97
+    """The promotion gate's minimum live accuracy in automatic mode."""
 
     def check(self) -> None:
         """Refuse settings that would be unsafe or cannot work; raises ValueError with one line."""
@@ -50,11 +61,11 @@ class GatewaySettings:
             raise ValueError("TLS needs both --certfile and --keyfile")
         if self.max_body_bytes <= 0 or self.poll_interval <= 0:
             raise ValueError("--max_body_bytes and --poll_interval must be positive")
+        if self.shadow and self.shadow == "champion":
+            raise ValueError("--shadow names the alias that shadows the champion, not the champion itself")
         unknown = set(self.backend_urls) - set(self.split)
         if unknown:
-            raise ValueError(
-                f"--backend names aliases that are not in the split: {', '.join(sorted(unknown))}"
-            )
+            raise ValueError(f"--backend names aliases that are not in the split: {', '.join(sorted(unknown))}")
 
 
 def is_loopback(host: str) -> bool:

@@ -119,9 +119,7 @@ class VariantPool:
 
     async def sync(self, resolved: dict[str, str]) -> None:
         """Bring every variant in line with the registry (``alias -> version``), concurrently."""
-        jobs = [
-            self._sync_variant(variant, resolved.get(alias)) for alias, variant in list(self.variants.items())
-        ]
+        jobs = [self._sync_variant(variant, resolved.get(alias)) for alias, variant in list(self.variants.items())]
         await asyncio.gather(*jobs)
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
@@ -163,9 +161,7 @@ class VariantPool:
             variant.failed_version, variant.last_error = version, f"v{version} failed to start: {exc}"
             if variant.backend is None:
                 variant.state = "failed"
-            logger.error(
-                "alias %s: %s; traffic stays on v%s", variant.alias, variant.last_error, variant.version
-            )
+            logger.error("alias %s: %s; traffic stays on v%s", variant.alias, variant.last_error, variant.version)
             return
         finally:
             variant.pending_version = None

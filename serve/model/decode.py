@@ -32,9 +32,7 @@ WORKING_SIDE = 400  # longer side after early reduction: a digit filling a third
 
 def _too_large(size: int) -> RowError:
     megabytes = 1024 * 1024
-    return RowError(
-        f"the file is {size / megabytes:.1f} MB; at most {MAX_ENCODED_BYTES // megabytes} MB accepted"
-    )
+    return RowError(f"the file is {size / megabytes:.1f} MB; at most {MAX_ENCODED_BYTES // megabytes} MB accepted")
 
 
 def as_bytes(value: object) -> bytes:
@@ -65,16 +63,12 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
-        raise RowError(
-            f"the image declares more than {MAX_PIXELS:,} pixels; at most {MAX_PIXELS:,} accepted"
-        ) from None
+        raise RowError(f"the image declares more than {MAX_PIXELS:,} pixels; at most {MAX_PIXELS:,} accepted") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise RowError(f"not a decodable image; accepted formats: {ACCEPTED_TEXT}") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise RowError(
-            f"the image is {width}x{height} = {width * height:,} pixels; at most {MAX_PIXELS:,} accepted"
-        )
+        raise RowError(f"the image is {width}x{height} = {width * height:,} pixels; at most {MAX_PIXELS:,} accepted")
     if min(width, height) < MIN_SIDE:
         raise RowError(f"the image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels accepted")
     return image

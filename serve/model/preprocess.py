@@ -103,9 +103,7 @@ def remove_background(ink: np.ndarray) -> np.ndarray:
     window = max(3, round(max(small.shape) / 5))
     background = ndimage.percentile_filter(small, 25, size=window, mode="nearest")
     background = ndimage.uniform_filter(background, size=max(3, window // 2), mode="nearest")
-    full = Image.fromarray(background.astype(np.float32), mode="F").resize(
-        (width, height), Image.Resampling.BILINEAR
-    )
+    full = Image.fromarray(background.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     return np.clip(ink - np.asarray(full, dtype=np.float32), 0.0, None)
 
 

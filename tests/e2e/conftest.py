@@ -22,9 +22,7 @@ def full_store(tmp_path_factory, mnist_test) -> str:
         info = log_model(full_network(), mnist_test[0][0])
     client = MlflowClient(uri, uri)
     client.create_registered_model("mnist-cnn")
-    version = client.create_model_version(
-        "mnist-cnn", info.model_uri, run.info.run_id, model_id=info.model_id
-    )
+    version = client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id, model_id=info.model_id)
     client.set_registered_model_alias("mnist-cnn", "champion", version.version)
     return uri
 

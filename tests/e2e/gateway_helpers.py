@@ -65,9 +65,7 @@ def write_keys(directory: Path) -> tuple[Path, str, str]:
     return path, predict, admin
 
 
-def start_gateway(
-    uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True
-) -> RunningGateway:
+def start_gateway(uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True) -> RunningGateway:
     keys, predict, admin = write_keys(directory)
     port = free_port()
     log = directory / f"gateway-{port}.log"
@@ -89,9 +87,7 @@ def start_gateway(
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/ready", process, timeout=240) if verify is True else _wait_tls(
-            url, verify, process
-        )
+        wait_for_http(f"{url}/ready", process, timeout=240) if verify is True else _wait_tls(url, verify, process)
     except Exception:
         stop_process(process)
         raise AssertionError(log.read_text()[-4000:]) from None

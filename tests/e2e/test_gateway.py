@@ -26,9 +26,7 @@ def gateway(trained_store, tmp_path_factory):
     assert running.stop() == 0
 
 
-async def _fire(
-    gateway, count: int, concurrency: int, user=lambda i: None, body=PIXELS
-) -> list[httpx.Response]:
+async def _fire(gateway, count: int, concurrency: int, user=lambda i: None, body=PIXELS) -> list[httpx.Response]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=60) as client:
 
@@ -107,21 +105,14 @@ def test_api_keys_are_required_and_roles_enforced(gateway):
     assert bad_key.status_code == 401
     via_x_api_key = httpx.post(url, json=PIXELS, headers={"X-API-Key": gateway.predict_key}, timeout=10)
     assert via_x_api_key.status_code == 200
-    wrong_role = httpx.put(
-        f"{gateway.url}/admin/split", json={"champion": 1}, headers=gateway.headers(), timeout=10
-    )
+    wrong_role = httpx.put(f"{gateway.url}/admin/split", json={"champion": 1}, headers=gateway.headers(), timeout=10)
     assert wrong_role.status_code == 403 and "admin" in wrong_role.json()["message"]
-    assert (
-        gateway.predict_key not in gateway.log.read_text()
-        and gateway.admin_key not in gateway.log.read_text()
-    )
+    assert gateway.predict_key not in gateway.log.read_text() and gateway.admin_key not in gateway.log.read_text()
 
 
 def test_a_bad_split_is_refused_and_nothing_changes(gateway):
     for body in ({"champion": -1}, {"champion": "lots"}, ["champion"], {}):
-        response = httpx.put(
-            f"{gateway.url}/admin/split", json=body, headers=gateway.headers(gateway.admin_key)
-        )
+        response = httpx.put(f"{gateway.url}/admin/split", json=body, headers=gateway.headers(gateway.admin_key))
         assert response.status_code == 400 and "invalid split" in response.json()["message"]
     assert {a: v["weight"] for a, v in gateway.variants().items()} == {"champion": 70.0, "challenger": 30.0}
 
@@ -149,9 +140,7 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(gateway):
         (b'pixels\n"1 2\nbroken', "text/csv", ""),
     ],
 )
-def test_a_malformed_body_comes_back_as_the_backends_400_without_a_stack_trace(
-    gateway, body, content_type, expected
-):
+def test_a_malformed_body_comes_back_as_the_backends_400_without_a_stack_trace(gateway, body, content_type, expected):
     response = httpx.post(
         f"{gateway.url}/invocations",
         content=body,
@@ -251,17 +240,13 @@ def make_certificate(directory) -> tuple:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 

@@ -22,9 +22,7 @@ def b64(data: bytes) -> str:
 
 def invoke(url: str, body, content_type: str = "application/json") -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(
-        f"{url}/invocations", content=content, headers={"Content-Type": content_type}, timeout=120
-    )
+    return httpx.post(f"{url}/invocations", content=content, headers={"Content-Type": content_type}, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -119,19 +119,15 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
     assert set(b["model_version"]) == {"1"}
 
 
-def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(
-    store_uri, photo_folder, digits, tmp_path
-):
+def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(store_uri, photo_folder, digits, tmp_path):
     images, _ = digits
-    pd.DataFrame(
-        {"id": [f"b{i}" for i in range(5)], "image": [png_bytes(images[i]) for i in range(5)]}
-    ).to_parquet(tmp_path / "bytes.parquet")
+    pd.DataFrame({"id": [f"b{i}" for i in range(5)], "image": [png_bytes(images[i]) for i in range(5)]}).to_parquet(
+        tmp_path / "bytes.parquet"
+    )
     pd.DataFrame({"image": ["digit-01.png", "nested/digit-03.png", "missing.png"]}).to_csv(
         photo_folder / "paths.csv", index=False
     )
-    pd.DataFrame({"pixels": [images[i].ravel().tolist() for i in range(5)]}).to_parquet(
-        tmp_path / "pixels.parquet"
-    )
+    pd.DataFrame({"pixels": [images[i].ravel().tolist() for i in range(5)]}).to_parquet(tmp_path / "pixels.parquet")
     write_idx_images(tmp_path / "t10k-images-idx3-ubyte", images[:7])
     cases = {
         "bytes.parquet": (tmp_path / "bytes.parquet", 5, 0),
@@ -152,10 +148,7 @@ def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(
 
 def test_csv_output_on_request(store_uri, photo_folder, tmp_path):
     output = tmp_path / "scores.csv"
-    assert (
-        batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--format", "csv").returncode
-        == 0
-    )
+    assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--format", "csv").returncode == 0
     rows = pd.read_csv(output)
     assert len(rows) == GOOD + 2 and rows["probabilities"].dropna().str.startswith("[").all()
 
@@ -211,9 +204,7 @@ def test_an_existing_output_is_refused_unless_overwrite(store_uri, photo_folder,
     result = batch(store_uri, "--input", str(photo_folder), "--output", str(output))
     assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr
     assert output.read_text() == "precious"
-    assert (
-        batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--overwrite").returncode == 0
-    )
+    assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--overwrite").returncode == 0
     assert len(pd.read_parquet(output)) == GOOD + 2
 
 

@@ -124,9 +124,7 @@ def test_the_gate_refuses_a_worse_model_with_the_figures_and_changes_nothing(sto
     assert holders(uri, name) == before
 
 
-def test_a_better_model_goes_through_moves_the_alias_mirrors_stages_and_is_recorded(
-    store, tiny_model, weak_model
-):
+def test_a_better_model_goes_through_moves_the_alias_mirrors_stages_and_is_recorded(store, tiny_model, weak_model):
     uri, name = store
     weak, better = add_version(uri, name, weak_model), add_version(uri, name, tiny_model)
     set_champion(uri, name, weak)
@@ -222,9 +220,7 @@ def test_two_promotions_racing_leave_the_registry_consistent(store, tiny_model, 
     assert champion_events[-1].to_version == final
     for earlier, later in itertools.pairwise(champion_events):
         assert later.from_version == earlier.to_version, "every recorded move starts where the last ended"
-    assert not [
-        m for m in MlflowClient(uri, uri).search_registered_models() if m.name.endswith(".promotion-lock")
-    ]
+    assert not [m for m in MlflowClient(uri, uri).search_registered_models() if m.name.endswith(".promotion-lock")]
 
 
 def test_evaluate_logs_to_mlflow_and_reports_per_class_recall(store, tiny_model, weak_model):
@@ -293,7 +289,5 @@ def test_a_tracking_server_that_is_down_fails_fast_with_one_line():
 
 @pytest.mark.parametrize("command", ["list", "evaluate", "promote", "rollback", "history"])
 def test_every_subcommand_has_help(command):
-    result = subprocess.run(
-        [sys.executable, "-m", "registry", command, "--help"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "registry", command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: mnist-registry" in result.stdout

@@ -54,9 +54,7 @@ def test_one_bad_row_fails_the_call_naming_the_row_the_column_and_what_is_accept
 
 def test_per_row_errors_on_request_score_the_good_rows(model, mnist_test):
     images, labels = mnist_test
-    frame = pd.DataFrame(
-        {"image": [png_bytes(images[0]), b"garbage", png_bytes(np.zeros((28, 28), np.uint8))]}
-    )
+    frame = pd.DataFrame({"image": [png_bytes(images[0]), b"garbage", png_bytes(np.zeros((28, 28), np.uint8))]})
     answer = model.predict(frame, params={"on_error": "row"})
     assert answer["label"].tolist()[0] == labels[0]
     assert answer["label"][1] is None and "not a decodable image" in answer["error"][1]

@@ -48,9 +48,7 @@ def test_pixels_come_as_lists_arrays_or_text(value):
 
 def test_pixels_in_0_255_and_0_1_give_the_same_image():
     values = np.linspace(0, 255, 784)
-    np.testing.assert_allclose(
-        inputs.pixels_to_image(values), inputs.pixels_to_image(values / 255.0), atol=1e-6
-    )
+    np.testing.assert_allclose(inputs.pixels_to_image(values), inputs.pixels_to_image(values / 255.0), atol=1e-6)
 
 
 @pytest.mark.parametrize(

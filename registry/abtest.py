@@ -1,0 +1,285 @@
+"""A/B analysis over the gateway's inference log, and the decision it supports.
+
+Per variant: requests, error rate, latency p50/p99, mean confidence, and accuracy on the requests
+that got feedback (with a 95% Wilson interval); in shadow mode also how often the two agree. Then a
+decision: promote the challenger, keep testing, or roll it back, from a sequential test that stays
+valid under repeated checking (``registry.sequential``), plus guardrails on the challenger's error
+rate and p99 latency. Only rows of the versions the aliases hold now count, so a finished test
+(after a promotion or a rollback) starts afresh for the next challenger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from registry.evaluate import Comparison, VersionScore, wilson_interval
+from registry.sequential import SequentialResult, paired_log_lambda, run_sequence, unpaired_log_lambda
+from registry.store import RegistryError
+
+PROMOTE, ROLLBACK, KEEP = "promote", "rollback", "keep testing"
+
+
+@dataclass(frozen=True)
+class Policy:
+    alpha: float = 0.05  # the test's error rate, valid under continuous monitoring
+    tau: float = 0.05  # the accuracy difference the unpaired test is tuned to (5 points)
+    min_feedback: int = 30  # per arm (or discordant pairs in shadow mode) before any decision
+    max_error_rate_increase: float = 0.05  # guardrail: challenger error rate minus champion's
+    max_p99_ratio: float = 3.0  # guardrail: challenger p99 latency over champion's
+    min_requests: int = 50  # per arm before a guardrail may fire
+
+
+@dataclass
+class Arm:
+    variant: str
+    role: str
+    version: str | None
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    mean_confidence: float | None = None
+    feedback: int = 0
+    correct: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.feedback if self.feedback else None
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return wilson_interval(self.correct, self.feedback) if self.feedback else None
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"error_rate": self.error_rate, "accuracy": self.accuracy, "ci95": self.ci95}
+
+
+@dataclass
+class Report:
+    since: float
+    shadow: bool
+    champion: Arm
+    challenger: Arm
+    agreement: float | None = None
+    agreement_pairs: int = 0
+    test: str = ""
+    sequential: SequentialResult | None = None
+    decision: str = KEEP
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = {
+            "since": self.since,
+            "shadow": self.shadow,
+            "champion": self.champion.to_dict(),
+            "challenger": self.challenger.to_dict(),
+            "agreement": self.agreement,
+            "agreement_pairs": self.agreement_pairs,
+            "test": self.test,
+            "decision": self.decision,
+            "reasons": self.reasons,
+        }
+        if self.sequential is not None:
+            data["sequential"] = asdict(self.sequential) | {"p_value": self.sequential.p_value}
+        return data
+
+    def comparison(self) -> Comparison:
+        """The evidence in the registry's terms, recorded with the move in the promotion history."""
+
+        def score(arm: Arm) -> VersionScore:
+            return VersionScore(str(arm.version), arm.accuracy or 0.0, arm.ci95 or (0.0, 1.0), [], arm.errors)
+
+        a, b = self.champion, self.challenger
+        difference = (b.accuracy or 0.0) - (a.accuracy or 0.0)
+        return Comparison(
+            data=f"live traffic ({'shadow' if self.shadow else 'split'}) since {self.since:.0f}",
+            count=b.feedback + a.feedback,
+            candidate=score(b),
+            baseline=score(a),
+            difference=difference,
+            mcnemar_p=self.sequential.p_value if self.sequential else 1.0,
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not Path(path).is_file():
+        raise RegistryError(f"no inference log at {path} (the gateway writes it; see --inference_log)")
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    return connection
+
+
+def _arm(connection, variant: str, role: str, version: str | None, since: float) -> Arm:
+    arm = Arm(variant, role, version)
+    rows = connection.execute(
+        "SELECT status, latency_ms, confidence, request_id, row FROM predictions "
+        "WHERE variant = ? AND role = ? AND (? IS NULL OR model_version = ?) AND time >= ?",
+        (variant, role, version, version, since),
+    ).fetchall()
+    requests = {(r[3]) for r in rows}
+    arm.requests = len(requests)
+    arm.errors = len({r[3] for r in rows if r[0] != 200})
+    latencies = np.array([r[1] for r in rows if r[4] == 0 and r[1] is not None], dtype=float)
+    if latencies.size:
+        arm.p50_ms, arm.p99_ms = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+    confidences = [r[2] for r in rows if r[2] is not None]
+    arm.mean_confidence = float(np.mean(confidences)) if confidences else None
+    joined = connection.execute(
+        "SELECT p.label = f.label FROM feedback f JOIN predictions p ON p.request_id = f.request_id "
+        "AND p.row = f.row WHERE p.variant = ? AND p.role = ? AND (? IS NULL OR p.model_version = ?) "
+        "AND p.status = 200 AND p.time >= ?",
+        (variant, role, version, version, since),
+    ).fetchall()
+    arm.feedback, arm.correct = len(joined), sum(int(r[0]) for r in joined)
+    return arm
+
+
+def _unpaired_steps(connection, report: Report, policy: Policy):
+    a, b = report.champion, report.challenger
+    events = connection.execute(
+        "SELECT p.variant, p.label = f.label FROM feedback f JOIN predictions p ON p.request_id = f.request_id "
+        "AND p.row = f.row AND p.role = 'serve' WHERE p.status = 200 AND p.time >= ? AND "
+        "((p.variant = ? AND (? IS NULL OR p.model_version = ?)) "
+        "OR (p.variant = ? AND (? IS NULL OR p.model_version = ?))) "
+        "ORDER BY f.time, f.request_id",
+        (report.since, a.variant, a.version, a.version, b.variant, b.version, b.version),
+    ).fetchall()
+    counts = {a.variant: [0, 0], b.variant: [0, 0]}
+    for variant, correct in events:
+        counts[variant][0] += int(correct)
+        counts[variant][1] += 1
+        (ka, na), (kb, nb) = counts[a.variant], counts[b.variant]
+        if min(na, nb) < policy.min_feedback:
+            yield 0.0, 0
+            continue
+        direction = int(np.sign(kb / nb - ka / na))
+        yield unpaired_log_lambda(ka, na, kb, nb, policy.tau), direction
+
+
+def _paired_steps(connection, report: Report, policy: Policy):
+    a, b = report.champion, report.challenger
+    events = connection.execute(
+        "SELECT s.label = f.label, h.label = f.label FROM feedback f "
+        "JOIN predictions s ON s.request_id = f.request_id AND s.row = f.row AND s.role = 'serve' "
+        "JOIN predictions h ON h.request_id = f.request_id AND h.row = f.row AND h.role = 'shadow' "
+        "WHERE s.status = 200 AND h.status = 200 AND s.time >= ? AND s.variant = ? "
+        "AND (? IS NULL OR s.model_version = ?) AND (? IS NULL OR h.model_version = ?) ORDER BY f.time, f.request_id",
+        (report.since, a.variant, a.version, a.version, b.version, b.version),
+    ).fetchall()
+    a_wins = b_wins = 0
+    for champion_right, challenger_right in events:
+        if champion_right and not challenger_right:
+            a_wins += 1
+        elif challenger_right and not champion_right:
+            b_wins += 1
+        if a_wins + b_wins < policy.min_feedback:
+            yield 0.0, 0
+            continue
+        yield paired_log_lambda(b_wins, a_wins), int(np.sign(b_wins - a_wins))
+
+
+def _agreement(connection, report: Report) -> tuple[float | None, int]:
+    rows = connection.execute(
+        "SELECT s.label = h.label FROM predictions s JOIN predictions h ON h.request_id = s.request_id "
+        "AND h.row = s.row AND h.role = 'shadow' WHERE s.role = 'serve' AND s.status = 200 AND h.status = 200 "
+        "AND s.time >= ? AND (? IS NULL OR h.model_version = ?)",
+        (report.since, report.challenger.version, report.challenger.version),
+    ).fetchall()
+    return (sum(int(r[0]) for r in rows) / len(rows) if rows else None), len(rows)
+
+
+def _guardrails(report: Report, policy: Policy) -> list[str]:
+    a, b = report.champion, report.challenger
+    reasons = []
+    if b.requests >= policy.min_requests and a.requests >= policy.min_requests:
+        if b.error_rate - a.error_rate > policy.max_error_rate_increase:
+            reasons.append(
+                f"challenger error rate {b.error_rate:.1%} exceeds the champion's {a.error_rate:.1%} by more than "
+                f"{policy.max_error_rate_increase:.0%}"
+            )
+        if a.p99_ms and b.p99_ms and b.p99_ms > policy.max_p99_ratio * a.p99_ms:
+            reasons.append(
+                f"challenger p99 latency {b.p99_ms:.0f} ms is over {policy.max_p99_ratio:g}x the champion's "
+                f"{a.p99_ms:.0f} ms"
+            )
+    return reasons
+
+
+def analyse(
+    log_path: Path,
+    champion_version: str | None,
+    challenger_version: str | None,
+    since: float = 0.0,
+    shadow: bool | None = None,
+    policy: Policy | None = None,
+) -> Report:
+    """Read the log and decide. ``shadow=None`` detects the mode from the log."""
+    policy = policy or Policy()
+    connection = _connect(log_path)
+    try:
+        if shadow is None:
+            shadow = (
+                connection.execute(
+                    "SELECT 1 FROM predictions WHERE role = 'shadow' AND time >= ? "
+                    "AND (? IS NULL OR model_version = ?) LIMIT 1",
+                    (since, challenger_version, challenger_version),
+                ).fetchone()
+                is not None
+            )
+        champion = _arm(connection, "champion", "serve", champion_version, since)
+        challenger = _arm(connection, "challenger", "shadow" if shadow else "serve", challenger_version, since)
+        report = Report(since, shadow, champion, challenger)
+        if shadow:
+            report.agreement, report.agreement_pairs = _agreement(connection, report)
+            report.test = f"binomial mSPRT on discordant pairs (Beta(1,1) mixture), alpha={policy.alpha}"
+            steps = _paired_steps(connection, report, policy)
+        else:
+            report.test = f"normal-mixture mSPRT on the accuracy difference (tau={policy.tau}), alpha={policy.alpha}"
+            steps = _unpaired_steps(connection, report, policy)
+        report.sequential = run_sequence(steps, policy.alpha)
+    finally:
+        connection.close()
+    guardrails = _guardrails(report, policy)
+    if guardrails:
+        report.decision, report.reasons = ROLLBACK, guardrails
+    elif report.sequential.crossed:
+        better = report.sequential.direction > 0
+        report.decision = PROMOTE if better else ROLLBACK
+        report.reasons = [
+            f"the challenger is {'more' if better else 'less'} accurate (always-valid p = "
+            f"{report.sequential.p_value:.2g} < {policy.alpha}) after {report.sequential.at_sample} observations"
+        ]
+    else:
+        needed = policy.min_feedback
+        report.reasons = [
+            f"no significant difference yet (always-valid p = {report.sequential.p_value:.2g}; "
+            f"decisions need at least {needed} {'discordant pairs' if shadow else 'feedback per arm'})"
+        ]
+    return report
+
+
+def evidence(report: Report) -> dict:
+    """The figures recorded with an automatic or applied move."""
+    figures = report.comparison().figures()
+    figures["decision"] = report.decision
+    figures["reasons"] = report.reasons
+    figures["test"] = report.test
+    for name in ("champion", "challenger"):
+        arm = getattr(report, name)
+        figures[f"{name}_live"] = {
+            "version": arm.version,
+            "requests": arm.requests,
+            "error_rate": round(arm.error_rate, 4),
+            "p99_ms": None if arm.p99_ms is None else round(arm.p99_ms, 1),
+            "feedback": arm.feedback,
+        }
+    if report.agreement is not None:
+        figures["agreement"] = round(report.agreement, 4)
+    return figures

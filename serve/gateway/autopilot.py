@@ -1,0 +1,73 @@
+"""Automatic mode (``--auto_promote``): the gateway runs the A/B decision itself on a schedule.
+
+Every ``interval`` seconds it flushes the inference log, analyses the current champion against
+the current challenger (``registry.abtest``), and carries out a decision to promote or roll back
+through the registry (gated promotion, or removing the challenger alias), so every automatic
+move is in the promotion history with its evidence. The follower then sees the alias move and
+switches traffic as for any other move. A rolled-back challenger also leaves the split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry import abtest, api
+from registry.promote import Gate
+from serve.gateway.inference_log import InferenceLog
+from serve.gateway.variants import CHAMPION, VariantPool
+
+logger = logging.getLogger(__name__)
+CHALLENGER = "challenger"
+
+
+@dataclass
+class Autopilot:
+    pool: VariantPool
+    log: InferenceLog
+    log_path: Path
+    model_name: str
+    tracking_uri: str
+    interval: float
+    policy: abtest.Policy
+    gate: Gate
+    shadow: bool = False
+    last_report: abtest.Report | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the registry or the log briefly unavailable: try next time
+                logger.warning("automatic A/B check failed: %s", " ".join(str(exc).split())[:300])
+
+    async def analyse(self) -> abtest.Report | None:
+        """The A/B analysis of the versions being served now (None without a challenger)."""
+        champion, challenger = self.pool.variants.get(CHAMPION), self.pool.variants.get(CHALLENGER)
+        if champion is None or challenger is None or champion.version is None or challenger.version is None:
+            return None
+        await asyncio.wrap_future(self.log.flush())
+        report = await asyncio.to_thread(
+            abtest.analyse, self.log_path, champion.version, challenger.version, 0.0, self.shadow, self.policy
+        )
+        self.last_report = report
+        return report
+
+    async def check(self) -> abtest.Report | None:
+        """Analyse, and carry out a decision to promote or roll back."""
+        report = await self.analyse()
+        if report is None or report.decision == abtest.KEEP:
+            return report
+        challenger = self.pool.variants[CHALLENGER]
+        logger.info("automatic A/B decision: %s (%s)", report.decision, "; ".join(report.reasons))
+        move = await asyncio.to_thread(
+            api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
+        )
+        if move is not None and report.decision == abtest.ROLLBACK:
+            challenger.weight = 0.0  # out of the split now; the alias is gone from the registry too
+        return report

@@ -1,0 +1,244 @@
+"""The inference log: every prediction the gateway returns, and the feedback that joins it.
+
+Written off the request path: the request handler only appends to an in-memory queue; one writer
+thread owns the SQLite connection (WAL mode), parses the answers and commits them in batches. A
+store that is briefly locked delays a batch (it is retried, never dropped); ``close()`` drains the
+queue, so a graceful shutdown (SIGTERM, SIGINT) loses no accepted prediction. Feedback goes
+through the same queue, so it always sees the predictions logged before it.
+
+Schema (query it with any SQLite client; times are Unix seconds, UTC)::
+
+    predictions(request_id, row, role, time, variant, model_version, client_hash, label,
+                confidence, latency_ms, status)   -- primary key (request_id, role, row)
+        role: 'serve' (the answer the client got) or 'shadow' (the challenger's shadow answer);
+        row: the row's position in the request; label/confidence NULL when status is not 200;
+        client_hash: first 16 hex digits of sha256(X-User-ID), NULL without one.
+    feedback(request_id, row, label, time)        -- primary key (request_id, row)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    time REAL NOT NULL,
+    variant TEXT NOT NULL,
+    model_version TEXT,
+    client_hash TEXT,
+    label INTEGER,
+    confidence REAL,
+    latency_ms REAL,
+    status INTEGER NOT NULL,
+    PRIMARY KEY (request_id, role, row)
+);
+CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (request_id, row)
+);
+"""
+
+
+def client_hash(key: str | None) -> str | None:
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered request, as the handler enqueues it (the body is parsed by the writer)."""
+
+    request_id: str
+    role: str
+    time: float
+    variant: str
+    model_version: str | None
+    client_hash: str | None
+    latency_ms: float
+    status: int
+    body: bytes
+
+    def rows(self) -> list[tuple]:
+        predictions = _predictions(self.body) if self.status == 200 else None
+        base = (self.request_id, self.role, self.time, self.variant, self.model_version, self.client_hash)
+        if not predictions:
+            return [(base[0], 0, *base[1:], None, None, self.latency_ms, self.status)]
+        return [
+            (
+                base[0],
+                row,
+                *base[1:],
+                _int(p.get("label")),
+                _float(p.get("confidence")),
+                self.latency_ms,
+                self.status,
+            )
+            for row, p in enumerate(predictions)
+        ]
+
+
+def _predictions(body: bytes) -> list[dict] | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    predictions = payload.get("predictions") if isinstance(payload, dict) else None
+    return [p if isinstance(p, dict) else {} for p in predictions] if isinstance(predictions, list) else None
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class FeedbackError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Feedback:
+    request_id: str
+    row: int
+    label: int
+    result: concurrent.futures.Future
+
+
+@dataclass(frozen=True)
+class _Flush:
+    done: concurrent.futures.Future
+
+
+class InferenceLog:
+    """Batched, off-path writes to SQLite; thread-safe ``record``, ``feedback`` and ``close``."""
+
+    def __init__(self, path: Path, batch_size: int = 500, max_delay: float = 0.2, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.batch_size, self.max_delay, self.busy_timeout = batch_size, max_delay, busy_timeout
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self.written = 0
+        connection = self._connect()  # create the schema now: a bad path fails at start-up, not later
+        connection.close()
+        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(SCHEMA)
+        return connection
+
+    # --- called from the event loop ----------------------------------------------------------
+    def record(self, answer: Answer) -> None:
+        self._queue.put(answer)
+
+    def feedback(self, request_id: str, row: int, label: int) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Feedback(request_id, row, label, future))
+        return future
+
+    def flush(self) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Flush(future))
+        return future
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Write everything queued so far, then stop the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # --- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        connection = self._connect()
+        pending: list[tuple] = []
+        deadline = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = _Flush(None)
+            if isinstance(item, Answer):
+                pending += item.rows()
+                deadline = deadline or time.monotonic() + self.max_delay
+                if len(pending) < self.batch_size:
+                    continue
+            self._write(connection, pending)
+            pending, deadline = [], None
+            if item is None:
+                connection.close()
+                return
+            if isinstance(item, _Feedback):
+                self._store_feedback(connection, item)
+            elif isinstance(item, _Flush) and item.done is not None:
+                item.done.set_result(True)
+
+    def _write(self, connection: sqlite3.Connection, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        delay = 0.05
+        while True:
+            try:
+                with connection:
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO predictions (request_id, row, role, time, variant, model_version, "
+                        "client_hash, label, confidence, latency_ms, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        rows,
+                    )
+                self.written += len(rows)
+                return
+            except sqlite3.OperationalError as exc:  # locked or busy beyond busy_timeout: keep the rows, retry
+                logger.warning("inference log busy (%s); retrying %d rows", exc, len(rows))
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _store_feedback(self, connection: sqlite3.Connection, item: _Feedback) -> None:
+        try:
+            known = connection.execute(
+                "SELECT 1 FROM predictions WHERE request_id = ? AND row = ? AND role = 'serve' AND status = 200",
+                (item.request_id, item.row),
+            ).fetchone()
+            if known is None:
+                raise FeedbackError(404, f"no logged prediction has request_id {item.request_id!r} and row {item.row}")
+            try:
+                with connection:
+                    connection.execute(
+                        "INSERT INTO feedback (request_id, row, label, time) VALUES (?,?,?,?)",
+                        (item.request_id, item.row, item.label, time.time()),
+                    )
+            except sqlite3.IntegrityError:
+                raise FeedbackError(
+                    409, f"feedback for request_id {item.request_id!r} row {item.row} was already recorded"
+                ) from None
+            item.result.set_result(True)
+        except FeedbackError as exc:
+            item.result.set_exception(exc)
+        except sqlite3.Error as exc:
+            item.result.set_exception(FeedbackError(503, f"the inference log is unavailable: {exc}"))

@@ -1,0 +1,300 @@
+"""Closing the A/B loop against real gateways and real models of known, different quality:
+the inference log, feedback, the decision, automatic promotion and rollback, shadow traffic, and
+no logged prediction lost on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from registry.history import read as read_history
+from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway
+from tests.helpers import PROJECT_ROOT, subprocess_env
+
+FAST = ["--backend_mode", "fast", "--poll_interval", "1"]
+
+
+def store_with(trained_store, directory, champion, challenger) -> str:
+    """A store whose champion and challenger are the given real models ("tiny" or "weak"/LoggedModel)."""
+    uri = trained_store.copy_to(directory)
+    client = MlflowClient(uri, uri)
+    sources = {}
+    for alias, model in (("champion", champion), ("challenger", challenger)):
+        source = model_location(client) if model == "tiny" else model.source
+        version = str(client.create_model_version("mnist-cnn", source).version)
+        client.set_registered_model_alias("mnist-cnn", alias, version)
+        sources[alias] = version
+    return uri
+
+
+def replay(gateway, count: int, offset: int = 0, feedback: float = 1.0) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve.gateway.replay",
+            "--url",
+            gateway.url,
+            "--key",
+            gateway.predict_key,
+            "--count",
+            str(count),
+            "--offset",
+            str(offset),
+            "--feedback",
+            str(feedback),
+            "--json",
+            "--concurrency",
+            "8",
+        ],
+        env=subprocess_env(gateway.uri),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.stdout, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def abtest(gateway, log, *args: str) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "registry",
+            "--tracking_uri",
+            gateway.uri,
+            "abtest",
+            "--log",
+            str(log),
+            "--json",
+            "--min_accuracy",
+            "0.3",
+            *args,
+        ],
+        env=subprocess_env(gateway.uri, MNIST_ACTOR="ab-test"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_a_worse_challenger_is_found_out_and_rolled_back_through_the_registry(trained_store, weak_model, tmp_path):
+    uri = store_with(trained_store, tmp_path, "tiny", weak_model)
+    log = tmp_path / "inference.db"
+    gateway = start_gateway(uri, tmp_path, "--split", "champion=50,challenger=50", "--inference_log", str(log), *FAST)
+    try:
+        summary = replay(gateway, 400)
+        assert summary["failed"] == {} and summary["feedback_recorded"] == 400  # feedback joins every answer
+        first = abtest(gateway, log)["report"]
+        assert first["decision"] == "rollback", first["reasons"]
+        assert first["champion"]["feedback"] + first["challenger"]["feedback"] == 400
+        assert first["champion"]["accuracy"] > first["challenger"]["accuracy"]
+        low, high = first["champion"]["ci95"]
+        assert low < first["champion"]["accuracy"] < high
+        replay(gateway, 200, offset=400)
+        again = abtest(gateway, log)["report"]  # checked again with more data: the decision holds
+        assert again["decision"] == "rollback"
+        assert again["sequential"]["at_sample"] == first["sequential"]["at_sample"]
+        applied = abtest(gateway, log, "--apply")
+        assert applied["move"]["action"] == "abtest-rollback"
+        client = MlflowClient(uri, uri)
+        assert "challenger" not in client.get_registered_model("mnist-cnn").aliases
+        event = read_history(client, "mnist-cnn")[-1]
+        assert event.action == "abtest-rollback" and event.figures["decision"] == "rollback"
+        assert event.figures["challenger_live"]["feedback"] > 0
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_the_gateway_promotes_a_better_challenger_automatically(trained_store, weak_model, tmp_path):
+    uri = store_with(trained_store, tmp_path, weak_model, "tiny")
+    log = tmp_path / "inference.db"
+    gateway = start_gateway(
+        uri,
+        tmp_path,
+        "--split",
+        "champion=50,challenger=50",
+        "--inference_log",
+        str(log),
+        "--auto_promote",
+        "--decision_interval",
+        "1",
+        "--min_accuracy",
+        "0.5",
+        *FAST,
+    )
+    try:
+        client = MlflowClient(uri, uri)
+        better = str(client.get_model_version_by_alias("mnist-cnn", "challenger").version)
+        replay(gateway, 300)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if str(client.get_registered_model("mnist-cnn").aliases.get("champion")) == better:
+                break
+            time.sleep(0.5)
+        event = [e for e in read_history(client, "mnist-cnn") if e.alias == "champion"][-1]
+        assert event.action == "auto-promote" and event.to_version == better
+        assert event.figures["decision"] == "promote" and "mSPRT" in event.figures["test"]
+        # the gateway follows its own move: traffic now goes to the promoted version
+        deadline = time.monotonic() + 60
+        while gateway.variants()["champion"]["version"] != better and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert gateway.variants()["champion"]["version"] == better
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_an_injected_failure_rate_rolls_the_challenger_back_automatically(trained_store, tmp_path):
+    uri = trained_store.copy_to(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PROJECT_ROOT / "tests/assets/faulty-model/model.py")
+        )
+    client = MlflowClient(uri, uri)
+    faulty = str(client.create_model_version("mnist-cnn", info.model_uri, info.run_id).version)
+    client.set_registered_model_alias("mnist-cnn", "challenger", faulty)
+    log = tmp_path / "inference.db"
+    gateway = start_gateway(
+        uri,
+        tmp_path,
+        "--split",
+        "champion=50,challenger=50",
+        "--inference_log",
+        str(log),
+        "--auto_promote",
+        "--decision_interval",
+        "1",
+        *FAST,
+    )
+    try:
+        asyncio.run(_load(gateway, 300))
+        deadline = time.monotonic() + 60
+        while "challenger" in client.get_registered_model("mnist-cnn").aliases and time.monotonic() < deadline:
+            time.sleep(0.5)
+        event = read_history(client, "mnist-cnn")[-1]
+        assert event.action == "auto-rollback" and event.from_version == faulty
+        assert "error rate" in event.reason
+        assert event.figures["challenger_live"]["error_rate"] > 0.15
+        # out of the split: everything is answered by the champion now
+        responses = asyncio.run(_load(gateway, 40))
+        assert {r.headers["X-Variant"] for r in responses} == {"champion"}
+        assert all(r.status_code == 200 for r in responses)
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champion(trained_store, weak_model, tmp_path):
+    uri = store_with(trained_store, tmp_path, "tiny", weak_model)
+    log = tmp_path / "inference.db"
+    gateway = start_gateway(
+        uri, tmp_path, "--split", "champion=100", "--shadow", "challenger", "--inference_log", str(log), *FAST
+    )
+    try:
+        summary = replay(gateway, 200)
+        assert summary["failed"] == {} and list(summary["variants"]) == ["champion"]  # the client sees the champion
+        report = httpx.get(f"{gateway.url}/abtest", headers=gateway.headers(), timeout=30).json()
+        assert report["shadow"] is True and report["challenger"]["role"] == "shadow"
+        assert report["agreement_pairs"] >= 150 and 0 < report["agreement"] < 1
+        assert report["challenger"]["feedback"] >= 150  # feedback joins the shadow answers too
+        assert report["decision"] == "rollback" and "discordant" in report["test"]
+    finally:
+        assert gateway.stop() == 0
+    with sqlite3.connect(log) as db:
+        roles = dict(db.execute("SELECT role, COUNT(*) FROM predictions GROUP BY role").fetchall())
+    assert roles["serve"] == 200 and roles["shadow"] >= 150
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"request_id": "never-seen", "label": 3}, 404, "no logged prediction"),
+        ({"request_id": "x", "label": 10}, 400, "from 0 to 9"),
+        ({"request_id": "x", "label": "3"}, 400, "from 0 to 9"),
+        ({"label": 3}, 400, "request_id"),
+        ([1, 2], 400, "expected a JSON object"),
+    ],
+)
+def test_bad_feedback_gets_a_clear_4xx(feedback_gateway, body, status, message):
+    response = httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers())
+    assert response.status_code == status and message in response.json()["message"]
+
+
+def test_duplicate_feedback_is_refused(feedback_gateway):
+    answer = httpx.post(f"{feedback_gateway.url}/invocations", json=PIXELS, headers=feedback_gateway.headers())
+    body = {"request_id": answer.headers["X-Request-ID"], "label": 1}
+    assert (
+        httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers()).status_code == 200
+    )
+    again = httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers())
+    assert again.status_code == 409 and "already recorded" in again.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def feedback_gateway(trained_store, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("feedback")
+    uri = trained_store.copy_to(directory)
+    gateway = start_gateway(uri, directory, "--inference_log", str(directory / "log.db"), *FAST)
+    yield gateway
+    gateway.stop()
+
+
+async def _load(gateway, count: int, concurrency: int = 8) -> list[httpx.Response]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def one(i: int) -> httpx.Response:
+            async with limit:
+                return await client.post(
+                    f"{gateway.url}/invocations",
+                    json=PIXELS,
+                    headers=gateway.headers(**{"X-User-ID": f"u{i}"}),
+                )
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_sigterm_under_load_loses_no_logged_prediction(trained_store, tmp_path):
+    uri = trained_store.copy_to(tmp_path)
+    log = tmp_path / "inference.db"
+    gateway = start_gateway(uri, tmp_path, "--inference_log", str(log), *FAST)
+    answered: list[str] = []
+    stopped = asyncio.Event()
+
+    async def load() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def worker(w: int) -> None:
+                for _ in range(10_000):
+                    try:
+                        response = await client.post(
+                            f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers()
+                        )
+                    except httpx.HTTPError:
+                        return  # the gateway has stopped listening
+                    if response.status_code == 200:
+                        answered.append(response.headers["X-Request-ID"])
+                    if len(answered) >= 300 and not stopped.is_set():
+                        stopped.set()
+                        gateway.process.send_signal(15)  # SIGTERM in the middle of the load
+
+            await asyncio.gather(*(worker(w) for w in range(8)))
+
+    asyncio.run(load())
+    assert gateway.process.wait(timeout=60) == 0
+    with sqlite3.connect(log) as db:
+        logged = {row[0] for row in db.execute("SELECT request_id FROM predictions WHERE role='serve' AND status=200")}
+    assert len(answered) >= 300
+    assert set(answered) <= logged, f"{len(set(answered) - logged)} answered predictions missing from the log"

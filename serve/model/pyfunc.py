@@ -21,10 +21,9 @@ import pandas as pd
 import torch
 
 from serve.model import inputs
-from serve.model.decode import decode_image
-from serve.model.errors import InvalidModelInput, RowError
+from serve.model.errors import InvalidModelInput
 from serve.model.postprocess import answers, probabilities_from_logits
-from serve.model.preprocess import to_mnist
+from serve.model.prepare import prepare_rows
 from train.network import build_network
 from train.transforms import normalize
 
@@ -34,12 +33,6 @@ ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
 INFERENCE_BATCH = 64
 THREADS_ENV = "MNIST_TORCH_THREADS"
 MAX_REPORTED_ERRORS = 5
-
-
-def _prepare_row(kind: str, value: object) -> np.ndarray:
-    if kind == inputs.PIXELS:
-        return inputs.pixels_to_image(value)
-    return to_mnist(decode_image(value))
 
 
 class DigitClassifier(mlflow.pyfunc.PythonModel):
@@ -63,25 +56,11 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         if on_error not in (ON_ERROR_RAISE, ON_ERROR_ROW):
             raise InvalidModelInput(f"params.on_error is {on_error!r}; expected 'raise' or 'row'")
         frame = inputs.as_frame(model_input)
-        images, errors = self._prepare(frame)
+        images, errors = prepare_rows(frame)
         if on_error == ON_ERROR_RAISE and any(errors):
             raise _summarise(errors)
         probabilities = self._classify(images)
         return answers(probabilities, errors if on_error == ON_ERROR_ROW else None)
-
-    def _prepare(self, frame) -> tuple[list[np.ndarray], list[str | None]]:
-        images: list[np.ndarray] = []
-        errors: list[str | None] = []
-        for row_kind in inputs.row_kinds(frame):
-            try:
-                if isinstance(row_kind, RowError):
-                    raise row_kind
-                images.append(_prepare_row(*row_kind))
-                errors.append(None)
-            except RowError as error:
-                column = None if isinstance(row_kind, RowError) else row_kind[0]
-                errors.append(f"column '{column}': {error}" if column else str(error))
-        return images, errors
 
     @torch.inference_mode()
     def _classify(self, images: list[np.ndarray]) -> np.ndarray:

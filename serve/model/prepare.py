@@ -1,0 +1,69 @@
+"""Every input row -> a 28x28 field, or the reason it cannot be scored.
+
+Pixel rows are parsed; image rows are decoded, then preprocessed: small images of the same size
+(the MNIST-like inputs of batch jobs and apps) together, vectorised (``preprocess_batch``), and
+everything else one by one (``preprocess.to_mnist``). The answer is the same either way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from serve.model import inputs
+from serve.model.decode import decode_image
+from serve.model.errors import RowError
+from serve.model.preprocess import to_mnist
+from serve.model.preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
+
+
+def _message(column: str | None, error: RowError) -> str:
+    return f"column '{column}': {error}" if column else str(error)
+
+
+def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None]]:
+    """(the fields of the rows that can be scored, in row order; per row, None or why not)."""
+    fields: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    small: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for row, kind in enumerate(inputs.row_kinds(frame)):
+        fields.append(None)
+        errors.append(None)
+        if isinstance(kind, RowError):
+            errors[row] = _message(None, kind)
+            continue
+        column, value = kind
+        try:
+            if column == inputs.PIXELS:
+                fields[row] = inputs.pixels_to_image(value)
+                continue
+            gray = decode_image(value)
+            if max(gray.shape) <= MAX_SIDE:
+                small[gray.shape].append((row, gray))
+            else:
+                fields[row] = to_mnist(gray)
+        except RowError as error:
+            errors[row] = _message(column, error)
+    for group in small.values():
+        _prepare_small(group, fields, errors)
+    return [f for f in fields if f is not None], errors
+
+
+def _prepare_small(group: list[tuple[int, np.ndarray]], fields: list, errors: list) -> None:
+    done = np.zeros(len(group), dtype=bool)
+    if len(group) >= MIN_IMAGES:
+        batch, batch_errors, done = to_mnist_batch(np.stack([gray for _, gray in group]))
+        for (row, _), field, error, handled in zip(group, batch, batch_errors, done, strict=True):
+            if error is not None:
+                errors[row] = _message(inputs.IMAGE, error)
+            elif handled:
+                fields[row] = field
+        done = done | np.array([e is not None for e in batch_errors])
+    for (row, gray), handled in zip(group, done, strict=True):
+        if not handled:
+            try:
+                fields[row] = to_mnist(gray)
+            except RowError as error:
+                errors[row] = _message(inputs.IMAGE, error)

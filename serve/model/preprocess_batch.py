@@ -1,0 +1,172 @@
+"""``to_mnist`` vectorised over a stack of same-sized small images (MNIST-like inputs).
+
+Per image, the pipeline is a few dozen small NumPy calls whose fixed cost dominates on a 28x28
+digit. Here each step runs once for the whole stack: one ``bincount`` for every histogram, one
+``ndimage.label`` whose 3D structure never connects two images, vectorised percentiles and Otsu
+thresholds. The result equals ``to_mnist`` image by image (a test checks it); images that need the
+steps this path does not cover (uneven paper, thin strokes) are left to ``to_mnist``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from serve.model.errors import RowError
+from serve.model.levels import BINS
+from serve.model.preprocess import (
+    BOX,
+    FIELD,
+    MIN_CONTRAST,
+    MNIST_CENTRE,
+    SPECK_FRACTION,
+    THIN_STROKE,
+    _no_ink,
+    fit_box,
+)
+
+MAX_SIDE = 64  # images up to this size take the vectorised path
+MIN_IMAGES = 4  # below this, the per-image path is as fast
+
+_CENTRES = np.arange(BINS, dtype=np.float64) / (BINS - 1)
+_ONLY_WITHIN_AN_IMAGE = np.zeros((3, 3, 3), dtype=bool)
+_ONLY_WITHIN_AN_IMAGE[1] = True  # 8-connected inside an image, never across the stack
+_CROSS_WITHIN_AN_IMAGE = np.zeros((3, 3, 3), dtype=bool)
+_CROSS_WITHIN_AN_IMAGE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _histograms(images: np.ndarray) -> np.ndarray:
+    n = len(images)
+    levels = np.clip(images * (BINS - 1) + 0.5, 0, BINS - 1).astype(np.intp).reshape(n, -1)
+    levels += (np.arange(n) * BINS)[:, None]
+    return np.bincount(levels.ravel(), minlength=n * BINS).reshape(n, BINS).astype(np.float64)
+
+
+def _percentile(counts: np.ndarray, q: float) -> np.ndarray:
+    cumulative = np.cumsum(counts, axis=1)
+    wanted = cumulative[:, -1:] * (q / 100.0)
+    index = np.minimum((cumulative < wanted).sum(axis=1), BINS - 1)
+    return np.where(cumulative[:, -1] > 0, _CENTRES[index], 0.0)
+
+
+def _otsu(counts: np.ndarray) -> np.ndarray:
+    weight_low = np.cumsum(counts, axis=1)
+    weight_high = weight_low[:, -1:] - weight_low
+    mass_low = np.cumsum(counts * _CENTRES, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = mass_low / weight_low
+        mean_high = (mass_low[:, -1:] - mass_low) / weight_high
+        between = np.nan_to_num(weight_low * weight_high * (mean_low - mean_high) ** 2)
+    return _CENTRES[np.argmax(between, axis=1)]
+
+
+def _cut(counts: np.ndarray, threshold: np.ndarray, keep_below: bool) -> np.ndarray:
+    cut = np.round(threshold * (BINS - 1)).astype(np.intp)[:, None] + 1
+    below = np.arange(BINS)[None, :] < cut
+    return np.where(below if keep_below else ~below, counts, 0.0)
+
+
+def _median_absolute_deviation(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    median = _percentile(counts, 50)
+    distance = np.abs(_CENTRES[None, :] - median[:, None])
+    order = np.argsort(distance, axis=1, kind="stable")
+    cumulative = np.cumsum(np.take_along_axis(counts, order, axis=1), axis=1)
+    index = np.minimum((cumulative < cumulative[:, -1:] / 2.0).sum(axis=1), BINS - 1)
+    return median, np.take_along_axis(np.take_along_axis(distance, order, axis=1), index[:, None], axis=1)[:, 0]
+
+
+def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last index where ``mask[i]`` is true, per row."""
+    first = np.argmax(mask, axis=1)
+    last = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)
+    return first, last
+
+
+def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None], np.ndarray]:
+    """``grays`` ``[N, H, W]`` in [0, 1] -> (fields ``[N, 28, 28]``, per-image RowError or None,
+    which images were done here). Images not done here must go through ``to_mnist``."""
+    n = len(grays)
+    x = grays.astype(np.float32, copy=True)
+    errors: list[RowError | None] = [None] * n
+    done = np.ones(n, dtype=bool)
+
+    def fail(rows: np.ndarray, error: RowError) -> None:
+        for i in np.flatnonzero(rows & done):
+            errors[i] = error
+        done[rows] = False
+
+    # 1. polarity (ink_polarity)
+    counts = _histograms(x)
+    low, median, high = _percentile(counts, 0.1), _percentile(counts, 50), _percentile(counts, 99.9)
+    fail(high - low < MIN_CONTRAST, _no_ink("the image is blank or uniform"))
+    invert = (median - low) > (high - median)
+    x[invert] = 1.0 - x[invert]
+    counts[invert] = counts[invert, ::-1]
+    # 2. background (remove_background): flat paper only; uneven paper is left to to_mnist
+    paper = _cut(counts, _otsu(counts), keep_below=True)
+    p5, p50, p75 = _percentile(paper, 5), _percentile(paper, 50), _percentile(paper, 75)
+    done &= ~((paper.sum(axis=1) > 0) & (p75 - p5 >= 0.05))
+    shift = np.where(paper.sum(axis=1) > 0, p50, 0.0).astype(np.float32)
+    x = np.clip(x - shift[:, None, None], 0.0, None)
+    # 3. contrast (normalise_contrast)
+    counts = _histograms(x)
+    threshold = _otsu(counts)
+    paper, strokes = _cut(counts, threshold, True), _cut(counts, threshold, False)
+    fail(strokes.sum(axis=1) == 0, _no_ink("nothing stands out from the background"))
+    middle, deviation = _median_absolute_deviation(paper)
+    floor = np.where(paper.sum(axis=1) > 0, middle + 3.0 * 1.4826 * deviation, 0.0)
+    level = _percentile(strokes, 75)
+    fail(level - floor < MIN_CONTRAST, _no_ink("the ink is too faint"))
+    stretch = done & ~((floor == 0.0) & (level == 1.0))
+    if stretch.any():
+        span = (level - floor)[stretch].astype(np.float32)[:, None, None]
+        x[stretch] = np.clip((x[stretch] - floor[stretch].astype(np.float32)[:, None, None]) / span, 0.0, 1.0)
+    # 4. the digit's region (digit_region), all images labelled at once
+    strokes_mask = (x > 0.25) & done[:, None, None]
+    labels, count = ndimage.label(strokes_mask, structure=_ONLY_WITHIN_AN_IMAGE)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    areas[0] = 0
+    owner = np.zeros(count + 1, dtype=np.intp)
+    owner[labels.ravel()] = np.repeat(np.arange(n), x[0].size)
+    largest = np.zeros(n, dtype=np.int64)
+    np.maximum.at(largest, owner[1:], areas[1:])
+    fail(done & (largest == 0), _no_ink("nothing stands out from the background"))
+    fail(done & (largest < 4), _no_ink("only isolated specks"))
+    keep = areas >= SPECK_FRACTION * largest[owner]
+    keep[0] = False
+    strokes_mask = keep[labels]
+    area = strokes_mask.sum(axis=(1, 2))
+    eroded = ndimage.binary_erosion(strokes_mask, structure=_CROSS_WITHIN_AN_IMAGE, border_value=0)
+    boundary = area - eroded.sum(axis=(1, 2))
+    width = 2.0 * area / np.maximum(boundary, 1)
+    grow = np.maximum(1, np.round(width / 2)).astype(int)
+    region = np.zeros_like(strokes_mask)
+    for g in np.unique(grow[done]):
+        rows = done & (grow == g)
+        region[rows] = ndimage.maximum_filter(strokes_mask[rows], size=(1, 2 * g + 1, 2 * g + 1))
+    x *= region
+    # 5. crop, scale, centre (the rest of to_mnist); thin strokes go back to to_mnist
+    ink = x > 0.02
+    top, bottom = _first_last(ink.any(axis=2))
+    left, right = _first_last(ink.any(axis=1))
+    longer = np.maximum(bottom - top, right - left)
+    done &= ~((width > 0) & (width / np.maximum(longer, 1) < THIN_STROKE))
+    fields = np.zeros((n, FIELD, FIELD), dtype=np.float32)
+    # Centres of mass of the whole images: the same as their crops', shifted by the crop's corner.
+    total = np.maximum(x.sum(axis=(1, 2)), 1e-12)
+    cy_all = x.sum(axis=2) @ np.arange(x.shape[1], dtype=np.float32) / total
+    cx_all = x.sum(axis=1) @ np.arange(x.shape[2], dtype=np.float32) / total
+    for i in np.flatnonzero(done):
+        crop = x[i, top[i] : bottom[i], left[i] : right[i]]
+        if max(crop.shape) == BOX:  # MNIST-like: already the right size, as MNIST digits are
+            cy, cx = float(cy_all[i]) - top[i], float(cx_all[i]) - left[i]
+        else:
+            crop = fit_box(crop)
+            mass = float(crop.sum())
+            cy = float(crop.sum(axis=1) @ np.arange(crop.shape[0])) / mass
+            cx = float(crop.sum(axis=0) @ np.arange(crop.shape[1])) / mass
+        h, w = crop.shape
+        y0 = min(max(round(MNIST_CENTRE[0] - cy), 0), FIELD - h)
+        x0 = min(max(round(MNIST_CENTRE[1] - cx), 0), FIELD - w)
+        fields[i, y0 : y0 + h, x0 : x0 + w] = crop
+    return fields, errors, done

@@ -1,0 +1,59 @@
+"""The vectorised path gives exactly what ``to_mnist`` gives, image by image, and hands back what
+it does not cover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torchvision.datasets import MNIST
+
+from serve.model.errors import RowError
+from serve.model.preprocess import to_mnist
+from serve.model.preprocess_batch import to_mnist_batch
+
+
+@pytest.fixture(scope="module")
+def stack(mnist_root) -> np.ndarray:
+    images = MNIST(str(mnist_root), train=False).data[:300].numpy().astype(np.float32) / 255.0
+    images[3] = 0.0  # blank
+    images[4] = 1.0 - images[4]  # dark ink on light paper
+    images[5] = images[5] * 0.5 + 0.3  # grey paper, faded ink
+    images[6, 0:2, 0:2] = 1.0  # a speck in the corner
+    ys, xs = np.mgrid[0:28, 0:28] / 28.0
+    images[7] = np.clip((1 - images[7]) * (0.3 + 0.7 * xs), 0, 1)  # dark ink, uneven light: left to to_mnist
+    return images
+
+
+@pytest.fixture(scope="module")
+def large_stack(stack) -> np.ndarray:
+    """The same digits on a 60x60 canvas, plus one drawn with a one-pixel pen (thin strokes)."""
+    canvas = np.zeros((len(stack), 60, 60), dtype=np.float32)
+    canvas[:, 16:44, 16:44] = stack
+    canvas[8] = 0.0
+    canvas[8, 5:55, 30] = 1.0
+    canvas[8, 5, 20:31] = 1.0
+    return canvas
+
+
+@pytest.mark.parametrize("which", ["stack", "large_stack"])
+def test_the_vectorised_path_equals_the_per_image_path(which, request):
+    images = request.getfixturevalue(which)
+    fields, errors, done = to_mnist_batch(images)
+    assert done.sum() >= len(images) - 4
+    for i, image in enumerate(images):
+        try:
+            expected = to_mnist(image)
+        except RowError as error:
+            assert errors[i] is not None and str(errors[i]) == str(error)
+            continue
+        assert errors[i] is None
+        if done[i]:
+            np.testing.assert_allclose(fields[i], expected, atol=1e-5, err_msg=f"image {i}")
+
+
+def test_what_it_does_not_cover_is_handed_back(stack, large_stack):
+    _, errors, done = to_mnist_batch(stack)
+    assert errors[3] is not None and "blank or uniform" in str(errors[3])
+    assert not done[7] and errors[7] is None  # uneven paper
+    _, errors, done = to_mnist_batch(large_stack)
+    assert not done[8] and errors[8] is None  # thin strokes

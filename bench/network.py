@@ -1,35 +1,52 @@
-"""The limit: the bare network in-process, eval and inference mode, at several batch sizes."""
+"""The limit: the bare network in-process, eval and inference mode, at several batch sizes.
+
+Measured in the form the pyfunc serves (BatchNorm folded into the convs), and the eager module as
+trained at batch 1 and 64 for reference.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from bench.core import Figure, Mode, full_network, mnist_test, throughput
+from train.network import fused_for_inference
 from train.transforms import normalize, to_unit_range
 
 BATCH_SIZES = (1, 32, 64, 256, 1024)
 
 
+def _rate(network, images: torch.Tensor, batch: int, seconds: float) -> float:
+    x = images[:batch].contiguous()
+    rate, _ = throughput(lambda: network(x).shape[0], seconds)
+    return rate
+
+
 def measure(mode: Mode) -> list[Figure]:
-    network = full_network()
+    served, trained = fused_for_inference(full_network()), full_network()
     images = normalize(to_unit_range(torch.from_numpy(mnist_test(1024)[0])))
-    figures = []
     threads = torch.get_num_threads()
+    figures = []
     with torch.inference_mode():
         for batch in BATCH_SIZES:
-            x = images[:batch].contiguous()
-            rate, _ = throughput(lambda x=x: network(x).shape[0], mode.seconds(3.0, 0.5))
+            rate = _rate(served, images, batch, mode.seconds(3.0, 0.5))
             figures.append(
                 Figure(
                     "network",
                     f"bare network, batch {batch}",
                     rate,
                     "images/s",
+                    {"batch": batch, "threads": threads, "form": "BatchNorm folded, as served"},
+                )
+            )
+        for batch in (1, 64):
+            rate = _rate(trained, images, batch, mode.seconds(3.0, 0.5))
+            figures.append(
+                Figure(
+                    "network (reference)",
+                    f"eager module as trained, batch {batch}",
+                    rate,
+                    "images/s",
                     {"batch": batch, "threads": threads},
                 )
             )
     return figures
-
-
-def best(figures: list[Figure]) -> Figure:
-    return max((f for f in figures if f.section == "network"), key=lambda f: f.value)

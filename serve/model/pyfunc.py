@@ -24,7 +24,7 @@ from serve.model import inputs
 from serve.model.errors import InvalidModelInput
 from serve.model.postprocess import answers, probabilities_from_logits
 from serve.model.prepare import prepare_rows
-from train.network import build_network
+from train.network import build_network, fused_for_inference
 from train.transforms import normalize
 
 ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
@@ -48,7 +48,7 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         network.load_state_dict(state)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.network = network.to(self.device).eval()
+        self.network = fused_for_inference(network).to(self.device)
 
     # pd.DataFrame is a hint MLflow derives no schema from: the logged signature stays the contract.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

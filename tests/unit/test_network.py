@@ -32,3 +32,20 @@ def test_architecture_round_trips_through_build_network():
 def test_default_network_is_compact():
     assert build_network(None).blocks == DEFAULT_BLOCKS
     assert 100_000 < count_parameters(DigitNet()) < 250_000
+
+
+def test_the_fused_inference_form_gives_the_same_logits():
+    from train.network import fused_for_inference
+
+    net = DigitNet()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused_for_inference(net)(x), net(x), rtol=1e-4, atol=1e-4)

@@ -19,7 +19,7 @@ def stack(mnist_root) -> np.ndarray:
     images[4] = 1.0 - images[4]  # dark ink on light paper
     images[5] = images[5] * 0.5 + 0.3  # grey paper, faded ink
     images[6, 0:2, 0:2] = 1.0  # a speck in the corner
-    ys, xs = np.mgrid[0:28, 0:28] / 28.0
+    xs = np.mgrid[0:28, 0:28][1] / 28.0
     images[7] = np.clip((1 - images[7]) * (0.3 + 0.7 * xs), 0, 1)  # dark ink, uneven light: left to to_mnist
     return images
 

@@ -16,7 +16,7 @@ from bench.core import BenchError, Mode, prepare_model
 SECTIONS = ("training", "network", "pyfunc", "online", "coldstart", "batch")
 # The configuration issue 9 tunes: adaptive micro-batching in the gateway over the fast backend.
 OPTIMISED = "gateway (micro-batching) -> serve.backend"
-OPTIMISED_ARGS = ["--backend_mode", "fast"]
+OPTIMISED_ARGS = ["--backend_mode", "fast", "--batch_max_size", "64"]
 
 
 def main(argv: list[str] | None = None) -> None:

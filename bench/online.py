@@ -1,10 +1,15 @@
 """Online serving: ``mlflow models serve`` alone and through the gateway, under wrk.
 
 The direct baseline is the very ``mlflow models serve`` process the gateway fronts (its URL is
-read from ``/variants``), so "direct" and "through the gateway" differ only by the gateway.
+read from ``/variants``), so "direct" and "through the gateway" differ only by the gateway. At
+concurrency 1 the two are measured in alternating short rounds and the gateway's added latency is
+the median of the per-round differences: on a shared two-core machine, drift between two long
+runs is larger than the millisecond being measured.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import httpx
 
@@ -12,15 +17,17 @@ from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
 from bench.load import LoadResult, run_wrk
 
-LOADS = (  # (name, images per request, connections)
-    ("1 image/request, concurrency 1", 1, 1),
-    ("1 image/request, concurrency 8", 1, 8),
-    ("1 image/request, concurrency 32", 1, 32),
-    ("64 images/request, concurrency 8", 64, 8),
+SINGLE_1, SINGLE_8, SINGLE_32, BATCH_8 = (
+    "1 image/request, concurrency 1",
+    "1 image/request, concurrency 8",
+    "1 image/request, concurrency 32",
+    "64 images/request, concurrency 8",
 )
+LOADS = ((SINGLE_8, 1, 8), (SINGLE_32, 1, 32), (BATCH_8, 64, 8))  # (name, images per request, connections)
+DIRECT = "mlflow models serve"
 
 
-def _figures(target: str, name: str, images: int, result: LoadResult) -> list[Figure]:
+def _figures(target: str, name: str, images: int, result: LoadResult, extra: dict | None = None) -> list[Figure]:
     if result.errors:
         raise BenchError(f"{target}, {name}: {result.errors} requests failed under load")
     detail = {
@@ -33,18 +40,48 @@ def _figures(target: str, name: str, images: int, result: LoadResult) -> list[Fi
         "p99_ms": round(result.p99_ms, 2),
         "errors": result.errors,
         "images_per_request": images,
-    }
+    } | (extra or {})
     return [
         Figure("online", f"{target}: {name}", result.rps, "requests/s", detail),
         Figure("online", f"{target}: {name} (images)", result.rps * images, "images/s", detail),
     ]
 
 
+def _combine(results: list[LoadResult]) -> LoadResult:
+    """Rounds of one target as one result: summed counts, median of the round percentiles."""
+    return LoadResult(
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p90_ms=statistics.median(r.p90_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
+def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: bytes) -> list[Figure]:
+    """Concurrency 1, direct and through ``url`` in alternating rounds; also the added median."""
+    rounds = mode.count(8, 2)
+    direct, through = [], []
+    for _ in range(rounds):
+        direct.append(run_wrk(direct_url, body, 1, mode.seconds(2.0, 1.0)))
+        through.append(run_wrk(url, body, 1, mode.seconds(2.0, 1.0)))
+    added = statistics.median(t.p50_ms - d.p50_ms for d, t in zip(direct, through, strict=True))
+    detail = {
+        "rounds": rounds,
+        "round_differences_ms": [round(t.p50_ms - d.p50_ms, 2) for d, t in zip(direct, through, strict=True)],
+    }
+    return (
+        _figures(f"{DIRECT} (alternating with {target})", SINGLE_1, 1, _combine(direct))
+        + _figures(target, SINGLE_1, 1, _combine(through))
+        + [Figure("online", f"{target}: added median latency, {SINGLE_1}", added, "ms", detail)]
+    )
+
+
 def load_series(mode: Mode, target: str, url: str, bodies: dict[int, bytes]) -> list[Figure]:
     figures = []
     for name, images, connections in LOADS:
-        result = run_wrk(url, bodies[images], connections, mode.seconds(10.0, 2.0))
-        figures += _figures(target, name, images, result)
+        figures += _figures(target, name, images, run_wrk(url, bodies[images], connections, mode.seconds(10.0, 2.0)))
     return figures
 
 
@@ -59,14 +96,16 @@ def backend_url(gateway_url: str) -> str:
 
 
 def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[str]] | None = None) -> list[Figure]:
-    """Plain gateway and its stock backend; then each extra gateway configuration given."""
+    """The plain gateway and its stock backend; then each extra gateway configuration given."""
     requests = bodies()
     figures: list[Figure] = []
-    plain = processes.gateway(model.tracking_uri, model.directory, "--backend_mode", "mlflow")
+    proxy = "gateway (proxy) -> mlflow models serve"
+    plain = processes.gateway(model.tracking_uri, model.directory, "--backend_mode", "mlflow", "--batch_max_size", "1")
     with processes.running(plain, "/ready"):
         direct = backend_url(plain.url)
-        figures += load_series(mode, "mlflow models serve", direct, requests)
-        figures += load_series(mode, "gateway (proxy) -> mlflow models serve", plain.url, requests)
+        figures += load_series(mode, DIRECT, direct, requests)
+        figures += alternating_c1(mode, proxy, plain.url, direct, requests[1])
+        figures += load_series(mode, proxy, plain.url, requests)
         figures.append(
             Figure(
                 "memory",
@@ -79,6 +118,7 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
     for target, arguments in (extra_gateways or {}).items():
         server = processes.gateway(model.tracking_uri, model.directory, *arguments)
         with processes.running(server, "/ready"):
+            figures += alternating_c1(mode, target, server.url, backend_url(server.url), requests[1])
             figures += load_series(mode, target, server.url, requests)
-            figures.append(Figure("memory", f"{target}, gateway peak RSS", server.peak_rss_mib(), "MiB"))
+            figures.append(Figure("memory", f"{target}: gateway and backend, peak RSS", server.peak_rss_mib(), "MiB"))
     return figures

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
-import logging.handlers
-import queue
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +16,7 @@ from registry.cliargs import OneLineArgumentParser, add_option, positive_float, 
 from registry.store import tracking_uri
 from serve.gateway.auth import ROLES, KeyFileError, new_key_entry
 from serve.gateway.backends import MODES
+from serve.gateway.logsetup import setup_logging
 from serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
 from serve.gateway.split import SplitError, parse_split
 
@@ -85,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(parser, "log_dir", type=Path, default=None, help="where backend processes write their logs")
     add_option(
         parser,
+        "batch_max_size",
+        type=whole_number(1),
+        default=64,
+        help="rows per backend call when concurrent requests are merged; 1 turns it off (default 64)",
+    )
+    add_option(
+        parser,
+        "batch_max_delay_ms",
+        type=positive_float,
+        default=10.0,
+        help="ms a request may wait for a busy backend before an extra batch is sent (default 10)",
+    )
+    add_option(
+        parser,
         "inference_log",
         type=Path,
         default=Path("mnist-inference.db"),
@@ -147,6 +159,8 @@ def settings_from(args) -> GatewaySettings:
         certfile=args.certfile,
         keyfile=args.keyfile,
         log_dir=args.log_dir,
+        batch_max_size=args.batch_max_size,
+        batch_max_delay=args.batch_max_delay_ms / 1000.0,
         inference_log=args.inference_log,
         shadow=args.shadow,
         auto_promote=args.auto_promote,
@@ -155,20 +169,6 @@ def settings_from(args) -> GatewaySettings:
         min_feedback=args.min_feedback,
         min_accuracy=args.min_accuracy,
     )
-
-
-def setup_logging() -> None:
-    """Log lines go through a queue to a thread that writes them: the event loop never blocks on I/O."""
-    records: queue.Queue = queue.Queue(-1)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    listener = logging.handlers.QueueListener(records, handler)
-    listener.start()
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
-    root.setLevel(logging.INFO)
-    for noisy in ("mlflow", "alembic", "httpx", "httpcore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def keys_main(argv: list[str]) -> None:

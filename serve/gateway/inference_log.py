@@ -1,7 +1,9 @@
 """The inference log: every prediction the gateway returns, and the feedback that joins it.
 
 Written off the request path: the request handler only appends to an in-memory queue; one writer
-thread owns the SQLite connection (WAL mode), parses the answers and commits them in batches. A
+thread owns the SQLite connection (WAL mode) and, every ``max_delay`` seconds, parses what has
+queued up and commits it in one transaction. It is not woken per record: a thread waking hundreds
+of times a second takes the GIL from the event loop and shows up in every request's latency. A
 store that is briefly locked delays a batch (it is retried, never dropped); ``close()`` drains the
 queue, so a graceful shutdown (SIGTERM, SIGINT) loses no accepted prediction. Feedback goes
 through the same queue, so it always sees the predictions logged before it.
@@ -133,10 +135,11 @@ class _Flush:
 class InferenceLog:
     """Batched, off-path writes to SQLite; thread-safe ``record``, ``feedback`` and ``close``."""
 
-    def __init__(self, path: Path, batch_size: int = 500, max_delay: float = 0.2, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, max_delay: float = 0.2, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
-        self.batch_size, self.max_delay, self.busy_timeout = batch_size, max_delay, busy_timeout
-        self._queue: queue.Queue = queue.Queue()
+        self.max_delay, self.busy_timeout = max_delay, busy_timeout
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()  # feedback, flush and close wake the writer at once
         self._closed = False
         self.written = 0
         connection = self._connect()  # create the schema now: a bad path fails at start-up, not later
@@ -159,11 +162,13 @@ class InferenceLog:
     def feedback(self, request_id: str, row: int, label: int) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put(_Feedback(request_id, row, label, future))
+        self._urgent.set()
         return future
 
     def flush(self) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put(_Flush(future))
+        self._urgent.set()
         return future
 
     def close(self, timeout: float = 60.0) -> None:
@@ -172,33 +177,42 @@ class InferenceLog:
             return
         self._closed = True
         self._queue.put(None)
+        self._urgent.set()
         self._thread.join(timeout)
 
     # --- the writer thread --------------------------------------------------------------------
     def _run(self) -> None:
         connection = self._connect()
-        pending: list[tuple] = []
-        deadline = None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = _Flush(None)
-            if isinstance(item, Answer):
-                pending += item.rows()
-                deadline = deadline or time.monotonic() + self.max_delay
-                if len(pending) < self.batch_size:
-                    continue
-            self._write(connection, pending)
-            pending, deadline = [], None
-            if item is None:
+            self._urgent.wait(self.max_delay)
+            self._urgent.clear()
+            if not self._drain(connection):
                 connection.close()
                 return
-            if isinstance(item, _Feedback):
-                self._store_feedback(connection, item)
-            elif isinstance(item, _Flush) and item.done is not None:
-                item.done.set_result(True)
+
+    def _drain(self, connection: sqlite3.Connection) -> bool:
+        """Store everything queued, in order; False once ``close`` was asked for."""
+        pending: list[tuple] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                self._write(connection, pending)
+                return True
+            if isinstance(item, Answer):
+                pending += item.rows()
+                continue
+            self._write(connection, pending)  # commands see every prediction queued before them
+            pending = []
+            if item is None:
+                return False
+            try:
+                if isinstance(item, _Feedback):
+                    self._store_feedback(connection, item)
+                elif isinstance(item, _Flush):
+                    item.done.set_result(True)
+            except Exception:  # a failed command must not stop the writer
+                logger.exception("inference log command failed")
 
     def _write(self, connection: sqlite3.Connection, rows: list[tuple]) -> None:
         if not rows:

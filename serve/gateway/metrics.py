@@ -39,6 +39,32 @@ class GatewayMetrics:
             ["variant"],
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "gateway_batch_rows",
+            "Rows per backend call (micro-batching)",
+            ["variant"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_wait = Histogram(
+            "gateway_batch_wait_seconds",
+            "Time the oldest request of a batch waited before it was sent",
+            ["variant"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "gateway_rejected", "Requests refused before routing", ["reason"], registry=self.registry
         )
+
+
+class VariantMetrics:
+    """The labelled children of one (variant, version), looked up once instead of per request."""
+
+    def __init__(self, metrics: GatewayMetrics, variant: str, version: str) -> None:
+        self.latency = metrics.latency.labels(variant, version)
+        self.ok = metrics.requests.labels(variant, version, "200")
+        self._metrics, self._variant, self._version = metrics, variant, version
+
+    def requests(self, status: int):
+        return self.ok if status == 200 else self._metrics.requests.labels(self._variant, self._version, str(status))

@@ -4,19 +4,23 @@ The body and content type go through unchanged (MLflow's protocol). A backend's 
 back as they are, minus any ``stack_trace`` field (MLflow puts one in some 4xx bodies); a
 backend that fails becomes 502, one that cannot be reached 503, one that is too slow 504, always
 with a JSON body.
+
+The data path uses aiohttp's client (already installed: MLflow depends on it) rather than httpx,
+which the control plane uses: measured here with the two clients interleaved against the same
+``mlflow models serve`` backend, httpx took 1.4 ms longer per request (6.45 vs 5.01 ms median),
+more than the gateway's whole budget of 1 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from serve.gateway.backends import Backend
 from serve.gateway.errors import BadGateway, GatewayTimeout, Unavailable
-
-FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,12 @@ class BackendAnswer:
     status: int
     body: bytes
     content_type: str
+
+
+def new_session(connections: int = 256) -> aiohttp.ClientSession:
+    """A pooled client (keep-alive connections, no per-request handshake); create it in the loop."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, keepalive_timeout=60)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
 
 def scrub_error_body(body: bytes) -> bytes:
@@ -39,23 +49,25 @@ def scrub_error_body(body: bytes) -> bytes:
 
 
 async def forward(
-    client: httpx.AsyncClient, backend: Backend, body: bytes, headers: dict[str, str], timeout: float
+    session: aiohttp.ClientSession, backend: Backend, body: bytes, headers: dict[str, str], timeout: float
 ) -> BackendAnswer:
     backend.in_flight += 1
     try:
-        response = await client.post(f"{backend.url}/invocations", content=body, headers=headers, timeout=timeout)
-    except httpx.TimeoutException:
+        async with session.post(
+            f"{backend.url}/invocations", data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            status, content_type = response.status, response.headers.get("Content-Type", "application/json")
+            content = await response.read()
+    except TimeoutError:
         raise GatewayTimeout(f"the model backend (v{backend.version}) did not answer within {timeout:.0f}s") from None
-    except httpx.TransportError:
+    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
         raise Unavailable(
             f"the model backend (v{backend.version}) cannot be reached", headers={"Retry-After": "2"}
         ) from None
     finally:
         backend.in_flight -= 1
-    content_type = response.headers.get("content-type", "application/json")
-    if response.status_code == 504:  # MLflow's own request timeout
+    if status == 504:  # MLflow's own request timeout
         raise GatewayTimeout(f"the model backend (v{backend.version}) timed out")
-    if response.status_code >= 500:
-        raise BadGateway(f"the model backend (v{backend.version}) failed with HTTP {response.status_code}")
-    body = response.content if response.status_code < 400 else scrub_error_body(response.content)
-    return BackendAnswer(response.status_code, body, content_type)
+    if status >= 500:
+        raise BadGateway(f"the model backend (v{backend.version}) failed with HTTP {status}")
+    return BackendAnswer(status, content if status < 400 else scrub_error_body(content), content_type)

@@ -37,6 +37,10 @@ class GatewaySettings:
     keyfile: Path | None = None
     log_dir: Path | None = None
     """Where backend processes write their logs (discarded when unset)."""
+    batch_max_size: int = 64
+    """Rows per backend call when concurrent requests are merged; 1 turns micro-batching off."""
+    batch_max_delay: float = 0.010
+    """Seconds a request may wait for a busy backend before an extra batch is sent."""
     inference_log: Path = Path("mnist-inference.db")
     """SQLite file of every prediction returned and the feedback on it (``serve.gateway.inference_log``)."""
     shadow: str | None = None

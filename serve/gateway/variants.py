@@ -38,6 +38,7 @@ class Variant:
     requests: int = 0
     errors: int = 0
     restarts: int = 0
+    batcher: object | None = None  # serve.gateway.batching.Batcher, when micro-batching is on
 
     @property
     def version(self) -> str | None:

@@ -1,0 +1,121 @@
+"""Adaptive micro-batching in a real gateway over a real backend: merged answers equal unmerged
+ones row for row, a bad row fails alone, requests arriving during a batch form the next one, and
+an idle gateway adds no wait (read off the batch histograms, not a clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.gateway_helpers import start_gateway
+from tests.helpers import png_bytes
+
+
+@pytest.fixture(scope="module")
+def gateway(trained_store, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("batching")
+    uri = trained_store.copy_to(directory)
+    running = start_gateway(uri, directory, "--backend_mode", "fast", "--inference_log", str(directory / "log.db"))
+    yield running
+    assert running.stop() == 0
+
+
+def image_body(image) -> dict:
+    return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png_bytes(image)).decode()]]}}
+
+
+def histogram(gateway, name: str) -> dict[str, float]:
+    """The champion's histogram ``name``: count, sum and bucket@<le> (0 before any observation)."""
+    text = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers()).text
+    values: dict[str, float] = collections.defaultdict(float)
+    for match in re.finditer(rf"^{name}_(bucket|count|sum)\{{(.*?)\}} (\S+)$", text, re.M):
+        kind, labels, value = match.groups()
+        le = re.search(r'le="([^"]+)"', labels)
+        values[f"{kind}{'@' + le.group(1) if le else ''}"] = float(value)
+    return values
+
+
+async def concurrently(gateway, bodies: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        return await asyncio.gather(
+            *(client.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers()) for body in bodies)
+        )
+
+
+def test_merged_answers_equal_unmerged_answers_row_for_row(gateway, mnist_test):
+    images, _ = mnist_test
+    bodies = [image_body(images[i]) for i in range(48)]
+    before = histogram(gateway, "gateway_batch_rows")
+    merged = asyncio.run(concurrently(gateway, bodies))
+    after = histogram(gateway, "gateway_batch_rows")
+    assert after["sum"] - before["sum"] == 48
+    assert after["count"] - before["count"] < 48, "some requests were merged"
+    backend = gateway.variants()["champion"]["backend"]
+    for body, answer in zip(bodies, merged, strict=True):
+        (alone,) = httpx.post(f"{backend}/invocations", json=body, timeout=30).json()["predictions"]
+        assert answer.status_code == 200
+        (together,) = answer.json()["predictions"]
+        assert together["label"] == alone["label"]
+        # float32 convolutions over a batch of 48 and a batch of 1 round differently, in the 8th digit
+        np.testing.assert_allclose(together["probabilities"], alone["probabilities"], atol=1e-6)
+
+
+def test_a_bad_row_among_good_ones_fails_alone(gateway, mnist_test):
+    images, _ = mnist_test
+    bodies = [image_body(images[i]) for i in range(24)]
+    bad = {5, 11, 17}
+    for i in bad:
+        bodies[i] = {"dataframe_split": {"columns": ["image"], "data": [["this is not base64!"]]}}
+    answers = asyncio.run(concurrently(gateway, bodies))
+    for i, answer in enumerate(answers):
+        if i in bad:
+            assert answer.status_code == 400
+            assert answer.json()["message"].startswith("1 of 1 rows could not be scored: row 0")
+        else:
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"]) == 1
+
+
+def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(gateway, mnist_test):
+    images, _ = mnist_test
+    slow = {
+        "dataframe_split": {
+            "columns": ["image"],
+            "data": [[image_body(images[i])["dataframe_split"]["data"][0][0]] for i in range(60)],
+        }
+    }
+    before = histogram(gateway, "gateway_batch_rows")
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            post = lambda body: client.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers())  # noqa: E731
+            first = asyncio.create_task(post(slow))
+            await asyncio.sleep(0.005)  # the 60-row batch is in flight now
+            followers = [asyncio.create_task(post(image_body(images[i]))) for i in range(3)]
+            return await asyncio.gather(first, *followers)
+
+    answers = asyncio.run(scenario())
+    after = histogram(gateway, "gateway_batch_rows")
+    assert [a.status_code for a in answers] == [200] * 4
+    assert after["count"] - before["count"] == 2, "the 60-row request, then the three followers together"
+    assert after["sum"] - before["sum"] == 63
+    assert after["bucket@4.0"] - before["bucket@4.0"] == 1 and after["bucket@2.0"] == before["bucket@2.0"]
+
+
+def test_an_idle_gateway_sends_each_request_at_once(gateway, mnist_test):
+    images, _ = mnist_test
+    rows, waits = histogram(gateway, "gateway_batch_rows"), histogram(gateway, "gateway_batch_wait_seconds")
+    for i in range(20):  # one at a time: nothing to merge, nothing to wait for
+        assert (
+            httpx.post(f"{gateway.url}/invocations", json=image_body(images[i]), headers=gateway.headers()).status_code
+            == 200
+        )
+    rows_after, waits_after = histogram(gateway, "gateway_batch_rows"), histogram(gateway, "gateway_batch_wait_seconds")
+    assert rows_after["bucket@1.0"] - rows["bucket@1.0"] == 20
+    assert waits_after["bucket@0.0005"] - waits["bucket@0.0005"] == 20, "no request waited half a millisecond"

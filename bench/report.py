@@ -99,9 +99,10 @@ def ratios(figures: list[Figure], optimised_target: str | None = None) -> list[F
             )
         )
         out.append(_find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
-    cold = [f for f in figures if f.section == "cold start"]
-    if len(cold) == 2:
-        out.append(_ratio("cold start: serve.backend / mlflow models serve", cold[1], cold[0]))
+    cold = {f.name.split(":")[0]: f for f in figures if f.section == "cold start"}
+    stock = cold.get("mlflow models serve")
+    for name in ("serve.backend (MLflow's scoring app, fresh interpreter)", "warm pool fork (serve.warm_pool)"):
+        out.append(_ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     rss = [f for f in figures if f.section == "memory" and f.name.startswith("pandas batch job")]
     if len(rss) == 2:
         out.append(_ratio("batch peak RSS: 5x the input / 1x the input", rss[1], rss[0]))

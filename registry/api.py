@@ -48,7 +48,7 @@ def aliases(name: str, tracking_uri: str | None = None) -> dict[str, str]:
 def history(name: str, tracking_uri: str | None = None, record_outside_moves: bool = True) -> list:
     client = connect(tracking_uri)
     if record_outside_moves:
-        return history_module.reconcile(client, name)
+        return history_module.reconciled(client, name)
     return history_module.read(client, name)
 
 

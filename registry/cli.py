@@ -135,7 +135,7 @@ Output = tuple[object, str]  # (what --json prints, what a person reads)
 def cmd_list(args) -> Output:
     client = api.connect(args.tracking_uri)
     require_model(client, args.model)
-    events = history_module.reconcile(client, args.model)
+    events = history_module.reconciled(client, args.model)
     # search_model_versions does not fill in aliases in every store: take them from the model.
     held: dict[str, list[str]] = {}
     for alias, number in aliases(client, args.model).items():

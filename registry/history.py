@@ -95,7 +95,12 @@ def unrecorded_moves(events: list[Event], current: dict[str, str]) -> list[Event
 
 
 def reconcile(client: MlflowClient, name: str) -> list[Event]:
-    """Record moves made outside the CLI (first seen now); return the full history."""
+    """Record moves made outside the CLI (first seen now); return the full history.
+
+    Call it under the registry lock (``registry.lock``): a move by this tool sets the alias
+    first and appends its event right after, and a reader between the two would otherwise record
+    that move as made outside the CLI.
+    """
     events = read(client, name)
     for event in unrecorded_moves(events, aliases(client, name)):
         append(client, name, event)
@@ -119,3 +124,11 @@ def previous_champions(events: list[Event], alias: str = "champion") -> list[str
         elif event.from_version is not None and event.from_version != event.to_version:
             stack.append(event.from_version)
     return stack
+
+
+def reconciled(client: MlflowClient, name: str) -> list[Event]:
+    """``reconcile`` under the registry lock, for readers (``list``, ``history``)."""
+    from registry.lock import registry_lock
+
+    with registry_lock(client, name):
+        return reconcile(client, name)

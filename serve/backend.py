@@ -6,7 +6,8 @@
 (``uvicorn mlflow.pyfunc.scoring_server.app:app``) that imports everything again. This runs
 MLflow's scoring app (``mlflow.pyfunc.scoring_server.init``: the same routes, parsing, errors and
 protocol) in one process that loads the model once, so a backend answers sooner. ``--workers``
-above 1 falls back to uvicorn's worker processes over the same app.
+above 1 falls back to uvicorn's worker processes over the same app. ``serve.warm_pool`` runs
+``run`` in a process forked from an interpreter that has imported everything already.
 """
 
 from __future__ import annotations
@@ -28,32 +29,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
+    """Fetch the model, load it, serve MLflow's scoring protocol until stopped."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
     try:
-        local_path = mlflow.artifacts.download_artifacts(args.model_uri)
+        local_path = mlflow.artifacts.download_artifacts(model_uri)
     except Exception as exc:  # unknown model/alias, unreachable store
-        sys.stderr.write(f"serve.backend: error: cannot fetch {args.model_uri}: {' '.join(str(exc).split())[:200]}\n")
+        sys.stderr.write(f"serve.backend: error: cannot fetch {model_uri}: {' '.join(str(exc).split())[:200]}\n")
         raise SystemExit(1) from None
-    if args.workers > 1:
+    if workers > 1:
         os.environ[scoring_server._SERVER_MODEL_PATH] = local_path
         uvicorn.run(
             "mlflow.pyfunc.scoring_server.app:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
+            host=host,
+            port=port,
+            workers=workers,
             access_log=False,
             log_level="warning",
         )
         return
     app = scoring_server.init(mlflow.pyfunc.load_model(local_path))
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run(args.model_uri, args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

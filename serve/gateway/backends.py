@@ -1,8 +1,15 @@
 """Backend processes: one scoring server per model version, on a free loopback port.
 
-A backend is started the way a user starts it (``mlflow models serve -m models:/NAME/VERSION
---env-manager local``) or, in ``fast`` mode, as MLflow's own scoring app under uvicorn without
-the ``mlflow`` CLI in front (``serve.backend``: the same protocol and model, a shorter start).
+Three ways to start one (``--backend_mode``), all serving MLflow's scoring protocol for a
+registry model URI:
+
+- ``mlflow``: ``mlflow models serve -m models:/NAME/VERSION --env-manager local``, the way a user
+  starts it;
+- ``fast``: MLflow's scoring app under uvicorn without the ``mlflow`` CLI in front
+  (``python -m serve.backend``): one interpreter instead of two;
+- ``warm``: forked from a warm pool that has imported everything already (``serve.warm_pool``),
+  so a new version only loads its model.
+
 Backends given as URLs (``--backend alias=URL``) run elsewhere and are only health-checked.
 """
 
@@ -10,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +31,7 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-MODES = ("mlflow", "fast")
+MODES = ("mlflow", "fast", "warm")
 
 
 def free_port() -> int:
@@ -31,22 +40,77 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Spawned:
+    """A backend process this gateway started itself (in its own session)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    def exit_status(self) -> str:
+        return f"exited with {self.process.returncode}"
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class Forked:
+    """A backend forked by the warm pool (its child, reaped there; alive while its pid exists)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:  # a zombie not yet reaped by the pool is dead too
+            with open(f"/proc/{self.pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return True
+
+    def exit_status(self) -> str:
+        return "exited"
+
+    async def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
 @dataclass
 class Backend:
     """A scoring server for one model version."""
 
     version: str
     url: str
-    process: asyncio.subprocess.Process | None = None  # None for a backend that runs elsewhere
+    handle: Spawned | Forked | None = None  # None for a backend that runs elsewhere
     started: float = field(default_factory=time.monotonic)
     in_flight: int = 0  # requests being answered by this backend right now
 
     @property
-    def managed(self) -> bool:
-        return self.process is not None
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle else None
 
     def alive(self) -> bool:
-        return self.process is None or self.process.returncode is None
+        return self.handle is None or self.handle.alive()
+
+    def exit_status(self) -> str:
+        return self.handle.exit_status() if self.handle else "unreachable"
 
     async def healthy(self, client: httpx.AsyncClient) -> bool:
         if not self.alive():
@@ -60,10 +124,10 @@ class Backend:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"backend for v{self.version} exited with {self.process.returncode}")
+                raise RuntimeError(f"backend for v{self.version} {self.exit_status()}")
             if await self.healthy(client):
                 return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
         raise TimeoutError(f"backend for v{self.version} did not answer /ping within {timeout:.0f}s")
 
     async def drain(self, timeout: float) -> None:
@@ -75,21 +139,64 @@ class Backend:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the backend's whole process group (``mlflow models serve`` runs uvicorn as a child,
         which outlives its parent when only the parent is killed)."""
-        if self.process is None:
+        if self.handle is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        if self.process.returncode is not None:
-            return
-        try:
-            await asyncio.wait_for(self.process.wait(), grace)
-        except TimeoutError:
+            os.killpg(self.handle.pid, signal.SIGTERM)
+        if not await self.handle.wait(grace):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.handle.pid, signal.SIGKILL)
+            await self.handle.wait(grace)
+
+
+class WarmPool:
+    """The gateway's handle on a ``serve.warm_pool`` process: started once, asked for backends."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.socket = os.path.join(tempfile.mkdtemp(prefix="mnist-pool-"), "pool.sock")
+        self.process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        async with self._lock:
+            if self.process is not None and self.process.returncode is None:
+                return
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "serve.warm_pool",
+                "--socket",
+                self.socket,
+                env=self.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            line = await asyncio.wait_for(self.process.stdout.readline(), 120)
+            if line.strip() != b"ready":
+                raise RuntimeError("the warm pool did not start")
+            logger.info("warm pool ready (pid %d)", self.process.pid)
+
+    async def fork(self, model_uri: str, port: int, log: str | None) -> Forked:
+        await self.ensure_started()
+        reader, writer = await asyncio.open_unix_connection(self.socket)
+        request = {"model_uri": model_uri, "host": "127.0.0.1", "port": port, "log": log, "env": {}}
+        writer.write((json.dumps(request) + "\n").encode())
+        await writer.drain()
+        answer = json.loads(await asyncio.wait_for(reader.readline(), 30))
+        writer.close()
+        return Forked(int(answer["pid"]))
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            await self.process.wait()
+                os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 10)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Launcher:
     """How backends are started: the command, the environment, where their output goes."""
 
@@ -98,6 +205,7 @@ class Launcher:
     mode: str = "mlflow"
     workers: int = 1
     log_dir: str | None = None
+    pool: WarmPool | None = None
 
     def command(self, version: str, port: int) -> list[str]:
         uri = f"models:/{self.model_name}/{version}"
@@ -113,19 +221,7 @@ class Launcher:
                 "--workers",
                 str(self.workers),
             ]
-        command = [
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            uri,
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "--env-manager",
-            "local",
-        ]
+        command = ["mlflow", "models", "serve", "-m", uri, "-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"]
         return command + (["-w", str(self.workers)] if self.workers > 1 else [])
 
     def environment(self) -> dict[str, str]:
@@ -136,20 +232,36 @@ class Launcher:
         env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return env
 
+    def _log_path(self, version: str, port: int) -> str | None:
+        if not self.log_dir:
+            return None
+        os.makedirs(self.log_dir, exist_ok=True)
+        return os.path.join(self.log_dir, f"backend-v{version}-{port}.log")
+
     async def start(self, version: str) -> Backend:
         port = free_port()
-        output = asyncio.subprocess.DEVNULL
-        if self.log_dir:
-            os.makedirs(self.log_dir, exist_ok=True)
-            output = open(os.path.join(self.log_dir, f"backend-v{version}-{port}.log"), "ab")  # noqa: SIM115
-        process = await asyncio.create_subprocess_exec(
-            *self.command(version, port),
-            env=self.environment(),
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopping it stops its children too
+        log = self._log_path(version, port)
+        if self.mode == "warm" and self.workers == 1:
+            if self.pool is None:
+                self.pool = WarmPool(self.environment())
+            handle = await self.pool.fork(f"models:/{self.model_name}/{version}", port, log)
+        else:
+            output = open(log, "ab") if log else asyncio.subprocess.DEVNULL  # noqa: SIM115 - closed below
+            process = await asyncio.create_subprocess_exec(
+                *self.command(version, port),
+                env=self.environment(),
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if log:
+                output.close()
+            handle = Spawned(process)
+        logger.info(
+            "started backend for %s v%s on port %d (pid %d, %s)", self.model_name, version, port, handle.pid, self.mode
         )
-        if output is not asyncio.subprocess.DEVNULL:
-            output.close()
-        logger.info("started backend for %s v%s on port %d (pid %d)", self.model_name, version, port, process.pid)
-        return Backend(version=version, url=f"http://127.0.0.1:{port}", process=process)
+        return Backend(version=version, url=f"http://127.0.0.1:{port}", handle=handle)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()

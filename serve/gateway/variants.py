@@ -55,7 +55,7 @@ class Variant:
             "weight": self.weight,
             "state": self.state,
             "backend": self.backend.url if self.backend else None,
-            "pid": self.backend.process.pid if self.backend and self.backend.process else None,
+            "pid": self.backend.pid if self.backend else None,
             "pending_version": self.pending_version,
             "failed_version": self.failed_version,
             "last_error": self.last_error,
@@ -177,7 +177,7 @@ class VariantPool:
         """A backend died: restart the same version; meanwhile its share goes to the champion."""
         dead = variant.backend
         variant.state = "down"
-        variant.last_error = f"backend for v{dead.version} exited with {dead.process.returncode}; restarting"
+        variant.last_error = f"backend for v{dead.version} {dead.exit_status()}; restarting"
         variant.restarts += 1
         self.metrics.backend_restarts.labels(variant.alias).inc()
         logger.warning("alias %s: %s", variant.alias, variant.last_error)
@@ -203,3 +203,4 @@ class VariantPool:
         for task in list(self._tasks):
             await task
         await asyncio.gather(*(v.backend.stop() for v in self.variants.values() if v.backend))
+        await self.launcher.close()

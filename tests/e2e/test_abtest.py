@@ -20,7 +20,7 @@ from registry.history import read as read_history
 from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
-FAST = ["--backend_mode", "fast", "--poll_interval", "1"]
+FAST = ["--backend_mode", "warm", "--poll_interval", "1"]
 
 
 def store_with(trained_store, directory, champion, challenger) -> str:
@@ -140,10 +140,12 @@ def test_the_gateway_promotes_a_better_challenger_automatically(trained_store, w
         better = str(client.get_model_version_by_alias("mnist-cnn", "challenger").version)
         replay(gateway, 300)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if str(client.get_registered_model("mnist-cnn").aliases.get("champion")) == better:
-                break
+        promoted = lambda: any(  # noqa: E731
+            e.alias == "champion" and e.action == "auto-promote" for e in read_history(client, "mnist-cnn")
+        )
+        while time.monotonic() < deadline and not promoted():
             time.sleep(0.5)
+        assert str(client.get_registered_model("mnist-cnn").aliases.get("champion")) == better
         event = [e for e in read_history(client, "mnist-cnn") if e.alias == "champion"][-1]
         assert event.action == "auto-promote" and event.to_version == better
         assert event.figures["decision"] == "promote" and "mSPRT" in event.figures["test"]
@@ -182,10 +184,12 @@ def test_an_injected_failure_rate_rolls_the_challenger_back_automatically(traine
     try:
         asyncio.run(_load(gateway, 300))
         deadline = time.monotonic() + 60
-        while "challenger" in client.get_registered_model("mnist-cnn").aliases and time.monotonic() < deadline:
+        while time.monotonic() < deadline and read_history(client, "mnist-cnn")[-1].action != "auto-rollback":
             time.sleep(0.5)
-        event = read_history(client, "mnist-cnn")[-1]
-        assert event.action == "auto-rollback" and event.from_version == faulty
+        assert "challenger" not in client.get_registered_model("mnist-cnn").aliases
+        events = read_history(client, "mnist-cnn")
+        event = events[-1]
+        assert event.action == "auto-rollback" and event.from_version == faulty, events
         assert "error rate" in event.reason
         assert event.figures["challenger_live"]["error_rate"] > 0.15
         # out of the split: everything is answered by the champion now

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import os
 import re
+import signal
+import time
 
 import httpx
 import numpy as np
@@ -21,7 +24,7 @@ from tests.helpers import png_bytes
 def gateway(trained_store, tmp_path_factory):
     directory = tmp_path_factory.mktemp("batching")
     uri = trained_store.copy_to(directory)
-    running = start_gateway(uri, directory, "--backend_mode", "fast", "--inference_log", str(directory / "log.db"))
+    running = start_gateway(uri, directory, "--backend_mode", "warm", "--inference_log", str(directory / "log.db"))
     yield running
     assert running.stop() == 0
 
@@ -119,3 +122,27 @@ def test_an_idle_gateway_sends_each_request_at_once(gateway, mnist_test):
     rows_after, waits_after = histogram(gateway, "gateway_batch_rows"), histogram(gateway, "gateway_batch_wait_seconds")
     assert rows_after["bucket@1.0"] - rows["bucket@1.0"] == 20
     assert waits_after["bucket@0.0005"] - waits["bucket@0.0005"] == 20, "no request waited half a millisecond"
+
+
+def test_warm_pool_backends_follow_an_alias_move_and_restart(gateway, trained_store):
+    """The warm mode forks backends from a preloaded pool; moves and restarts work as with processes."""
+    from mlflow import MlflowClient
+
+    from tests.e2e.gateway_helpers import model_location
+
+    client = MlflowClient(gateway.uri, gateway.uri)
+    v2 = str(client.create_model_version("mnist-cnn", model_location(client)).version)
+    client.set_registered_model_alias("mnist-cnn", "champion", v2)
+    deadline = time.monotonic() + 60
+    while gateway.variants()["champion"]["version"] != v2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    champion = gateway.variants()["champion"]
+    assert champion["version"] == v2 and champion["state"] == "ready"
+    os.killpg(champion["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = gateway.variants()["champion"]
+        if state["state"] == "ready" and state["pid"] != champion["pid"]:
+            break
+        time.sleep(0.2)
+    assert state["restarts"] >= 1 and state["state"] == "ready"

@@ -1,0 +1,135 @@
+"""A warm pool for scoring backends: an interpreter that has imported everything a backend needs
+and forks a copy of itself for each one.
+
+    python -m serve.warm_pool --socket /tmp/mnist-pool.sock
+
+Most of a backend's cold start is importing MLflow, torch, pandas, SciPy and uvicorn (seconds),
+the same for every version. The pool pays it once; a new backend is then a ``fork`` that only
+fetches and loads its model and starts serving (``serve.backend.run``), so a promotion's new
+version answers in well under a second. The project's own modules are deliberately not imported
+here: each model brings its own code (``code_paths``), and a module cached in the pool would
+shadow it.
+
+Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "host", "port", "env",
+"log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
+``killpg``); the pool reaps its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "scipy.ndimage",
+    "scipy.special",
+    "PIL.Image",
+    "torch",
+    "torch.nn",
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.pyfunc.scoring_server",
+    "mlflow.artifacts",
+    "mlflow.tracking",
+    # the SQL stores a registry model URI is resolved through (their import is over a second)
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "uvicorn",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
+    "fastapi",
+)
+
+
+def preload() -> None:
+    """Import what every backend imports, and fill MLflow's package map, in the pool, once.
+
+    No torch operation runs here: its thread pool must start in the children, after the fork.
+    """
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # load_model checks the model's requirements against the installed packages, which walks the
+    # metadata of every distribution (about a second); the map it builds is cached module-wide.
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_packages_to_modules_map()
+
+
+def _reap(signum, frame) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _child(request: dict) -> None:
+    os.setsid()  # its own process group: the gateway stops it, and whatever it starts, with killpg
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    log = os.open(request.get("log") or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.environ.update(request.get("env") or {})
+    from serve.backend import run
+
+    try:
+        run(request["model_uri"], request.get("host", "127.0.0.1"), int(request["port"]))
+    except SystemExit as exit_:
+        os._exit(exit_.code if isinstance(exit_.code, int) else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+def serve_forever(path: str) -> None:
+    preload()
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o600)
+    server.listen(16)
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print("ready", flush=True)
+    while True:
+        try:
+            connection, _ = server.accept()
+        except InterruptedError:
+            continue
+        with connection:
+            try:
+                request = json.loads(connection.makefile("r").readline())
+            except (ValueError, OSError):
+                continue
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                connection.close()
+                _child(request)
+            connection.sendall((json.dumps({"pid": pid}) + "\n").encode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="serve.warm_pool", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="Unix socket to listen on")
+    args = parser.parse_args(argv)
+    serve_forever(args.socket)
+
+
+if __name__ == "__main__":
+    main()

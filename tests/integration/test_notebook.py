@@ -15,6 +15,10 @@ def test_the_walkthrough_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_DATA_DIR", str(mnist_dir()))
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A kernel started from a user's shell sees none of what in-process MLflow calls earlier in the
+    # session exported (the CI run failed on an inherited MLFLOW_EXPERIMENT_ID).
+    for inherited in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(inherited, raising=False)
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
     NotebookClient(
         notebook,

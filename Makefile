@@ -44,7 +44,7 @@ quickstart: install
 	@echo "      make serve                 (mlflow models serve -m models:/mnist-cnn@champion -p 5001)"
 	@echo "      make ui                    (mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI))"
 
-test: install-test
+test: install-test system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-test

@@ -17,6 +17,9 @@ SECTIONS = ("training", "network", "pyfunc", "online", "coldstart", "batch")
 # The configuration issue 9 tunes: adaptive micro-batching in the gateway over the fast backend.
 OPTIMISED = "gateway (micro-batching) -> serve.backend"
 OPTIMISED_ARGS = ["--backend_mode", "fast", "--batch_max_size", "64"]
+# The same with two backend workers: the measurement behind the --backend_workers default.
+TWO_WORKERS = f"{OPTIMISED}, 2 workers"
+TWO_WORKERS_ARGS = [*OPTIMISED_ARGS, "--backend_workers", "2"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             elif section == "pyfunc":
                 figures += pyfunc.measure(mode, model)
             elif section == "online":
-                figures += online.measure(mode, model, {OPTIMISED: OPTIMISED_ARGS})
+                figures += online.measure(mode, model, {OPTIMISED: OPTIMISED_ARGS, TWO_WORKERS: TWO_WORKERS_ARGS})
             elif section == "coldstart":
                 figures += coldstart.measure(mode, model)
             elif section == "batch":
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None
-    derived = report.ratios(figures, OPTIMISED)
+    derived = report.ratios(figures, OPTIMISED, TWO_WORKERS)
     print(report.table(figures + derived))
     path = report.write(args.out, machine.describe(), name, figures, derived, command)
     print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)

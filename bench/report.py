@@ -27,7 +27,9 @@ def _ratio(name: str, numerator: Figure | None, denominator: Figure | None, unit
     )
 
 
-def ratios(figures: list[Figure], optimised_target: str | None = None) -> list[Figure]:
+def ratios(
+    figures: list[Figure], optimised_target: str | None = None, two_workers_target: str | None = None
+) -> list[Figure]:
     network = [f for f in figures if f.section == "network"]
     best = max(network, key=lambda f: f.value) if network else None
     batch1 = _find(figures, "network", "bare network, batch 1")
@@ -99,6 +101,15 @@ def ratios(figures: list[Figure], optimised_target: str | None = None) -> list[F
             )
         )
         out.append(_find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
+    if optimised_target and two_workers_target:
+        for load in (single32, f"{batch64} (images)"):
+            out.append(
+                _ratio(
+                    f"backend workers 2 / 1, {load}",
+                    _find(figures, "online", f"{two_workers_target}: {load}"),
+                    _find(figures, "online", f"{optimised_target}: {load}"),
+                )
+            )
     cold = {f.name.split(":")[0]: f for f in figures if f.section == "cold start"}
     stock = cold.get("mlflow models serve")
     for name in ("serve.backend (MLflow's scoring app, fresh interpreter)", "warm pool fork (serve.warm_pool)"):

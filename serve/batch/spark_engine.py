@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # None becomes NaN in a double and the text "None" in a string, and an int64 cannot hold a null
 # at all. So label travels as a double, and the nulls of failed rows (label, confidence) and of
 # scored rows (error) are restored in Spark below. A real error message is never "None".
+OPEN_COST_BYTES = 8 * 1024
+ARROW_BATCH_ROWS = 256
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
 
 
@@ -40,6 +42,14 @@ def session(master: str):
         .config("spark.ui.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
+        # binaryFile charges every file 4 MB of "open cost" by default, so a folder of small images
+        # becomes one task per 32 files, and each task pays the Python UDF's fixed cost. Charging
+        # what opening a small file really costs packs thousands per task (Spark still splits the
+        # input across all cores).
+        .config("spark.sql.files.openCostInBytes", str(OPEN_COST_BYTES))
+        # The UDF receives Arrow batches of this many rows: enough for the network's batched
+        # forward pass, small enough that a batch of 12-megapixel photos stays in memory.
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     )
     if master.startswith("local"):
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")

@@ -59,8 +59,9 @@ def _combine(results: list[LoadResult]) -> LoadResult:
     )
 
 
-def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: bytes) -> list[Figure]:
-    """Concurrency 1, direct and through ``url`` in alternating rounds; also the added median."""
+def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: bytes, direct_name: str) -> list[Figure]:
+    """Concurrency 1, direct (``direct_name`` at ``direct_url``) and through ``url`` in alternating
+    rounds; also the added median."""
     rounds = mode.count(8, 2)
     direct, through = [], []
     for _ in range(rounds):
@@ -72,7 +73,7 @@ def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: byt
         "round_differences_ms": [round(t.p50_ms - d.p50_ms, 2) for d, t in zip(direct, through, strict=True)],
     }
     return (
-        _figures(f"{DIRECT} (alternating with {target})", SINGLE_1, 1, _combine(direct))
+        _figures(f"{direct_name}, direct (alternating with {target})", SINGLE_1, 1, _combine(direct))
         + _figures(target, SINGLE_1, 1, _combine(through))
         + [Figure("online", f"{target}: added median latency, {SINGLE_1}", added, "ms", detail)]
     )
@@ -104,7 +105,7 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
     with processes.running(plain, "/ready"):
         direct = backend_url(plain.url)
         figures += load_series(mode, DIRECT, direct, requests)
-        figures += alternating_c1(mode, proxy, plain.url, direct, requests[1])
+        figures += alternating_c1(mode, proxy, plain.url, direct, requests[1], DIRECT)
         figures += load_series(mode, proxy, plain.url, requests)
         figures.append(
             Figure(
@@ -118,7 +119,8 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
     for target, arguments in (extra_gateways or {}).items():
         server = processes.gateway(model.tracking_uri, model.directory, *arguments)
         with processes.running(server, "/ready"):
-            figures += alternating_c1(mode, target, server.url, backend_url(server.url), requests[1])
+            direct = backend_url(server.url)
+            figures += alternating_c1(mode, target, server.url, direct, requests[1], "its backend")
             figures += load_series(mode, target, server.url, requests)
             figures.append(Figure("memory", f"{target}: gateway and backend, peak RSS", server.peak_rss_mib(), "MiB"))
     return figures

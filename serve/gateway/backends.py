@@ -209,7 +209,8 @@ class Launcher:
 
     def command(self, version: str, port: int) -> list[str]:
         uri = f"models:/{self.model_name}/{version}"
-        if self.mode == "fast":
+        # A warm pool forks one interpreter per backend; several workers need their own processes.
+        if self.mode == "fast" or (self.mode == "warm" and self.workers > 1):
             return [
                 sys.executable,
                 "-m",

@@ -29,7 +29,8 @@ class GatewaySettings:
     start_timeout: float = 180.0
     """Seconds a new backend has to answer /ping before its version counts as failed."""
     backend_mode: str = "mlflow"
-    """``mlflow``: ``mlflow models serve``; ``fast``: MLflow's scoring app without the CLI."""
+    """``mlflow``: ``mlflow models serve``; ``fast``: MLflow's scoring app without the CLI
+    (``serve.backend``); ``warm``: forked from a preloaded interpreter (``serve.warm_pool``)."""
     backend_workers: int = 1
     backend_urls: dict[str, str] = field(default_factory=dict)
     """alias -> URL of a backend that runs elsewhere (not started here)."""

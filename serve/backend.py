@@ -36,6 +36,8 @@ def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
+    from serve.model_loading import load_pyfunc
+
     try:
         local_path = mlflow.artifacts.download_artifacts(model_uri)
     except Exception as exc:  # unknown model/alias, unreachable store
@@ -52,7 +54,7 @@ def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
             log_level="warning",
         )
         return
-    app = scoring_server.init(mlflow.pyfunc.load_model(local_path))
+    app = scoring_server.init(load_pyfunc(local_path))
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
 
 

@@ -9,6 +9,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from serve.batch.errors import BatchError
+from serve.model_loading import load_pyfunc
 
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
@@ -21,7 +22,7 @@ class ScoringModel:
     run_id: str
 
     def load(self):
-        return mlflow.pyfunc.load_model(self.uri)
+        return load_pyfunc(self.uri)
 
 
 def resolve(model_uri: str) -> ScoringModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -143,3 +144,24 @@ def test_the_weights_load_without_unpickling_code(full_model_path):
     config = mlflow.models.Model.load(str(full_model_path / "MLmodel"))
     python_function = config.flavors["python_function"]
     assert "model_code_path" in python_function  # models from code: no pickled Python object
+
+
+def test_our_own_loaders_run_the_models_shipped_code_not_this_checkouts(full_model_path, tmp_path):
+    """A version logged with older code must run that code, even in a process (every CLI of ours)
+    that has imported this project's ``serve`` and ``train`` packages already."""
+    import serve.model.pyfunc as ours
+    from serve.model_loading import load_pyfunc
+
+    copy = tmp_path / "model"
+    shutil.copytree(full_model_path, copy)
+    shipped = copy / "code" / "serve" / "model" / "pyfunc.py"
+    shipped.write_text(shipped.read_text() + '\nSHIPPED_MARKER = "the model\'s own copy"\n')
+
+    model = load_pyfunc(str(copy))
+
+    python_model = model.unwrap_python_model()
+    assert type(python_model).load_context.__globals__.get("SHIPPED_MARKER") == "the model's own copy"
+    assert sys.modules["serve.model.pyfunc"] is ours  # the caller's modules are put back
+    assert not hasattr(ours, "SHIPPED_MARKER")
+    answer = model.predict(pd.DataFrame({"pixels": [np.zeros(784).tolist()]}), params={"on_error": "row"})
+    assert len(answer) == 1

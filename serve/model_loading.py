@@ -1,0 +1,45 @@
+"""Load a logged model with its own shipped code, not this checkout's.
+
+Every logged model carries the modules it runs (``code_paths``: its copies of ``train/`` and
+``serve/``), so a version logged months ago keeps answering as it did. But a process of ours has
+already imported this project's ``serve`` and ``train`` packages (every CLI has), and Python then
+resolves the model's ``import serve.model.pyfunc`` against those cached packages: the model runs
+this checkout's code, or a mix of both when they differ (a version logged before the network
+gained ``fused_for_inference`` failed to load that way). MLflow evicts cached modules by file name
+only, not by package. So while a model loads, our packages are taken out of ``sys.modules``: the
+model binds its own copies (the shipped modules import eagerly, nothing later), and the caller's
+are put back afterwards. ``mlflow models serve`` and Spark's Python workers never import our
+packages, so they need none of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+SHIPPED_PACKAGES = ("serve", "train")
+
+
+def _ours() -> list[str]:
+    return [name for name in sys.modules if name.partition(".")[0] in SHIPPED_PACKAGES]
+
+
+@contextlib.contextmanager
+def shipped_code_first() -> Iterator[None]:
+    """Within the block, ``import serve...``/``import train...`` find the model's code first."""
+    saved = {name: sys.modules.pop(name) for name in _ours()}
+    try:
+        yield
+    finally:
+        for name in _ours():
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def load_pyfunc(model_uri: str):
+    """``mlflow.pyfunc.load_model`` running the model's own shipped code."""
+    import mlflow
+
+    with shipped_code_first():
+        return mlflow.pyfunc.load_model(model_uri)

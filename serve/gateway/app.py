@@ -188,11 +188,10 @@ class Gateway:
             merge = mergeable(body, content_type)
             if merge is not None:
                 return await self._batcher(variant).submit(*merge, rid)
-        headers = {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
+        headers = _backend_headers(content_type, rid)
         return await forward(self.session, variant.backend, body, headers, self.settings.request_timeout)
 
     async def _forward(self, variant: Variant, body: bytes, content_type: str | None, rid: str):
-        headers = {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
         backend = variant.backend
         try:
             return await self._send(variant, body, content_type, rid), variant
@@ -204,6 +203,7 @@ class Gateway:
             champion = self.pool.variants.get(CHAMPION)
             if champion is None or champion is variant or not champion.ready:
                 raise
+            headers = _backend_headers(content_type, rid)
             answer = await forward(self.session, champion.backend, body, headers, self.settings.request_timeout)
             return answer, champion
 
@@ -242,7 +242,7 @@ class Gateway:
         async def run() -> None:
             async with self.shadow_slots:
                 started = time.perf_counter()
-                headers = {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
+                headers = _backend_headers(content_type, rid)
                 try:
                     answer = await forward(self.session, shadow.backend, body, headers, self.settings.request_timeout)
                     status, answer_body = answer.status, answer.body
@@ -306,6 +306,11 @@ class Gateway:
                 "ms": round(seconds * 1000, 2),
             }
         )
+
+
+def _backend_headers(content_type: str | None, rid: str) -> dict[str, str]:
+    """What a backend call carries: the client's content type (MLflow's default, JSON) and request id."""
+    return {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
 
 
 def create_app(settings: GatewaySettings):

@@ -16,11 +16,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from registry.abtest import Policy
 from registry.promote import Gate
@@ -31,15 +33,18 @@ from serve.gateway.batching import Batcher, BatchSettings, mergeable
 from serve.gateway.errors import BadRequest, GatewayError, Unavailable
 from serve.gateway.follower import follow, resolve_aliases
 from serve.gateway.inference_log import Answer, FeedbackError, InferenceLog, client_hash
+from serve.gateway.logsetup import log_access
 from serve.gateway.metrics import GatewayMetrics, VariantMetrics
 from serve.gateway.proxy import forward, new_session
-from serve.gateway.requests import authenticate, read_body, request_id
+from serve.gateway.requests import RawRequest, authenticate, read_body, request_id
 from serve.gateway.settings import GatewaySettings
 from serve.gateway.split import SplitError
 from serve.gateway.variants import CHAMPION, Variant, VariantPool
 
 logger = logging.getLogger(__name__)
-access_log = logging.getLogger("mnist.gateway.access")
+
+JSON = "application/json"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer; logged, never sent
 
 MAX_SHADOW_IN_FLIGHT = 64
 FEEDBACK_SHAPE = 'expected a JSON object like {"request_id": "<X-Request-ID of the prediction>", "label": 3}'
@@ -50,6 +55,22 @@ FEEDBACK_CODES = {
 }
 
 
+@dataclass(slots=True)
+class Reply:
+    """A scoring answer, sent as raw ASGI messages (the hot path skips Starlette's Response)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+
+    async def send(self, send) -> None:
+        raw = [(b"content-type", self.content_type.encode("latin-1")), (b"content-length", b"%d" % len(self.body))]
+        raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class Gateway:
     """The state behind the routes: settings, keys, metrics, the variant pool."""
 
@@ -57,7 +78,7 @@ class Gateway:
         self.settings = settings
         self.keys = None if settings.no_auth else KeyRing(load_keys(settings.api_keys))
         self.metrics = GatewayMetrics()
-        # The control plane's client (health checks); the data path's aiohttp session is made in start().
+        # The control plane's client (health checks); the data path's client is made in start().
         self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=16))
         self.session = None
         launcher = Launcher(
@@ -132,8 +153,11 @@ class Gateway:
         # Last: every request answered during the graceful shutdown is in the queue by now.
         await asyncio.to_thread(self.log.close)
 
-    async def score(self, request: Request) -> Response:
-        """Route and forward one scoring request; always leaves one access-log line."""
+    async def score(self, request: RawRequest) -> Reply | None:
+        """Route and forward one scoring request; always leaves one access-log line.
+
+        None when the client went away before its body was read (nobody to answer).
+        """
         started = time.perf_counter()
         rid = request_id(request)
         key, variant, status, user = None, None, 500, None
@@ -148,15 +172,11 @@ class Gateway:
             self._log(rid, "serve", variant, user, time.perf_counter() - started, status, answer.body)
             if self.settings.shadow and variant.alias == CHAMPION and status == 200:
                 self._shadow(body, content_type, rid, user)
-            return Response(
+            return Reply(
+                status,
                 answer.body,
-                status_code=status,
-                media_type=answer.content_type,
-                headers={
-                    "X-Model-Version": str(variant.version),
-                    "X-Variant": variant.alias,
-                    "X-Request-ID": rid,
-                },
+                answer.content_type,
+                {"x-model-version": str(variant.version), "x-variant": variant.alias, "x-request-id": rid},
             )
         except GatewayError as error:
             status = error.status
@@ -164,7 +184,10 @@ class Gateway:
             if variant is not None:
                 headers |= {"X-Variant": variant.alias, "X-Model-Version": str(variant.version)}
                 self._log(rid, "serve", variant, user, time.perf_counter() - started, status, b"")
-            return JSONResponse(error.body(), status_code=status, headers=headers)
+            return Reply(status, json.dumps(error.body()).encode(), JSON, headers)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED_REQUEST
+            return None
         finally:
             self._account(variant, key, rid, status, time.perf_counter() - started)
 
@@ -296,7 +319,7 @@ class Gateway:
         if status >= 400:
             m.errors.labels(alias, version, "client" if status < 500 else "server").inc()
         # A dict, not a string: the JSON is made by the log-writing thread, off the event loop.
-        access_log.info(
+        log_access(
             {
                 "request_id": rid,
                 "key": key.name if key else None,
@@ -318,7 +341,8 @@ def create_app(settings: GatewaySettings):
 
     The scoring route is the hot path: measured with py-spy, FastAPI's middleware stack and router
     cost about 0.13 ms of CPU per request, a large part of the gateway's 1 ms budget, so that one
-    route is dispatched before them (same Starlette Request and Response, same error handling).
+    route is dispatched before them, reading the ASGI scope and sending ASGI messages itself
+    (same answers and error bodies as the FastAPI routes).
     """
     settings.check()
     gateway = Gateway(settings)
@@ -394,11 +418,12 @@ def create_app(settings: GatewaySettings):
     async def asgi(scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/invocations":
             try:
-                response = await gateway.score(Request(scope, receive))
+                reply = await gateway.score(RawRequest(scope, receive))
             except Exception:  # score() answers every expected failure itself; this is the last net
                 logger.exception("unexpected error on /invocations")
-                response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": "internal error"}, status_code=500)
-            await response(scope, receive, send)
+                reply = Reply(500, b'{"error_code": "INTERNAL_ERROR", "message": "internal error"}', JSON, {})
+            if reply is not None:
+                await reply.send(send)
             return
         await app(scope, receive, send)
 

@@ -23,8 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from serve.gateway.backend_http import BackendClient
 from serve.gateway.backends import Backend
 from serve.gateway.errors import GatewayError
 from serve.gateway.proxy import BackendAnswer, forward
@@ -75,7 +74,7 @@ class Pending:
 class Batcher:
     """The queue and dispatcher of one variant's backend."""
 
-    client: aiohttp.ClientSession
+    client: BackendClient
     settings: BatchSettings
     timeout: float
     current_backend: Callable[[], Backend]  # read at send time: an alias may have moved meanwhile

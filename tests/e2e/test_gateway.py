@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import os
 import signal
+import socket
 import ssl
 import time
 
@@ -126,6 +127,23 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(gateway):
         timeout=60,
     )
     assert response.status_code == 413 and "at most 10,485,760 accepted" in response.json()["message"]
+
+
+def test_a_client_that_leaves_halfway_through_its_body_is_logged_and_nothing_else_happens(gateway):
+    host, port = gateway.url.removeprefix("http://").split(":")
+    key = gateway.headers()["Authorization"]
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nX-Request-ID: left-halfway\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"dataframe_split": ' % key.encode()
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "left-halfway" not in gateway.log.read_text():
+        time.sleep(0.2)
+    line = next(x for x in gateway.log.read_text().splitlines() if "left-halfway" in x)
+    assert '"status": 499' in line  # logged as the client's doing, not as a gateway failure
+    assert "Traceback" not in gateway.log.read_text()
+    assert fire(gateway, 1)[0].status_code == 200
 
 
 @pytest.mark.parametrize(

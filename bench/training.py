@@ -76,7 +76,9 @@ def full_run(mode: Mode) -> list[Figure]:
         return []
     directory = Path(tempfile.mkdtemp(prefix="mnist-bench-full-"))
     uri = f"sqlite:///{directory}/mlflow.db"
-    env = processes.environment(uri, MNIST_DATA_DIR=os.environ.get("MNIST_DATA_DIR", "data"))
+    # Absolute: the run starts in its own folder, where a relative MNIST_DATA_DIR would not resolve.
+    data_dir = Path(os.environ.get("MNIST_DATA_DIR", "data")).resolve()
+    env = processes.environment(uri, MNIST_DATA_DIR=str(data_dir))
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "train"], env=env, cwd=directory, capture_output=True, text=True)
     wall = time.perf_counter() - started

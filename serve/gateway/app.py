@@ -193,15 +193,14 @@ class Gateway:
 
     def _batcher(self, variant: Variant) -> Batcher:
         if variant.batcher is None:
+            rows_seen = self.metrics.batch_size.labels(variant.alias)  # labelled once, not per batch
+            waits_seen = self.metrics.batch_wait.labels(variant.alias)
             variant.batcher = Batcher(
                 self.session,
                 self.batching,
                 self.settings.request_timeout,
                 current_backend=lambda: variant.backend,
-                observe_batch=lambda rows, wait: (
-                    self.metrics.batch_size.labels(variant.alias).observe(rows),
-                    self.metrics.batch_wait.labels(variant.alias).observe(wait),
-                ),
+                observe_batch=lambda rows, wait: (rows_seen.observe(rows), waits_seen.observe(wait)),
             )
         return variant.batcher
 

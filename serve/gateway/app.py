@@ -35,7 +35,7 @@ from serve.gateway.follower import follow, resolve_aliases
 from serve.gateway.inference_log import Answer, FeedbackError, InferenceLog, client_hash
 from serve.gateway.logsetup import log_access
 from serve.gateway.metrics import GatewayMetrics, VariantMetrics
-from serve.gateway.proxy import forward, new_session
+from serve.gateway.proxy import JSON, backend_headers, forward, new_session
 from serve.gateway.requests import RawRequest, authenticate, read_body, request_id
 from serve.gateway.settings import GatewaySettings
 from serve.gateway.split import SplitError
@@ -43,7 +43,6 @@ from serve.gateway.variants import CHAMPION, Variant, VariantPool
 
 logger = logging.getLogger(__name__)
 
-JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer; logged, never sent
 
 MAX_SHADOW_IN_FLIGHT = 64
@@ -210,7 +209,7 @@ class Gateway:
             merge = mergeable(body, content_type)
             if merge is not None:
                 return await self._batcher(variant).submit(*merge, rid)
-        headers = _backend_headers(content_type, rid)
+        headers = backend_headers(rid, content_type)
         return await forward(self.session, variant.backend, body, headers, self.settings.request_timeout)
 
     async def _forward(self, variant: Variant, body: bytes, content_type: str | None, rid: str):
@@ -225,7 +224,7 @@ class Gateway:
             champion = self.pool.variants.get(CHAMPION)
             if champion is None or champion is variant or not champion.ready:
                 raise
-            headers = _backend_headers(content_type, rid)
+            headers = backend_headers(rid, content_type)
             answer = await forward(self.session, champion.backend, body, headers, self.settings.request_timeout)
             return answer, champion
 
@@ -264,7 +263,7 @@ class Gateway:
         async def run() -> None:
             async with self.shadow_slots:
                 started = time.perf_counter()
-                headers = _backend_headers(content_type, rid)
+                headers = backend_headers(rid, content_type)
                 try:
                     answer = await forward(self.session, shadow.backend, body, headers, self.settings.request_timeout)
                     status, answer_body = answer.status, answer.body
@@ -328,11 +327,6 @@ class Gateway:
                 "ms": round(seconds * 1000, 2),
             }
         )
-
-
-def _backend_headers(content_type: str | None, rid: str) -> dict[str, str]:
-    """What a backend call carries: the client's content type (MLflow's default, JSON) and request id."""
-    return {"Content-Type": content_type or "application/json", "X-Request-ID": rid}
 
 
 def create_app(settings: GatewaySettings):

@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from serve.gateway.backend_http import BackendClient
 from serve.gateway.backends import Backend
 from serve.gateway.errors import GatewayError
-from serve.gateway.proxy import BackendAnswer, forward
-
-JSON = "application/json"
+from serve.gateway.proxy import JSON, BackendAnswer, backend_headers, forward
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Batcher:
             self.observe_batch(len(rows), 0.0)
             self.in_flight += 1
             try:
-                return await forward(self.client, self.current_backend(), body, _headers(rid), self.timeout)
+                return await forward(self.client, self.current_backend(), body, backend_headers(rid), self.timeout)
             finally:
                 self._finished()
         future = asyncio.get_running_loop().create_future()
@@ -160,7 +158,7 @@ class Batcher:
         else:
             rows = [row for pending in batch for row in pending.rows]
             body = json.dumps({"dataframe_split": {"columns": list(batch[0].columns), "data": rows}}).encode()
-        headers = _headers(batch[0].rid if len(batch) == 1 else f"batch-{batch[0].rid}")
+        headers = backend_headers(batch[0].rid if len(batch) == 1 else f"batch-{batch[0].rid}")
         try:
             answer = await forward(self.client, self.current_backend(), body, headers, self.timeout)
         except GatewayError as error:
@@ -186,7 +184,3 @@ class Batcher:
             part = predictions[start : start + len(pending.rows)]
             start += len(pending.rows)
             pending.future.set_result(BackendAnswer(200, json.dumps({"predictions": part}).encode(), JSON))
-
-
-def _headers(rid: str) -> dict[str, str]:
-    return {"Content-Type": JSON, "X-Request-ID": rid}

@@ -18,6 +18,8 @@ from serve.gateway.backend_http import BackendClient, ResponseTooLarge
 from serve.gateway.backends import Backend
 from serve.gateway.errors import BadGateway, GatewayTimeout, Unavailable
 
+JSON = "application/json"  # MLflow's scoring protocol's default content type
+
 
 @dataclass(frozen=True)
 class BackendAnswer:
@@ -29,6 +31,11 @@ class BackendAnswer:
 def new_session(connections: int = 256) -> BackendClient:
     """A pooled client (keep-alive connections, no per-request handshake); create it in the loop."""
     return BackendClient(max_connections=connections)
+
+
+def backend_headers(rid: str, content_type: str | None = None) -> dict[str, str]:
+    """What a backend call carries: the request id and the body's content type (JSON by default)."""
+    return {"Content-Type": content_type or JSON, "X-Request-ID": rid}
 
 
 def scrub_error_body(body: bytes) -> bytes:

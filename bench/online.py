@@ -18,6 +18,7 @@ import httpx
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
 from bench.load import LoadResult, run_wrk
+from bench.paired import paired_requests
 
 SINGLE_1, SINGLE_8, SINGLE_32, BATCH_8 = (
     "1 image/request, concurrency 1",
@@ -27,6 +28,7 @@ SINGLE_1, SINGLE_8, SINGLE_32, BATCH_8 = (
 )
 LOADS = ((SINGLE_8, 1, 8), (SINGLE_32, 1, 32), (BATCH_8, 64, 8))  # (name, images per request, connections)
 DIRECT = "mlflow models serve"
+PAIRED = f"added median latency, {SINGLE_1}, paired requests"
 
 
 def _figures(target: str, name: str, images: int, result: LoadResult, extra: dict | None = None) -> list[Figure]:
@@ -74,7 +76,7 @@ def alternate(
 
 def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: bytes, direct_name: str) -> list[Figure]:
     """Concurrency 1, direct (``direct_name`` at ``direct_url``) and through ``url`` in alternating
-    rounds; also the added median."""
+    wrk rounds; the added median from those rounds and from paired requests (``bench.paired``)."""
     rounds = mode.count(8, 2)
     direct, through = alternate(direct_url, url, body, 1, rounds, mode.seconds(2.0, 1.0))
     added = statistics.median(t.p50_ms - d.p50_ms for d, t in zip(direct, through, strict=True))
@@ -82,10 +84,21 @@ def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: byt
         "rounds": rounds,
         "round_differences_ms": [round(t.p50_ms - d.p50_ms, 2) for d, t in zip(direct, through, strict=True)],
     }
+    paired = paired_requests(direct_url, url, body, mode.count(3000, 200))
+    paired_detail = {
+        "pairs": paired.pairs,
+        "direct_p50_ms": round(paired.direct_p50_ms, 3),
+        "through_p50_ms": round(paired.through_p50_ms, 3),
+        "added_by_fifth_ms": paired.block_added_ms,
+        "client": "python http.client, one request each way in turn",
+    }
     return (
         _figures(f"{direct_name}, direct (alternating with {target})", SINGLE_1, 1, _combine(direct))
         + _figures(target, SINGLE_1, 1, _combine(through))
-        + [Figure("online", f"{target}: added median latency, {SINGLE_1}", added, "ms", detail)]
+        + [
+            Figure("online", f"{target}: added median latency, {SINGLE_1}", added, "ms", detail),
+            Figure("online", f"{target}: {PAIRED}", paired.added_median_ms, "ms", paired_detail),
+        ]
     )
 
 

@@ -91,7 +91,9 @@ def ratios(
             best,
         ),
     ]
+    paired = f"added median latency, {single1}, paired requests"
     out.append(_find(figures, "online", f"{proxy}: added median latency, {single1}"))
+    out.append(_find(figures, "online", f"{proxy}: {paired}"))
     if optimised_target:
         out.append(
             _ratio(
@@ -101,6 +103,7 @@ def ratios(
             )
         )
         out.append(_find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
+        out.append(_find(figures, "online", f"{optimised_target}: {paired}"))
     if optimised_target and two_workers_target:
         for load in (single32, f"{batch64} (images)"):
             out.append(

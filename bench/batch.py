@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png
+from bench.network import best_batch
 
 
 def write_pngs(folder: Path, count: int) -> Path:
@@ -53,12 +54,32 @@ def run_job(model: ModelUnderTest, folder: Path, *extra: str) -> tuple[dict, flo
     return summary, usage.ru_maxrss / 1024
 
 
+def baseline_around(engine: str, before: tuple[float, int], after: tuple[float, int]) -> Figure:
+    """The bare network's best batch measured just before and just after one engine's job."""
+    return Figure(
+        "batch",
+        f"bare network best batch, around the {engine} job",
+        (before[0] + after[0]) / 2,
+        "images/s",
+        {
+            "before": round(before[0]),
+            "before_batch": before[1],
+            "after": round(after[0]),
+            "after_batch": after[1],
+            "note": "mean of the two; the baseline of this engine's ratio",
+        },
+    )
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="mnist-bench-batch-"))
     count = mode.count(10_000, 1_000)
     folder = write_pngs(root / "images", count)
     figures = []
+    sweep = mode.seconds(1.0, 0.2)
+    before = best_batch(sweep)
     pandas, pandas_rss = run_job(model, folder)
+    figures.append(baseline_around("pandas", before, best_batch(sweep)))
     figures.append(
         Figure(
             "batch",
@@ -68,7 +89,9 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
             {"seconds": round(pandas["seconds"], 2), "startup_seconds": round(pandas["startup_seconds"], 2)},
         )
     )
+    before = best_batch(sweep)
     spark, _ = run_job(model, folder, "--engine", "spark", "--master", "local[2]")
+    figures.append(baseline_around("spark", before, best_batch(sweep)))
     figures.append(
         Figure(
             "batch",

@@ -90,6 +90,21 @@ def ratios(
             next((f for f in figures if "including session" in f.name), None),
             best,
         ),
+        _ratio(
+            "batch pandas / bare network best, measured around the job",
+            next((f for f in figures if f.name.startswith("pandas engine")), None),
+            _find(figures, "batch", "bare network best batch, around the pandas job"),
+        ),
+        _ratio(
+            "batch spark (excluding start) / bare network best, measured around the job",
+            next((f for f in figures if "excluding session" in f.name), None),
+            _find(figures, "batch", "bare network best batch, around the spark job"),
+        ),
+        _ratio(
+            "batch spark (including start) / bare network best, measured around the job",
+            next((f for f in figures if "including session" in f.name), None),
+            _find(figures, "batch", "bare network best batch, around the spark job"),
+        ),
     ]
     paired = f"added median latency, {single1}, paired requests"
     out.append(_find(figures, "online", f"{proxy}: added median latency, {single1}"))

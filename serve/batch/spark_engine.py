@@ -30,8 +30,8 @@ ARROW_BATCH_ROWS = 256
 # Local masters only, where the JVM and the Python workers are ours and share a few cores: the
 # optimising JIT compiler's threads cost a short job more than they save, and the workers fork
 # from a daemon that imported the scoring stack once. Measured on 10,000 PNG files in local[2]
-# (`mnist-batch --engine spark`, two runs each): 26-27 s as Spark ships, 21-24 s with either
-# change alone, 18 s with both.
+# (`mnist-batch --engine spark`, the benchmark's model, three interleaved runs each): 19.3-19.9 s
+# as Spark ships, 16.6-18.1 s with both.
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 DAEMON_MODULE = "serve.batch.spark_daemon"
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"

@@ -46,7 +46,6 @@ class _Connection(asyncio.Protocol):
         self.received = 0  # bytes of the current answer seen so far
         self.closed = False
         self._content_type = b"application/json"
-        self._header_name = b""
         self._body: list[bytes] = []
 
     # asyncio.Protocol

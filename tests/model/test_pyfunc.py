@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from serve.model.errors import InvalidModelInput
+from serve.model.pyfunc import INFERENCE_BATCH
 from tests.helpers import PROJECT_ROOT, png_bytes, subprocess_env
 
 
@@ -84,7 +85,7 @@ def test_a_large_batch_runs_through_the_network_in_vectorised_chunks(model, mnis
         answer = model.predict(pd.DataFrame({"pixels": list(images[:300].reshape(300, -1))}))
     finally:
         handle.remove()
-    assert calls == [64, 64, 64, 64, 44]
+    assert calls == [INFERENCE_BATCH] * (300 // INFERENCE_BATCH) + [300 % INFERENCE_BATCH]
     assert (answer["label"].to_numpy() == labels[:300]).mean() > 0.98
 
 

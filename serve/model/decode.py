@@ -130,6 +130,24 @@ def _flatten_alpha(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarra
     return luminance * alpha + background * (1.0 - alpha)
 
 
+# Where Pillow's ``getexif`` finds an orientation: EXIF in info (JPEG, PNG eXIf, WebP), an
+# ImageMagick text chunk, XMP, or TIFF's own tags.
+_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The (first) frame loaded and turned upright by its EXIF orientation, if it has one.
+
+    ``ImageOps.exif_transpose`` parses the metadata and copies the image even when there is no
+    orientation; for a small digit that was a third of the decoding time, so it runs only when
+    the image carries metadata it could read an orientation from.
+    """
+    image.load()
+    if hasattr(image, "tag_v2") or any(key in image.info for key in _ORIENTATION_SOURCES):
+        image = ImageOps.exif_transpose(image)
+    return image
+
+
 def decode_image(value: object) -> np.ndarray:
     """Encoded image (bytes or base64) -> greyscale ``float32 [H, W]`` in [0, 1]; 1 is white.
 
@@ -140,7 +158,7 @@ def decode_image(value: object) -> np.ndarray:
         if image.format == "JPEG" and max(image.size) > 2 * WORKING_SIDE:
             # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients.
             image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (WORKING_SIDE, WORKING_SIDE))
-        image = ImageOps.exif_transpose(image)  # loads the (first) frame
+        image = _upright(image)
         image = _reduce_early(_to_mode_with_alpha(image))
         luminance, alpha = _luminance_and_alpha(image)
     except RowError:

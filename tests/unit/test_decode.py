@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from serve.model.decode import MAX_ENCODED_BYTES, WORKING_SIDE, as_bytes, decode_image
 from serve.model.errors import RowError
@@ -73,13 +73,37 @@ def test_a_gif_is_read_from_its_first_frame():
     assert decode_image(buffer.getvalue())[32, 32] > 0.8
 
 
-def test_exif_orientation_is_honoured():
+def _rotated_bar(fmt: str, carrier: str) -> bytes:
     image = Image.new("L", (80, 40), 0)  # a landscape bar...
     image.paste(255, (10, 18, 70, 22))
     exif = Image.Exif()
     exif[0x0112] = 6  # ...stored rotated: viewers turn it 90 degrees clockwise
-    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95))
+    if carrier == "exif":
+        return encode(image, fmt, exif=exif.tobytes())
+    if carrier == "tiff tags":
+        return encode(image, fmt, tiffinfo={0x0112: 6})
+    xmp = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    if fmt == "PNG":  # an iTXt chunk, as image editors write XMP into PNG
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp)
+        return encode(image, fmt, pnginfo=info)
+    return encode(image, fmt, xmp=xmp.encode())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "carrier"),
+    [("JPEG", "exif"), ("PNG", "exif"), ("WEBP", "exif"), ("TIFF", "tiff tags"), ("PNG", "xmp"), ("JPEG", "xmp")],
+)
+def test_an_orientation_is_honoured_wherever_the_file_carries_it(fmt, carrier):
+    decoded = decode_image(_rotated_bar(fmt, carrier))
     assert decoded.shape == (80, 40)
+    assert decoded[40, 20] > 0.5 and decoded[40, 5] < 0.5  # the bar now runs top to bottom
+
+
+def test_an_image_without_metadata_keeps_its_orientation():
+    image = Image.new("L", (80, 40), 0)
+    image.paste(255, (10, 18, 70, 22))
+    assert decode_image(encode(image, "PNG")).shape == (40, 80)
 
 
 def test_a_large_photo_is_reduced_before_any_pixel_work():

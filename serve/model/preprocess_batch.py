@@ -42,22 +42,23 @@ def _histograms(images: np.ndarray) -> np.ndarray:
     return np.bincount(levels.ravel(), minlength=n * BINS).reshape(n, BINS).astype(np.float64)
 
 
-def _percentile(counts: np.ndarray, q: float) -> np.ndarray:
-    cumulative = np.cumsum(counts, axis=1)
+def _percentile(cumulative: np.ndarray, q: float) -> np.ndarray:
+    """Per row, the ``q``-th percentile from the row's cumulative histogram (shared by callers:
+    one ``cumsum`` answers every percentile of a histogram)."""
     wanted = cumulative[:, -1:] * (q / 100.0)
     index = np.minimum((cumulative < wanted).sum(axis=1), BINS - 1)
     return np.where(cumulative[:, -1] > 0, _CENTRES[index], 0.0)
 
 
-def _otsu(counts: np.ndarray) -> np.ndarray:
-    weight_low = np.cumsum(counts, axis=1)
+def _otsu(counts: np.ndarray, weight_low: np.ndarray) -> np.ndarray:
+    """Otsu's threshold per row; ``weight_low`` is the rows' cumulative histogram."""
     weight_high = weight_low[:, -1:] - weight_low
     mass_low = np.cumsum(counts * _CENTRES, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_low = mass_low / weight_low
         mean_high = (mass_low[:, -1:] - mass_low) / weight_high
-        between = np.nan_to_num(weight_low * weight_high * (mean_low - mean_high) ** 2)
-    return _CENTRES[np.argmax(between, axis=1)]
+        between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return _CENTRES[np.argmax(np.nan_to_num(between, copy=False), axis=1)]
 
 
 def _cut(counts: np.ndarray, threshold: np.ndarray, keep_below: bool) -> np.ndarray:
@@ -67,7 +68,7 @@ def _cut(counts: np.ndarray, threshold: np.ndarray, keep_below: bool) -> np.ndar
 
 
 def _median_absolute_deviation(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    median = _percentile(counts, 50)
+    median = _percentile(np.cumsum(counts, axis=1), 50)
     distance = np.abs(_CENTRES[None, :] - median[:, None])
     order = np.argsort(distance, axis=1, kind="stable")
     cumulative = np.cumsum(np.take_along_axis(counts, order, axis=1), axis=1)
@@ -97,25 +98,28 @@ def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None]
 
     # 1. polarity (ink_polarity)
     counts = _histograms(x)
-    low, median, high = _percentile(counts, 0.1), _percentile(counts, 50), _percentile(counts, 99.9)
+    cumulative = np.cumsum(counts, axis=1)
+    low, median, high = (_percentile(cumulative, q) for q in (0.1, 50, 99.9))
     fail(high - low < MIN_CONTRAST, _no_ink("the image is blank or uniform"))
     invert = (median - low) > (high - median)
     x[invert] = 1.0 - x[invert]
     counts[invert] = counts[invert, ::-1]
+    cumulative[invert] = np.cumsum(counts[invert], axis=1)
     # 2. background (remove_background): flat paper only; uneven paper is left to to_mnist
-    paper = _cut(counts, _otsu(counts), keep_below=True)
-    p5, p50, p75 = _percentile(paper, 5), _percentile(paper, 50), _percentile(paper, 75)
+    paper = _cut(counts, _otsu(counts, cumulative), keep_below=True)
+    paper_cumulative = np.cumsum(paper, axis=1)
+    p5, p50, p75 = (_percentile(paper_cumulative, q) for q in (5, 50, 75))
     done &= ~((paper.sum(axis=1) > 0) & (p75 - p5 >= 0.05))
     shift = np.where(paper.sum(axis=1) > 0, p50, 0.0).astype(np.float32)
     x = np.clip(x - shift[:, None, None], 0.0, None)
     # 3. contrast (normalise_contrast)
     counts = _histograms(x)
-    threshold = _otsu(counts)
+    threshold = _otsu(counts, np.cumsum(counts, axis=1))
     paper, strokes = _cut(counts, threshold, True), _cut(counts, threshold, False)
     fail(strokes.sum(axis=1) == 0, _no_ink("nothing stands out from the background"))
     middle, deviation = _median_absolute_deviation(paper)
     floor = np.where(paper.sum(axis=1) > 0, middle + 3.0 * 1.4826 * deviation, 0.0)
-    level = _percentile(strokes, 75)
+    level = _percentile(np.cumsum(strokes, axis=1), 75)
     fail(level - floor < MIN_CONTRAST, _no_ink("the ink is too faint"))
     stretch = done & ~((floor == 0.0) & (level == 1.0))
     if stretch.any():
@@ -156,17 +160,38 @@ def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None]
     total = np.maximum(x.sum(axis=(1, 2)), 1e-12)
     cy_all = x.sum(axis=2) @ np.arange(x.shape[1], dtype=np.float32) / total
     cx_all = x.sum(axis=1) @ np.arange(x.shape[2], dtype=np.float32) / total
-    for i in np.flatnonzero(done):
-        crop = x[i, top[i] : bottom[i], left[i] : right[i]]
-        if max(crop.shape) == BOX:  # MNIST-like: already the right size, as MNIST digits are
-            cy, cx = float(cy_all[i]) - top[i], float(cx_all[i]) - left[i]
-        else:
-            crop = fit_box(crop)
-            mass = float(crop.sum())
-            cy = float(crop.sum(axis=1) @ np.arange(crop.shape[0])) / mass
-            cx = float(crop.sum(axis=0) @ np.arange(crop.shape[1])) / mass
+    # MNIST-like: the crop is already BOX on its longer side, as MNIST digits are; it is moved,
+    # not scaled, so all of them are placed at once.
+    as_is = done & (longer == BOX)
+    _place(x, np.flatnonzero(as_is), (top, bottom, left, right), (cy_all, cx_all), fields)
+    for i in np.flatnonzero(done & ~as_is):
+        crop = fit_box(x[i, top[i] : bottom[i], left[i] : right[i]])
+        mass = float(crop.sum())
+        cy = float(crop.sum(axis=1) @ np.arange(crop.shape[0])) / mass
+        cx = float(crop.sum(axis=0) @ np.arange(crop.shape[1])) / mass
         h, w = crop.shape
         y0 = min(max(round(MNIST_CENTRE[0] - cy), 0), FIELD - h)
         x0 = min(max(round(MNIST_CENTRE[1] - cx), 0), FIELD - w)
         fields[i, y0 : y0 + h, x0 : x0 + w] = crop
     return fields, errors, done
+
+
+def _place(x: np.ndarray, rows: np.ndarray, box: tuple, centres: tuple, fields: np.ndarray) -> None:
+    """Move each image's crop ``box`` (top, bottom, left, right) into its field, centre of mass
+    at MNIST's centre, clamped inside the field: what ``centre_by_mass`` does, for many at once."""
+    top, bottom, left, right = (edge[rows][:, None] for edge in box)
+    cy, cx = (centre[rows].astype(np.float64)[:, None] for centre in centres)
+    y0 = np.minimum(np.maximum(np.round(MNIST_CENTRE[0] - (cy - top)), 0), FIELD - (bottom - top)).astype(np.intp)
+    x0 = np.minimum(np.maximum(np.round(MNIST_CENTRE[1] - (cx - left)), 0), FIELD - (right - left)).astype(np.intp)
+    span = np.arange(FIELD)[None, :]
+    source_row, source_column = span - y0 + top, span - x0 + left  # field pixel -> image pixel
+    inside = ((source_row >= top) & (source_row < bottom))[:, :, None] & (
+        (source_column >= left) & (source_column < right)
+    )[:, None, :]
+    height, width = x.shape[1:]
+    flat = (
+        (rows * (height * width))[:, None, None]
+        + (np.clip(source_row, 0, height - 1) * width)[:, :, None]
+        + np.clip(source_column, 0, width - 1)[:, None, :]
+    )
+    fields[rows] = np.where(inside, x.reshape(-1).take(flat), 0.0)

@@ -139,8 +139,8 @@ def _upright(image: Image.Image) -> Image.Image:
     """The (first) frame loaded and turned upright by its EXIF orientation, if it has one.
 
     ``ImageOps.exif_transpose`` parses the metadata and copies the image even when there is no
-    orientation; for a small digit that was a third of the decoding time, so it runs only when
-    the image carries metadata it could read an orientation from.
+    orientation (a 28x28 PNG decoded in 57 us with it, 50 without), so it runs only when the
+    image carries metadata it could read an orientation from.
     """
     image.load()
     if hasattr(image, "tag_v2") or any(key in image.info for key in _ORIENTATION_SOURCES):

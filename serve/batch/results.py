@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from serve.batch.scoring_model import ScoringModel
 
@@ -23,43 +25,39 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+ANSWER_COLUMNS = ("label", "confidence", "probabilities", "error")  # what the model answers per row
 
 
 def score_chunk(model, chunk: pd.DataFrame, scoring: ScoringModel) -> pa.Table:
-    """Score the readable rows of a source chunk with ``model``; every input row gets a result row."""
-    readable = chunk["read_error"].isna().to_numpy()
-    labels, confidence, probabilities = [None] * len(chunk), [None] * len(chunk), [None] * len(chunk)
-    errors = list(chunk["read_error"])
+    """Score the readable rows of a source chunk with ``model``; every input row gets a result row.
+
+    Built column by column in Arrow (rows the model did not see, or could not score, are nulls),
+    not row by row in Python: on small images that loop cost a tenth of the scoring time.
+    """
+    n = len(chunk)
+    read_errors = pa.array(chunk["read_error"], type=pa.string())
+    readable = read_errors.is_null().to_numpy(zero_copy_only=False)
+    answered = {name: pa.nulls(n, SCHEMA.field(name).type) for name in ANSWER_COLUMNS}
     if readable.any():
         inputs = chunk.loc[readable, ["image", "pixels"]].reset_index(drop=True)
         answer = model.predict(inputs, params={"on_error": "row"})
-        positions = readable.nonzero()[0]
-        error_column = answer["error"] if "error" in answer.columns else [None] * len(answer)
-        for position, label, conf, probs, error in zip(
-            positions,
-            answer["label"],
-            answer["confidence"],
-            answer["probabilities"],
-            error_column,
-            strict=True,
-        ):
-            labels[position] = None if label is None else int(label)
-            confidence[position] = None if conf is None else float(conf)
-            probabilities[position] = None if probs is None else list(probs)
-            errors[position] = error
-    now = datetime.now(UTC)
-    n = len(chunk)
+        slots = np.full(n, -1, dtype=np.int64)
+        slots[readable] = np.arange(len(inputs))
+        rows = pa.array(slots, mask=slots < 0)  # input row -> its answer row, or null
+        for name in ANSWER_COLUMNS:
+            if name in answer.columns:
+                values = pa.array(answer[name], type=SCHEMA.field(name).type, from_pandas=True)
+                answered[name] = values.take(rows)
+    now = pa.scalar(datetime.now(UTC), SCHEMA.field("scored_at").type)
     return pa.table(
         {
-            "id": list(chunk["id"]),
-            "label": labels,
-            "confidence": confidence,
-            "probabilities": probabilities,
-            "error": errors,
-            "model_name": [scoring.name] * n,
-            "model_version": [scoring.version] * n,
-            "run_id": [scoring.run_id] * n,
-            "scored_at": [now] * n,
+            "id": pa.array(chunk["id"], type=pa.string()),
+            **{name: answered[name] for name in ANSWER_COLUMNS if name != "error"},
+            "error": pc.coalesce(read_errors, answered["error"]),
+            "model_name": pa.repeat(pa.scalar(scoring.name, pa.string()), n),
+            "model_version": pa.repeat(pa.scalar(scoring.version, pa.string()), n),
+            "run_id": pa.repeat(pa.scalar(scoring.run_id, pa.string()), n),
+            "scored_at": pa.repeat(now, n),
         },
         schema=SCHEMA,
     )

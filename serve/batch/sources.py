@@ -27,21 +27,28 @@ def source_frame(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(object)
 
 
-def walk_images(root: Path) -> Iterator[Path]:
-    """Image files under ``root``, recursively, in a stable (sorted) order, lazily."""
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
+def image_files(root: Path, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(id, path) of the image files under ``root``, recursively, in a stable (sorted) order,
+    lazily; the id is the path relative to ``root`` with ``/`` separators.
+
+    Plain strings and ``os`` calls, not ``pathlib``: on a folder of small images, building
+    ``Path`` objects per file cost more than reading the files.
+    """
+    with os.scandir(root) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from walk_images(Path(entry.path))
-        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-            yield Path(entry.path)
+            yield from image_files(entry.path, f"{prefix}{entry.name}/")
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+            yield prefix + entry.name, entry.path
 
 
-def read_file(path: Path) -> tuple[bytes | None, str | None]:
+def read_file(path: str | Path) -> tuple[bytes | None, str | None]:
     try:
-        return path.read_bytes(), None
+        with open(path, "rb") as f:
+            return f.read(), None
     except OSError as exc:
-        return None, f"cannot read {path.name}: {exc.strerror or exc.__class__.__name__}"
+        return None, f"cannot read {os.path.basename(path)}: {exc.strerror or exc.__class__.__name__}"
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,13 @@ class FolderSource:
     root: Path
 
     def count(self) -> int:
-        return sum(1 for _ in walk_images(self.root))
+        return sum(1 for _ in image_files(self.root))
 
     def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
         batch, size = [], 0
-        for path in walk_images(self.root):
+        for file_id, path in image_files(self.root):
             data, error = read_file(path)
-            batch.append((path.relative_to(self.root).as_posix(), data, None, error))
+            batch.append((file_id, data, None, error))
             size += len(data or b"")
             if len(batch) >= rows or size >= MAX_CHUNK_BYTES:
                 yield source_frame(batch)
@@ -156,7 +163,7 @@ def open_source(path: Path) -> FolderSource | TableSource | IdxSource:
         raise BatchError(f"input {path} does not exist")
     if path.is_dir():
         idx = sorted(path.glob("*-images-idx3-ubyte")) or sorted(path.glob("MNIST/raw/t10k-images-idx3-ubyte"))
-        has_images = next(walk_images(path), None) is not None
+        has_images = next(image_files(path), None) is not None
         if idx and not has_images:
             return IdxSource(idx[0])
         return FolderSource(path)

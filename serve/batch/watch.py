@@ -25,7 +25,7 @@ import pandas as pd
 from serve.batch.errors import BatchError
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
-from serve.batch.sources import read_file, source_frame, walk_images
+from serve.batch.sources import image_files, read_file, source_frame
 from serve.batch.summary import Summary
 from serve.batch.writers import csv_ready
 
@@ -91,8 +91,8 @@ class Watcher:
     def ready_files(self, limit: int) -> list[tuple[str, Path]]:
         """New files whose size and mtime have held still for ``settle_seconds``."""
         now, ready = time.monotonic(), []
-        for path in walk_images(self.inbox):
-            file_id = path.relative_to(self.inbox).as_posix()
+        for file_id, name in image_files(self.inbox):
+            path = Path(name)
             if file_id in self.ledger.scored or _in_progress(path):
                 continue
             try:

@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK_ROWS,
         help="rows per model call",
     )
+    add_option(
+        parser,
+        "workers",
+        type=whole_number(0, 256),
+        default=0,
+        help="pandas engine: scoring processes, each with the model loaded once; 0 (default) means one per "
+        "core, 1 scores in this process",
+    )
     add_option(parser, "watch", default=None, help="watch this folder and score each new file once")
     add_option(parser, "poll_seconds", type=float, default=1.0, help="watch mode: how often to look (default 1)")
     add_option(
@@ -125,7 +133,7 @@ def run(args, stop: threading.Event) -> int:
                 overwrite=args.overwrite,
             )
         else:
-            summary = pandas_engine.run(scoring, input_path, output, args.format, args.chunk_rows)
+            summary = pandas_engine.run(scoring, input_path, output, args.format, args.chunk_rows, args.workers)
     print(json.dumps(summary.to_dict()) if args.json else summary.line())
     if summary.scored == 0 and not args.watch:
         sys.stderr.write(f"{PROG}: error: nothing could be scored ({summary.failed} inputs failed)\n")
@@ -144,11 +152,18 @@ def main(argv: list[str] | None = None) -> None:
         # Installed first thing: a SIGINT/SIGTERM at any moment stops the watch cleanly.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+    else:
+        # A job stopped by SIGTERM unwinds like Ctrl-C: its workers are stopped and its partial
+        # output removed, instead of the process vanishing mid-write.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         raise SystemExit(run(args, stop))
     except BatchError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: error: interrupted (an output is published only when its job completes)\n")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

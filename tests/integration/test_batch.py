@@ -119,6 +119,72 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
     assert set(b["model_version"]) == {"1"}
 
 
+def test_worker_processes_give_the_rows_of_in_process_scoring_in_input_order(store_uri, photo_folder, tmp_path):
+    outputs = {}
+    for workers in ("1", "3"):
+        outputs[workers] = tmp_path / f"workers-{workers}.parquet"
+        # Chunks of 4 rows: every worker scores several, and they finish out of order.
+        args = ["--input", str(photo_folder), "--output", str(outputs[workers]), "--chunk_rows", "4"]
+        result = batch(store_uri, *args, "--workers", workers)
+        assert result.returncode == 0, result.stderr[-2000:]
+    one, three = (pd.read_parquet(outputs[w]) for w in ("1", "3"))
+    assert one["id"].tolist() == sorted(one["id"]), "rows in the folder's order"
+    pd.testing.assert_frame_equal(one.drop(columns="scored_at"), three.drop(columns="scored_at"))
+
+
+def test_a_model_the_workers_cannot_load_stops_the_job_with_one_line(store_uri, photo_folder, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("flavors: {python_function: {loader_module: no_such_module}}\n")
+    for workers in ("1", "2"):
+        output = tmp_path / f"scores-{workers}.parquet"
+        args = ["--model", str(broken), "--input", str(photo_folder), "--output", str(output)]
+        result = batch(store_uri, *args, "--workers", workers)
+        assert result.returncode == 1, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if "error" in line]
+        assert len(lines) == 1 and f"cannot load the model {broken}" in lines[0], result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert not output.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_job_stopped_by_sigterm_leaves_no_output_and_no_worker_behind(store_uri, digits, tmp_path):
+    images, _ = digits
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3000):
+        (folder / f"digit-{i:05d}.png").write_bytes(png_bytes(images[i % len(images)]))
+    output = tmp_path / "scores.parquet"
+    args = [sys.executable, "-m", "serve.batch", "--input", str(folder), "--output", str(output)]
+    job = subprocess.Popen(
+        [*args, "--workers", "2", "--chunk_rows", "8"],
+        env=subprocess_env(store_uri),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for(lambda: len(_processes_in_group(job.pid)) >= 4)  # the job, the forkserver, two workers
+    time.sleep(1.0)  # scoring
+    job.send_signal(signal.SIGTERM)  # to the job alone, as `kill` sends it
+    assert job.wait(timeout=60) == 130
+    assert "interrupted" in job.stderr.read()
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))
+    wait_for(lambda: not _processes_in_group(job.pid), timeout=30)
+
+
+def _processes_in_group(group: int) -> list[int]:
+    """Live processes of a process group (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(store_uri, photo_folder, digits, tmp_path):
     images, _ = digits
     pd.DataFrame({"id": [f"b{i}" for i in range(5)], "image": [png_bytes(images[i]) for i in range(5)]}).to_parquet(

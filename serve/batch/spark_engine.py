@@ -17,7 +17,9 @@ from pathlib import Path
 from serve.batch.errors import BatchError
 from serve.batch.scoring_model import ScoringModel
 from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source
+from serve.batch.spark_warmup import first_cause, warm_up
 from serve.batch.summary import Summary
+from train.progress import interactive
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ def session(master: str):
         SparkSession.builder.master(master)
         .appName("mnist-batch")
         .config("spark.ui.enabled", "false")
+        # Spark's stage progress bar only when a person watches, as everywhere else in the CLI.
+        .config("spark.ui.showConsoleProgress", str(interactive()).lower())
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         # binaryFile charges every file 4 MB of "open cost" by default, so a folder of small images
@@ -59,6 +63,9 @@ def session(master: str):
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     )
     if master.startswith("local"):
+        # The driver and executors are this machine: say so, rather than have Spark resolve the
+        # hostname and warn that it found a loopback address.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = (
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
@@ -161,6 +168,7 @@ def run(
         # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
         extra_env={"MNIST_TORCH_THREADS": str(torch_threads)},
     )
+    warm_up(spark, udf, scoring.uri)
     summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
     frame = read_input(spark, input_path)
     inputs = [c for c in ("image", "pixels") if c in frame.columns]
@@ -184,8 +192,10 @@ def run(
     try:
         _write(out, partial, fmt)
         counts = _count_failed(spark, partial, fmt)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, BatchError):
+            raise BatchError(f"the Spark job failed: {first_cause(exc)}") from None
         raise
     if output.exists() and overwrite:
         if output.is_dir():

@@ -132,19 +132,35 @@ def test_worker_processes_give_the_rows_of_in_process_scoring_in_input_order(sto
     pd.testing.assert_frame_equal(one.drop(columns="scored_at"), three.drop(columns="scored_at"))
 
 
-def test_a_model_the_workers_cannot_load_stops_the_job_with_one_line(store_uri, photo_folder, tmp_path):
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "MLmodel").write_text("flavors: {python_function: {loader_module: no_such_module}}\n")
-    for workers in ("1", "2"):
-        output = tmp_path / f"scores-{workers}.parquet"
-        args = ["--model", str(broken), "--input", str(photo_folder), "--output", str(output)]
-        result = batch(store_uri, *args, "--workers", workers)
-        assert result.returncode == 1, result.stderr[-2000:]
-        lines = [line for line in result.stderr.splitlines() if "error" in line]
-        assert len(lines) == 1 and f"cannot load the model {broken}" in lines[0], result.stderr[-2000:]
-        assert "Traceback" not in result.stderr
-        assert not output.exists() and not list(tmp_path.glob("*.partial"))
+@pytest.fixture(scope="module")
+def model_without_weights(store_uri, tmp_path_factory) -> Path:
+    """The registered model with its weights file gone, as a half-copied artifact store leaves it."""
+    import mlflow
+
+    source = mlflow.MlflowClient(store_uri, store_uri).get_model_version_download_uri("mnist-cnn", "1")
+    folder = tmp_path_factory.mktemp("broken-model")
+    path = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder), tracking_uri=store_uri))
+    (path / "artifacts" / "weights.pt").unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [["--workers", "1"], ["--workers", "2"], ["--engine", "spark", "--master", "local[2]"]],
+    ids=["in-process", "worker-processes", "spark"],
+)
+def test_a_model_that_cannot_load_stops_the_job_with_one_line(
+    store_uri, photo_folder, model_without_weights, tmp_path, engine
+):
+    output = tmp_path / "scores.parquet"
+    args = ["--model", str(model_without_weights), "--input", str(photo_folder), "--output", str(output)]
+    result = batch(store_uri, *args, *engine)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mnist-batch:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert f"cannot load the model {model_without_weights}" in lines[0] and "weights.pt" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))
 
 
 def test_a_job_stopped_by_sigterm_leaves_no_output_and_no_worker_behind(store_uri, digits, tmp_path):

@@ -1,19 +1,47 @@
-"""Batch scoring: the pandas and Spark engines on MNIST test images written as PNG files, run as a
-user runs them (``mnist-batch``), against the bare network; and the pandas engine's peak memory on
-a small and a large input (a streamed input must not grow with its size)."""
+"""Batch scoring: ``mnist-batch`` run as a user runs it, on MNIST test images written as PNG files,
+against the bare network measured just before and just after each job.
+
+Jobs: the pandas engine with its default worker processes and in this process (``--workers 1``),
+Spark in ``local[2]`` on 10,000 files and on 5x as many, and the pandas engine on 5x as many for
+its memory. Each job reports images/s excluding its start-up (the engine's own account: from the
+moment the model is ready, in a first worker or on every executor slot) and including it (over
+the whole command's wall time, interpreter start and imports included), and the sum of the peak
+resident sets of its processes (the job, its workers, the forkserver; Spark's JVM and Python
+workers; pages they share are counted in each).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png
 from bench.network import best_batch
+
+SPARK = ("--engine", "spark", "--master", "local[2]")
+
+
+@dataclass(frozen=True)
+class Job:
+    label: str  # names the figures
+    args: tuple[str, ...]
+    scale: int = 1  # input size, in multiples of the base count
+    memory: bool = False  # report its peak memory
+
+
+JOBS = (
+    Job("pandas engine", ()),
+    Job("pandas engine, in this process (--workers 1)", ("--workers", "1")),
+    Job("spark local[2]", SPARK),
+    Job("spark local[2]", SPARK, scale=5),
+    Job("pandas engine", (), scale=5, memory=True),
+)
 
 
 def write_pngs(folder: Path, count: int) -> Path:
@@ -24,94 +52,102 @@ def write_pngs(folder: Path, count: int) -> Path:
     return folder
 
 
-def run_job(model: ModelUnderTest, folder: Path, *extra: str) -> tuple[dict, float]:
-    """(the job's JSON summary, its peak resident set in MiB)."""
+def run_job(model: ModelUnderTest, folder: Path, *extra: str) -> tuple[dict, float, float]:
+    """(the job's JSON summary, the command's wall seconds, the sum of its processes' peak
+    resident sets in MiB)."""
     output = Path(tempfile.mkdtemp(prefix="scores-")) / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "serve.batch",
-        "--model",
-        model.model_uri,
-        "--input",
-        str(folder),
-        "--output",
-        str(output),
-        "--json",
-        *extra,
-    ]
-    env = processes.environment(model.tracking_uri)
-    with open(output.parent / "job.log", "wb") as log:
-        job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log)
+    command = [sys.executable, "-m", "serve.batch", "--model", model.model_uri]
+    command += ["--input", str(folder), "--output", str(output), "--json", *extra]
+    log = output.parent / "job.log"
+    started = time.perf_counter()
+    with open(log, "wb") as stderr:
+        job = subprocess.Popen(
+            command,
+            env=processes.environment(model.tracking_uri),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        peak = 0.0
+        while job.poll() is None:  # peaks are per process: read them while the processes live
+            peak = max(peak, processes.peak_rss_mib(job.pid))
+            time.sleep(0.1)
         stdout = job.stdout.read()
-        _, status, usage = os.wait4(job.pid, 0)
-    if status != 0:
-        tail = (output.parent / "job.log").read_text(errors="replace")[-500:]
-        raise BenchError(f"mnist-batch {' '.join(extra)} failed: {tail}")
+    wall = time.perf_counter() - started
+    if job.returncode != 0:
+        raise BenchError(f"mnist-batch {' '.join(extra)} failed: {log.read_text(errors='replace')[-500:]}")
     summary = json.loads(stdout.decode().strip().splitlines()[-1])
     if summary["failed"]:
         raise BenchError(f"mnist-batch {' '.join(extra)}: {summary['failed']} images failed")
-    return summary, usage.ru_maxrss / 1024
+    return summary, wall, peak
 
 
-def baseline_around(engine: str, before: tuple[float, int], after: tuple[float, int]) -> Figure:
-    """The bare network's best batch measured just before and just after one engine's job."""
-    return Figure(
-        "batch",
-        f"bare network best batch, around the {engine} job",
-        (before[0] + after[0]) / 2,
-        "images/s",
-        {
-            "before": round(before[0]),
-            "before_batch": before[1],
-            "after": round(after[0]),
-            "after_batch": after[1],
-            "note": "mean of the two; the baseline of this engine's ratio",
-        },
-    )
+def measure_job(job: Job, model: ModelUnderTest, folder: Path, count: int, sweep: float) -> list[Figure]:
+    before = best_batch(sweep)
+    summary, wall, peak = run_job(model, folder, *job.args)
+    after = best_batch(sweep)
+    name = f"{job.label}, {count} PNG files"
+    detail = {
+        "command_seconds": round(wall, 2),
+        "job_seconds": round(summary["seconds"], 2),
+        "startup_seconds": round(summary["startup_seconds"], 2),
+    }
+    figures = [
+        Figure("batch", f"{name}, excluding start-up", summary["images_per_second"], "images/s", detail),
+        Figure("batch", f"{name}, including start-up", summary["total"] / wall, "images/s", detail),
+        Figure(
+            "batch",
+            f"bare network best batch, around the job: {name}",
+            (before[0] + after[0]) / 2,
+            "images/s",
+            {"before": round(before[0]), "before_batch": before[1], "after": round(after[0]), "after_batch": after[1]},
+        ),
+    ]
+    if job.memory or job.scale == 1:
+        memory = {"job": job.label, "count": count}
+        figures.append(Figure("memory", f"{name}: peak RSS, sum over its processes", peak, "MiB", memory))
+    return figures
 
 
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="mnist-bench-batch-"))
     count = mode.count(10_000, 1_000)
-    folder = write_pngs(root / "images", count)
-    figures = []
+    folders = {scale: write_pngs(root / f"x{scale}", count * scale) for scale in {job.scale for job in JOBS}}
     sweep = mode.seconds(1.0, 0.2)
-    before = best_batch(sweep)
-    pandas, pandas_rss = run_job(model, folder)
-    figures.append(baseline_around("pandas", before, best_batch(sweep)))
-    figures.append(
-        Figure(
-            "batch",
-            f"pandas engine, {count} PNG files",
-            pandas["images_per_second"],
-            "images/s",
-            {"seconds": round(pandas["seconds"], 2), "startup_seconds": round(pandas["startup_seconds"], 2)},
-        )
-    )
-    before = best_batch(sweep)
-    spark, _ = run_job(model, folder, "--engine", "spark", "--master", "local[2]")
-    figures.append(baseline_around("spark", before, best_batch(sweep)))
-    figures.append(
-        Figure(
-            "batch",
-            f"spark local[2], {count} PNG files, excluding session start",
-            spark["images_per_second"],
-            "images/s",
-            {"startup_seconds": round(spark["startup_seconds"], 2)},
-        )
-    )
-    figures.append(
-        Figure(
-            "batch",
-            f"spark local[2], {count} PNG files, including session start",
-            spark["total"] / spark["seconds"],
-            "images/s",
-            {"seconds": round(spark["seconds"], 2)},
-        )
-    )
-    large = write_pngs(root / "large", count * 5)
-    _, large_rss = run_job(model, large)
-    figures.append(Figure("memory", f"pandas batch job, {count} images, peak RSS", pandas_rss, "MiB"))
-    figures.append(Figure("memory", f"pandas batch job, {count * 5} images, peak RSS", large_rss, "MiB"))
+    figures = []
+    for job in JOBS:
+        figures += measure_job(job, model, folders[job.scale], count * job.scale, sweep)
     return figures
+
+
+def ratios(figures: list[Figure]) -> list[Figure]:
+    """Each job's images/s over the bare network's best batch measured around it; and the pandas
+    engine's peak memory on 5x the input over 1x (streaming: it must not grow)."""
+    out = []
+    for figure in figures:
+        if figure.section != "batch" or "start-up" not in figure.name:
+            continue
+        name = figure.name.rsplit(", ", 1)[0]
+        baseline = next(f for f in figures if f.name == f"bare network best batch, around the job: {name}")
+        out.append(
+            Figure(
+                "ratios",
+                f"batch {figure.name} / bare network best around the job",
+                figure.value / baseline.value,
+                "x",
+                {"numerator": figure.name, "denominator": baseline.name},
+            )
+        )
+    memory = [f for f in figures if f.section == "memory" and f.detail.get("job") == "pandas engine"]
+    if len(memory) == 2:
+        small, large = sorted(memory, key=lambda f: f.detail["count"])
+        out.append(
+            Figure(
+                "ratios",
+                "batch peak RSS: pandas engine on 5x the input / 1x",
+                large.value / small.value,
+                "x",
+                {"numerator": large.name, "denominator": small.name},
+            )
+        )
+    return out

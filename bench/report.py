@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench import batch
 from bench.core import Figure
 
 
@@ -75,36 +76,6 @@ def ratios(
             _find(figures, "online", f"{direct}: {batch64} (images)"),
             _find(figures, "pyfunc", "pyfunc in-process, png"),
         ),
-        _ratio(
-            "batch pandas / bare network best",
-            next((f for f in figures if f.name.startswith("pandas engine")), None),
-            best,
-        ),
-        _ratio(
-            "batch spark (excluding start) / bare network best",
-            next((f for f in figures if "excluding session" in f.name), None),
-            best,
-        ),
-        _ratio(
-            "batch spark (including start) / bare network best",
-            next((f for f in figures if "including session" in f.name), None),
-            best,
-        ),
-        _ratio(
-            "batch pandas / bare network best, measured around the job",
-            next((f for f in figures if f.name.startswith("pandas engine")), None),
-            _find(figures, "batch", "bare network best batch, around the pandas job"),
-        ),
-        _ratio(
-            "batch spark (excluding start) / bare network best, measured around the job",
-            next((f for f in figures if "excluding session" in f.name), None),
-            _find(figures, "batch", "bare network best batch, around the spark job"),
-        ),
-        _ratio(
-            "batch spark (including start) / bare network best, measured around the job",
-            next((f for f in figures if "including session" in f.name), None),
-            _find(figures, "batch", "bare network best batch, around the spark job"),
-        ),
     ]
     paired = f"added median latency, {single1}, paired requests"
     out.append(_find(figures, "online", f"{proxy}: added median latency, {single1}"))
@@ -132,9 +103,7 @@ def ratios(
     stock = cold.get("mlflow models serve")
     for name in ("serve.backend (MLflow's scoring app, fresh interpreter)", "warm pool fork (serve.warm_pool)"):
         out.append(_ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
-    rss = [f for f in figures if f.section == "memory" and f.name.startswith("pandas batch job")]
-    if len(rss) == 2:
-        out.append(_ratio("batch peak RSS: 5x the input / 1x the input", rss[1], rss[0]))
+    out += batch.ratios(figures)
     return [
         f if f.section == "ratios" else Figure("ratios", f.name, f.value, f.unit, f.detail)
         for f in out

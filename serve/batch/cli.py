@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args, stop: threading.Event) -> int:
+    if not args.watch and args.engine == "pandas" and args.workers != 1:
+        from serve.batch import forkserver
+
+        forkserver.start()  # its imports overlap with this process's own, below
     # Heavy imports here, not at the top: the signal handlers are in place before they start.
     import mlflow
 

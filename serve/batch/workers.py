@@ -7,9 +7,9 @@ threads in one, and decoding and preprocessing hold the GIL, so threads in one i
 overlap them. So by default each core gets a worker process that loads the model once (one
 torch thread each) and scores whole chunks; the parent only reads inputs and writes results.
 
-Workers are forked from a ``forkserver`` that has imported the scoring stack once (no fork of a
-multi-threaded parent, and each worker starts without re-importing torch). The model is loaded
-from one local copy, downloaded once by the parent. A worker that cannot load it turns every
+Workers are forked from a server that has imported the scoring stack once
+(``serve.batch.forkserver``). The model is loaded from one local copy, downloaded once by the
+parent. A worker that cannot load it turns every
 chunk it gets into a ``BatchError`` naming why, which stops the job with one readable line.
 
 ``InProcessScorer`` is the one-worker form (``--workers 1``): the model in this process, two
@@ -18,7 +18,6 @@ chunks in flight on two threads (the network releases the GIL while the next chu
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
@@ -29,14 +28,13 @@ from concurrent.futures.process import BrokenProcessPool
 import pandas as pd
 import pyarrow as pa
 
+from serve.batch import forkserver
 from serve.batch.errors import BatchError
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
 
 # Set by the pyfunc's load_context: torch threads of the model in this process.
 THREADS_ENV = "MNIST_TORCH_THREADS"
-# What the forkserver imports once, so every worker forked from it starts with them.
-PRELOAD = ["torch", "scipy.ndimage", "PIL.Image", "mlflow.pyfunc", "serve.batch.workers"]
 ORPHAN_CHECK_SECONDS = 1.0
 
 
@@ -113,11 +111,9 @@ class ProcessScorer:
         self.scoring = scoring
         self.chunks_in_flight = 2 * workers  # the next chunk is queued before a worker is free
         self.ready_at = float("inf")  # the first worker's; known once its first chunk is back
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
         threads = max(1, available_cores() // workers)
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start_worker, initargs=(model_path, threads)
+            workers, mp_context=forkserver.context(), initializer=_start_worker, initargs=(model_path, threads)
         )
 
     def submit(self, chunk: pd.DataFrame) -> Future[pa.Table]:

@@ -135,13 +135,17 @@ def _write(frame, output: Path, fmt: str) -> None:
         frame.write.parquet(str(output))
 
 
-def _count_failed(spark, path: Path, fmt: str) -> dict[bool, int]:
-    """{failed?: rows} read back from the written output (cheap: one column)."""
+def _counted(frame):
+    """``frame`` observed while it is written: rows and failed rows counted in the same pass
+    (Spark's ``Observation``), not by a second job reading the output back."""
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    written = spark.read.option("header", "true").csv(str(path)) if fmt == "csv" else spark.read.parquet(str(path))
-    grouped = written.groupBy(F.col("error").isNotNull().alias("failed")).count().collect()
-    return {row["failed"]: row["count"] for row in grouped}
+    counts = Observation("counts")
+    observed = frame.observe(
+        counts, F.count(F.lit(1)).alias("rows"), F.sum(F.col("error").isNotNull().cast("long")).alias("failed")
+    )
+    return observed, counts
 
 
 def run(
@@ -190,8 +194,9 @@ def run(
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _write(out, partial, fmt)
-        counts = _count_failed(spark, partial, fmt)
+        observed, counts = _counted(out)
+        _write(observed, partial, fmt)
+        rows, failed = counts.get["rows"], counts.get["failed"] or 0
     except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(exc, Exception) and not isinstance(exc, BatchError):
@@ -203,6 +208,6 @@ def run(
         else:
             output.unlink()
     os.replace(partial, output)
-    summary.scored, summary.failed = counts.get(False, 0), counts.get(True, 0)
+    summary.scored, summary.failed = rows - failed, failed
     summary.seconds = time.perf_counter() - started
     return summary

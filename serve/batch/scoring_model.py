@@ -21,9 +21,6 @@ class ScoringModel:
     version: str
     run_id: str
 
-    def load(self):
-        return load_pyfunc(self.uri)
-
 
 def resolve(model_uri: str) -> ScoringModel:
     """Resolve ``models:/name@alias`` (or ``/version``) once; other URIs are used as given."""
@@ -48,9 +45,10 @@ def resolve(model_uri: str) -> ScoringModel:
     )
 
 
-def load(model: ScoringModel):
+def load(model: ScoringModel, local_copy: str | None = None):
+    """The pyfunc of ``model`` (from ``local_copy`` when given); a failure names ``model.uri``."""
     try:
-        return model.load()
+        return load_pyfunc(local_copy or model.uri)
     except Exception as exc:  # missing artifacts, bad URI, incompatible model: all fatal for the job
         detail = " ".join(str(exc).split())[:200]
         raise BatchError(f"cannot load the model {model.uri}: {detail}") from None

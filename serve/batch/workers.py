@@ -9,8 +9,8 @@ torch thread each) and scores whole chunks; the parent only reads inputs and wri
 
 Workers are forked from a server that has imported the scoring stack once
 (``serve.batch.forkserver``). The model is loaded from one local copy, downloaded once by the
-parent. A worker that cannot load it turns every
-chunk it gets into a ``BatchError`` naming why, which stops the job with one readable line.
+parent. A worker that cannot load it turns every chunk it gets into a ``BatchError`` naming why,
+which stops the job with one readable line.
 
 ``InProcessScorer`` is the one-worker form (``--workers 1``): the model in this process, two
 chunks in flight on two threads (the network releases the GIL while the next chunk decodes).
@@ -30,11 +30,10 @@ import pyarrow as pa
 
 from serve.batch import forkserver
 from serve.batch.errors import BatchError
+from serve.batch.options import TORCH_THREADS_ENV
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
 
-# Set by the pyfunc's load_context: torch threads of the model in this process.
-THREADS_ENV = "MNIST_TORCH_THREADS"
 ORPHAN_CHECK_SECONDS = 1.0
 
 
@@ -83,16 +82,16 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(model_path: str, torch_threads: int) -> None:
+def _start_worker(scoring: ScoringModel, model_path: str, torch_threads: int) -> None:
     """Worker initialiser: load the model once; remember why not, rather than dying unexplained."""
     global _worker_model, _worker_error, _worker_ready_at
     # Ctrl-C reaches the whole process group: the parent stops the job, workers must not print
     # a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    os.environ[THREADS_ENV] = str(torch_threads)
+    os.environ[TORCH_THREADS_ENV] = str(torch_threads)
     try:
-        _worker_model = load(ScoringModel(uri=model_path, name="", version="", run_id=""))
+        _worker_model = load(scoring, model_path)
     except BatchError as exc:
         _worker_error = str(exc)
     _worker_ready_at = time.time()
@@ -113,7 +112,7 @@ class ProcessScorer:
         self.ready_at = float("inf")  # the first worker's; known once its first chunk is back
         threads = max(1, available_cores() // workers)
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=forkserver.context(), initializer=_start_worker, initargs=(model_path, threads)
+            workers, mp_context=forkserver.context(), initializer=_start_worker, initargs=(scoring, model_path, threads)
         )
 
     def submit(self, chunk: pd.DataFrame) -> Future[pa.Table]:

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from serve.model.errors import InvalidModelInput
-from serve.model.pyfunc import INFERENCE_BATCH
 from tests.helpers import PROJECT_ROOT, png_bytes, subprocess_env
 
 
@@ -85,7 +84,8 @@ def test_a_large_batch_runs_through_the_network_in_vectorised_chunks(model, mnis
         answer = model.predict(pd.DataFrame({"pixels": list(images[:300].reshape(300, -1))}))
     finally:
         handle.remove()
-    assert calls == [INFERENCE_BATCH] * (300 // INFERENCE_BATCH) + [300 % INFERENCE_BATCH]
+    rows = model.unwrap_python_model().inference_batch  # 32 per torch thread
+    assert calls == [rows] * (300 // rows) + [300 % rows]
     assert (answer["label"].to_numpy() == labels[:300]).mean() > 0.98
 
 

@@ -88,10 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args, stop: threading.Event) -> int:
-    if not args.watch and args.engine == "pandas" and args.workers != 1:
-        from serve.batch import forkserver
+    if not args.watch:
+        if not args.input:
+            raise BatchError("--input is required (or --watch FOLDER)")
+        if not Path(args.input).exists():
+            raise BatchError(f"input {args.input} does not exist")
+        if args.engine == "pandas" and args.workers != 1:
+            from serve.batch import forkserver
 
-        forkserver.start()  # its imports overlap with this process's own, below
+            forkserver.start()  # its imports overlap with this process's own, below
     # Heavy imports here, not at the top: the signal handlers are in place before they start.
     import mlflow
 
@@ -121,11 +126,7 @@ def run(args, stop: threading.Event) -> int:
             stop=stop,
         )
     else:
-        if not args.input:
-            raise BatchError("--input is required (or --watch FOLDER)")
         input_path = Path(args.input)
-        if not input_path.exists():
-            raise BatchError(f"input {input_path} does not exist")
         check_output(output, args.overwrite)
         scoring = resolve(args.model)
         if args.engine == "spark":

@@ -27,7 +27,7 @@ def source_frame(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(object)
 
 
-def image_files(root: Path, prefix: str = "") -> Iterator[tuple[str, str]]:
+def image_files(root: str | os.PathLike, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(id, path) of the image files under ``root``, recursively, in a stable (sorted) order,
     lazily; the id is the path relative to ``root`` with ``/`` separators.
 

@@ -25,6 +25,7 @@ from scipy.stats import binomtest
 
 from registry.datasets import LabelledData
 from registry.store import RegistryError
+from train.dataset_inputs import link_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def _log_with_mlflow_evaluate(version: ModelVersion, predicted: np.ndarray, data
         # never predicts, are noise here: the figures themselves carry that information.
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, name=data.name, targets="label", predictions="prediction")
+        # The context is the one evaluate tags its input with (the metric prefix).
+        link_dataset(dataset, context=prefix)
         mlflow.models.evaluate(
             data=dataset,
             model_type="classifier",

@@ -24,6 +24,7 @@ import numpy as np
 from train import plots
 from train.config import TrainConfig
 from train.data import MnistData, raw_dir
+from train.dataset_inputs import link_dataset
 from train.evaluation import TestReport
 from train.loop import EpochResult
 
@@ -91,7 +92,7 @@ class RunLogger:
         source = HTTPDatasetSource(f"file://{raw_dir(data.root).resolve()}")
         for context, split in (("training", data.train), ("validation", data.val), ("test", data.test)):
             dataset = MetaDataset(source=source, name=f"mnist-{context}", digest=data.fingerprint[:16])
-            mlflow.log_input(dataset, context=f"{context} ({len(split)} images)")
+            link_dataset(dataset, context=f"{context} ({len(split)} images)")
 
     def epoch(self, result: EpochResult) -> None:
         self.history.append(result)

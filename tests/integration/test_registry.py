@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -221,6 +222,56 @@ def test_two_promotions_racing_leave_the_registry_consistent(store, tiny_model, 
     for earlier, later in itertools.pairwise(champion_events):
         assert later.from_version == earlier.to_version, "every recorded move starts where the last ended"
     assert not [m for m in MlflowClient(uri, uri).search_registered_models() if m.name.endswith(".promotion-lock")]
+
+
+# Each racer links one dataset per time slot, all racers in the same slot, as two promotions do
+# when they score the same champion at the same moment.
+LINK_RACER = """
+import sys, time, warnings
+import mlflow, pandas as pd
+from train.dataset_inputs import link_dataset
+warnings.simplefilter("ignore")
+uri, start, slots = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment("racing-evaluations")
+for slot in range(slots):
+    frame = pd.DataFrame({"prediction": [1, 2, slot], "label": [1, 2, 3]})
+    dataset = mlflow.data.from_pandas(frame, name="digits", targets="label", predictions="prediction")
+    with mlflow.start_run():
+        while time.time() < start + slot * 0.25:
+            pass
+        link_dataset(dataset, context="candidate_")
+"""
+
+
+def test_evaluations_starting_together_each_link_the_one_shared_dataset(tmp_path):
+    """MLflow's SQL store creates a dataset check-then-insert; the loser of that race must not fail.
+
+    Before ``link_dataset`` retried, about one link in twelve failed here with a unique-key error.
+    """
+    uri, racers, slots = f"sqlite:///{tmp_path / 'mlflow.db'}", 3, 24
+    client = MlflowClient(uri)
+    client.create_experiment("racing-evaluations")  # created once, so the racers only race on datasets
+    start = time.time() + 8  # after every racer has imported MLflow
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", LINK_RACER, uri, str(start), str(slots)],
+            env=subprocess_env(uri),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(racers)
+    ]
+    failures = [err[-2000:] for p in processes if (err := p.communicate(timeout=120)[1]) and p.returncode]
+    assert not failures, failures
+    experiment = client.get_experiment_by_name("racing-evaluations").experiment_id
+    runs = client.search_runs([experiment], max_results=1000)
+    assert len(runs) == racers * slots
+    for run in runs:
+        (linked,) = run.inputs.dataset_inputs
+        assert linked.dataset.name == "digits"
+        assert [(t.key, t.value) for t in linked.tags] == [("mlflow.data.context", "candidate_")]
+    assert len({r.inputs.dataset_inputs[0].dataset.digest for r in runs}) == slots
 
 
 def test_evaluate_logs_to_mlflow_and_reports_per_class_recall(store, tiny_model, weak_model):

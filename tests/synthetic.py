@@ -17,15 +17,21 @@ PHOTO_SIZES = ((320, 240), (640, 480), (1024, 768), (1600, 1200), (4000, 3000), 
 
 
 def _paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Tinted paper under uneven light: a tilted gradient times a vignette, plus sensor noise."""
-    tint = np.array([rng.uniform(215, 250), rng.uniform(205, 245), rng.uniform(180, 235)])
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    xs, ys = xs / width - 0.5, ys / height - 0.5
+    """Tinted paper under uneven light: a tilted gradient times a vignette (float32, H x W x 3).
+
+    Computed in float32 on broadcast rows and columns: a 12-megapixel photo is generated in a
+    fraction of the time float64 on full grids took, from the same random draws.
+    """
+    tint = np.array([rng.uniform(215, 250), rng.uniform(205, 245), rng.uniform(180, 235)], dtype=np.float32)
+    xs = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
+    ys = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
     angle = rng.uniform(0, 2 * np.pi)
-    gradient = 1.0 - rng.uniform(0.05, 0.3) * (0.5 + xs * np.cos(angle) + ys * np.sin(angle))
-    vignette = 1.0 - rng.uniform(0.05, 0.3) * (xs**2 + ys**2) * 2
-    light = (gradient * vignette)[..., None]
-    return tint[None, None, :] * light
+    gradient = 1.0 - np.float32(rng.uniform(0.05, 0.3)) * (
+        0.5 + xs * np.float32(np.cos(angle)) + ys * np.float32(np.sin(angle))
+    )
+    vignette = 1.0 - np.float32(rng.uniform(0.05, 0.3)) * (xs**2 + ys**2) * 2
+    light = gradient * vignette
+    return light[..., None] * tint
 
 
 def _ink_mask(digit: np.ndarray, side: int, degrees: float) -> Image.Image:
@@ -44,9 +50,10 @@ def phone_photo(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     max_dx, max_dy = max(0, width - mask.width), max(0, height - mask.height)
     # Off-centre: anywhere the whole digit still fits.
     canvas_alpha.paste(mask, (int(rng.uniform(0, max_dx + 1)), int(rng.uniform(0, max_dy + 1))))
-    alpha = np.asarray(canvas_alpha, dtype=np.float32)[..., None] / 255.0
-    ink = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)])
-    image = _paper(rng, width, height) * (1 - alpha) + ink[None, None, :] * alpha
+    alpha = np.asarray(canvas_alpha, dtype=np.float32)[..., None] / np.float32(255.0)
+    ink = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)], dtype=np.float32)
+    image = _paper(rng, width, height)
+    image -= (image - ink) * alpha  # paper where alpha is 0, ink where it is 1
     image += rng.normal(0, rng.uniform(1.5, 5), image.shape)
     picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
     picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5) * max(1.0, side / 300)))

@@ -3,5 +3,3 @@ before anything heavy is imported, so a signal during start-up is already handle
 
 FORMATS = ("parquet", "csv")
 DEFAULT_CHUNK_ROWS = 512
-# Read by the served model's load_context (serve/model/pyfunc.py): its torch threads in a process.
-TORCH_THREADS_ENV = "MNIST_TORCH_THREADS"

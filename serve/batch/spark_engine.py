@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from serve.batch.errors import BatchError
-from serve.batch.options import TORCH_THREADS_ENV
 from serve.batch.scoring_model import ScoringModel
 from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source
 from serve.batch.spark_warmup import first_cause, warm_up
 from serve.batch.summary import Summary
+from serve.model import THREADS_ENV
 from train.progress import interactive
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def run(
         env_manager=env_manager,
         params={"on_error": "row"},
         # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
-        extra_env={TORCH_THREADS_ENV: str(torch_threads)},
+        extra_env={THREADS_ENV: str(torch_threads)},
     )
     warm_up(spark, udf, scoring.uri)
     summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)

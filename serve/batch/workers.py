@@ -30,9 +30,9 @@ import pyarrow as pa
 
 from serve.batch import forkserver
 from serve.batch.errors import BatchError
-from serve.batch.options import TORCH_THREADS_ENV
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
+from serve.model import THREADS_ENV
 
 ORPHAN_CHECK_SECONDS = 1.0
 
@@ -89,7 +89,7 @@ def _start_worker(scoring: ScoringModel, model_path: str, torch_threads: int) ->
     # a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    os.environ[TORCH_THREADS_ENV] = str(torch_threads)
+    os.environ[THREADS_ENV] = str(torch_threads)
     try:
         _worker_model = load(scoring, model_path)
     except BatchError as exc:

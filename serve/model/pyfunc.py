@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from serve.model import inputs
+from serve.model import THREADS_ENV, inputs
 from serve.model.errors import InvalidModelInput
 from serve.model.postprocess import answers, probabilities_from_logits
 from serve.model.prepare import prepare_rows
@@ -34,7 +34,6 @@ ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
 # processes at once, 4,900 images/s each at 32 rows against 3,300 at 64; two threads in one
 # process (a served model), the whole pyfunc 3-5% faster at 64 rows than at 32.
 ROWS_PER_THREAD = 32
-THREADS_ENV = "MNIST_TORCH_THREADS"
 MAX_REPORTED_ERRORS = 5
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import processes
-from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png
+from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png, ratio
 from bench.network import best_batch
 
 SPARK = ("--engine", "spark", "--master", "local[2]")
@@ -122,7 +122,7 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     return figures
 
 
-def ratios(figures: list[Figure]) -> list[Figure]:
+def ratios(figures: list[Figure]) -> list[Figure | None]:
     """Each job's images/s over the bare network's best batch measured around it; and the pandas
     engine's peak memory on 5x the input over 1x (streaming: it must not grow)."""
     out = []
@@ -130,26 +130,10 @@ def ratios(figures: list[Figure]) -> list[Figure]:
         if figure.section != "batch" or "start-up" not in figure.name:
             continue
         name = figure.name.rsplit(", ", 1)[0]
-        baseline = next(f for f in figures if f.name == f"bare network best batch, around the job: {name}")
-        out.append(
-            Figure(
-                "ratios",
-                f"batch {figure.name} / bare network best around the job",
-                figure.value / baseline.value,
-                "x",
-                {"numerator": figure.name, "denominator": baseline.name},
-            )
-        )
+        baseline = next((f for f in figures if f.name == f"bare network best batch, around the job: {name}"), None)
+        out.append(ratio(f"batch {figure.name} / bare network best around the job", figure, baseline))
     memory = [f for f in figures if f.section == "memory" and f.detail.get("job") == "pandas engine"]
     if len(memory) == 2:
         small, large = sorted(memory, key=lambda f: f.detail["count"])
-        out.append(
-            Figure(
-                "ratios",
-                "batch peak RSS: pandas engine on 5x the input / 1x",
-                large.value / small.value,
-                "x",
-                {"numerator": large.name, "denominator": small.name},
-            )
-        )
+        out.append(ratio("batch peak RSS: pandas engine on 5x the input / 1x", large, small))
     return out

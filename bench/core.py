@@ -35,6 +35,19 @@ class Figure:
         return asdict(self)
 
 
+def ratio(name: str, numerator: Figure | None, denominator: Figure | None, unit: str = "x") -> Figure | None:
+    """``numerator / denominator`` as a figure of the ratios section; None if either is missing."""
+    if numerator is None or denominator is None or not denominator.value:
+        return None
+    return Figure(
+        "ratios",
+        name,
+        numerator.value / denominator.value,
+        unit,
+        {"numerator": numerator.name, "denominator": denominator.name},
+    )
+
+
 @dataclass(frozen=True)
 class Mode:
     quick: bool

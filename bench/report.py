@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench import batch
-from bench.core import Figure
+from bench.core import Figure, ratio
 
 
 def _find(figures: list[Figure], section: str, name: str, unit: str | None = None) -> Figure | None:
@@ -14,18 +14,6 @@ def _find(figures: list[Figure], section: str, name: str, unit: str | None = Non
         if figure.section == section and figure.name == name and (unit is None or figure.unit == unit):
             return figure
     return None
-
-
-def _ratio(name: str, numerator: Figure | None, denominator: Figure | None, unit: str = "x") -> Figure | None:
-    if numerator is None or denominator is None or not denominator.value:
-        return None
-    return Figure(
-        "ratios",
-        name,
-        numerator.value / denominator.value,
-        unit,
-        {"numerator": numerator.name, "denominator": denominator.name},
-    )
 
 
 def ratios(
@@ -41,37 +29,37 @@ def ratios(
         "64 images/request, concurrency 8",
     )
     out = [
-        _ratio(
+        ratio(
             "training: tracked / untracked images/s",
             _find(figures, "training", next((f.name for f in figures if "tracking on" in f.name), "")),
             _find(figures, "training", next((f.name for f in figures if "tracking off" in f.name), "")),
         ),
-        _ratio(
+        ratio(
             "pyfunc pixels (batch 64) / bare network best",
             _find(figures, "pyfunc", "pyfunc in-process, pixels"),
             best,
         ),
-        _ratio(
+        ratio(
             "pyfunc PNG (batch 64) / bare network best",
             _find(figures, "pyfunc", "pyfunc in-process, png"),
             best,
         ),
-        _ratio(
+        ratio(
             "pyfunc PNG one per call / bare network batch 1",
             _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
             batch1,
         ),
-        _ratio(
+        ratio(
             "gateway / direct requests/s, 1 image, concurrency 32",
             _find(figures, "online", f"{proxy}: {single32}"),
             _find(figures, "online", f"{direct}: {single32}"),
         ),
-        _ratio(
+        ratio(
             "served / in-process images/s, 1 image/request (concurrency 32 vs one per call)",
             _find(figures, "online", f"{direct}: {single32} (images)"),
             _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
         ),
-        _ratio(
+        ratio(
             "served / in-process images/s, 64 images/request",
             _find(figures, "online", f"{direct}: {batch64} (images)"),
             _find(figures, "pyfunc", "pyfunc in-process, png"),
@@ -82,7 +70,7 @@ def ratios(
     out.append(_find(figures, "online", f"{proxy}: {paired}"))
     if optimised_target:
         out.append(
-            _ratio(
+            ratio(
                 f"{optimised_target} / stock mlflow models serve requests/s, 1 image, concurrency 32",
                 _find(figures, "online", f"{optimised_target}: {single32}"),
                 _find(figures, "online", f"{direct}: {single32}"),
@@ -93,7 +81,7 @@ def ratios(
     if optimised_target and two_workers_target:
         for load in (single32, f"{batch64} (images)"):
             out.append(
-                _ratio(
+                ratio(
                     f"backend workers 2 / 1, {load}",
                     _find(figures, "online", f"{two_workers_target}: {load}"),
                     _find(figures, "online", f"{optimised_target}: {load}"),
@@ -102,7 +90,7 @@ def ratios(
     cold = {f.name.split(":")[0]: f for f in figures if f.section == "cold start"}
     stock = cold.get("mlflow models serve")
     for name in ("serve.backend (MLflow's scoring app, fresh interpreter)", "warm pool fork (serve.warm_pool)"):
-        out.append(_ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
+        out.append(ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     out += batch.ratios(figures)
     return [
         f if f.section == "ratios" else Figure("ratios", f.name, f.value, f.unit, f.detail)

@@ -57,10 +57,14 @@ class DigitNet(nn.Module):
 
 
 def fused_for_inference(model: DigitNet) -> nn.Module:
-    """An eval-only copy with each BatchNorm folded into the conv before it.
+    """An eval-only copy with each BatchNorm folded into the conv before it, its weights in
+    ``channels_last`` layout (as in training).
 
     Same outputs (to float rounding), one layer fewer per block: measured here 1.5x the eager
-    module's throughput at batch 1 and 1.2x at batch 64 on two CPU cores. (TorchScript freezing
+    module's throughput at batch 1 and 1.2x at batch 64 on two CPU cores. ``channels_last``
+    weights make the convolutions take oneDNN's NHWC kernels whatever the input's layout (a
+    one-channel image is the same bytes either way): measured on one and on two threads, 1.15x
+    at batch 32, 1.2x at batch 1 and 1.2-2x from batch 64 up, logits equal to 4e-6. (TorchScript freezing
     ran faster still but is deprecated in this torch; ``torch.compile`` would add tens of seconds
     to every backend's cold start.)
     """
@@ -73,7 +77,7 @@ def fused_for_inference(model: DigitNet) -> nn.Module:
         conv, bn, relu = modules[i : i + 3]
         layers += [fuse_conv_bn_eval(conv, bn), relu]
     fused = nn.Sequential(nn.Sequential(*layers), model.pool, nn.Flatten(1), model.classifier)
-    return fused.eval()
+    return fused.eval().to(memory_format=torch.channels_last)
 
 
 def build_network(architecture: dict | None = None) -> DigitNet:

@@ -84,7 +84,7 @@ def test_a_large_batch_runs_through_the_network_in_vectorised_chunks(model, mnis
         answer = model.predict(pd.DataFrame({"pixels": list(images[:300].reshape(300, -1))}))
     finally:
         handle.remove()
-    rows = model.unwrap_python_model().inference_batch  # 32 per torch thread
+    rows = model.unwrap_python_model().inference_batch  # ROWS_PER_THREAD per torch thread
     assert calls == [rows] * (300 // rows) + [300 % rows]
     assert (answer["label"].to_numpy() == labels[:300]).mean() > 0.98
 

@@ -49,3 +49,15 @@ def test_the_fused_inference_form_gives_the_same_logits():
     x = torch.randn(8, 1, 28, 28)
     with torch.inference_mode():
         torch.testing.assert_close(fused_for_inference(net)(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_fused_inference_form_keeps_its_convolutions_in_channels_last_layout():
+    """The layout that selects the faster NHWC kernels; the answer is the same for either input layout."""
+    from train.network import fused_for_inference
+
+    fused = fused_for_inference(DigitNet().eval())
+    convolutions = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), fused(x.contiguous(memory_format=torch.channels_last)))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from serve.model import inputs
-from serve.model.decode import decode_image
+from serve.model.decode import as_unit, decode_levels
 from serve.model.errors import RowError
 from serve.model.preprocess import to_mnist
 from serve.model.preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
@@ -27,7 +27,8 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
     """(the fields of the rows that can be scored, in row order; per row, None or why not)."""
     fields: list[np.ndarray | None] = []
     errors: list[str | None] = []
-    small: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    # Small images by size and by kind of levels (8-bit or float), each group stacked and converted at once.
+    small: dict[tuple[tuple[int, int], np.dtype], list[tuple[int, np.ndarray]]] = defaultdict(list)
     for row, kind in enumerate(inputs.row_kinds(frame)):
         fields.append(None)
         errors.append(None)
@@ -39,11 +40,11 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
             if column == inputs.PIXELS:
                 fields[row] = inputs.pixels_to_image(value)
                 continue
-            gray = decode_image(value)
-            if max(gray.shape) <= MAX_SIDE:
-                small[gray.shape].append((row, gray))
+            levels = decode_levels(value)
+            if max(levels.shape) <= MAX_SIDE:
+                small[levels.shape, levels.dtype].append((row, levels))
             else:
-                fields[row] = to_mnist(gray)
+                fields[row] = to_mnist(as_unit(levels))
         except RowError as error:
             errors[row] = _message(column, error)
     for group in small.values():
@@ -52,16 +53,17 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
 
 
 def _prepare_small(group: list[tuple[int, np.ndarray]], fields: list, errors: list) -> None:
+    grays = as_unit(np.stack([levels for _, levels in group]))
     done = np.zeros(len(group), dtype=bool)
     if len(group) >= MIN_IMAGES:
-        batch, batch_errors, done = to_mnist_batch(np.stack([gray for _, gray in group]))
+        batch, batch_errors, done = to_mnist_batch(grays)
         for (row, _), field, error, handled in zip(group, batch, batch_errors, done, strict=True):
             if error is not None:
                 errors[row] = _message(inputs.IMAGE, error)
             elif handled:
                 fields[row] = field
         done = done | np.array([e is not None for e in batch_errors])
-    for (row, gray), handled in zip(group, done, strict=True):
+    for (row, _), gray, handled in zip(group, grays, done, strict=True):
         if not handled:
             try:
                 fields[row] = to_mnist(gray)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from serve.model.decode import MAX_ENCODED_BYTES, WORKING_SIDE, as_bytes, decode_image
+from serve.model.decode import MAX_ENCODED_BYTES, WORKING_SIDE, as_bytes, as_unit, decode_image, decode_levels
 from serve.model.errors import RowError
 
 
@@ -42,6 +42,17 @@ def test_every_colour_mode_decodes(mode):
     decoded = decode_image(encode(digit_image(mode), fmt))
     assert decoded.shape == (64, 64)
     assert decoded[32, 32] > decoded[2, 2]
+
+
+def test_8_bit_greyscale_keeps_its_levels_and_converts_as_every_other_image_does():
+    levels = np.random.default_rng(0).integers(0, 256, (32, 40), dtype=np.uint8)
+    grey = decode_levels(encode(Image.fromarray(levels), "PNG"))
+    assert grey.dtype == np.uint8 and np.array_equal(grey, levels)
+    rgb = decode_levels(encode(Image.fromarray(np.stack([levels] * 3, axis=-1)), "PNG"))  # same greys in RGB
+    assert rgb.dtype == np.float32
+    np.testing.assert_array_equal(as_unit(grey), rgb)
+    np.testing.assert_array_equal(as_unit(np.stack([grey, grey]))[1], rgb)  # stacked, converted at once
+    np.testing.assert_array_equal(decode_image(encode(Image.fromarray(levels), "PNG")), rgb)
 
 
 def test_16_bit_greyscale_uses_its_full_range():

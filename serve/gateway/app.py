@@ -254,7 +254,14 @@ class Gateway:
         )
 
     def _shadow(self, body: bytes, content_type: str | None, rid: str, user: str | None) -> None:
-        """Send a copy to the shadow alias off the response path; drop it when too many are pending."""
+        """Send a copy to the shadow alias off the response path; drop it when too many are pending.
+
+        The copy takes the path a live request to that alias would take, its micro-batcher
+        included: sent one by one, copies of micro-batched champion traffic queued up behind a
+        backend answering one at a time (a CI run logged a shadow p99 of 790 ms against the
+        champion's 44 ms, and dropped 70 of 200 copies), and the A/B analysis then blamed the
+        challenger for the gateway's queue.
+        """
         shadow = self.pool.variants.get(self.settings.shadow)
         if shadow is None or not shadow.ready or self.shadow_slots.locked():
             self.metrics.rejected.labels("shadow_skipped").inc()
@@ -263,9 +270,8 @@ class Gateway:
         async def run() -> None:
             async with self.shadow_slots:
                 started = time.perf_counter()
-                headers = backend_headers(rid, content_type)
                 try:
-                    answer = await forward(self.session, shadow.backend, body, headers, self.settings.request_timeout)
+                    answer = await self._send(shadow, body, content_type, rid)
                     status, answer_body = answer.status, answer.body
                 except GatewayError as error:
                     status, answer_body = error.status, b""

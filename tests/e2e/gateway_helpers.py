@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,14 @@ class RunningGateway:
     def variants(self) -> dict[str, dict]:
         answer = httpx.get(f"{self.url}/variants", headers=self.headers(), timeout=10)
         return {v["alias"]: v for v in answer.json()["variants"]}
+
+    def wait_for_variant(self, alias: str, timeout: float = 120.0) -> None:
+        """Until ``alias`` has a ready backend. ``/ready`` waits only for the variants that take
+        live traffic: a shadow (weight 0) starts alongside them and may come up later."""
+        deadline = time.monotonic() + timeout
+        while self.variants().get(alias, {}).get("state") != "ready":
+            assert time.monotonic() < deadline, f"{alias} not ready after {timeout:.0f} s: {self.variants()}"
+            time.sleep(0.25)
 
     def stop(self) -> int:
         return stop_process(self.process)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -207,6 +208,9 @@ def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champion(tra
         uri, tmp_path, "--split", "champion=100", "--shadow", "challenger", "--inference_log", str(log), *FAST
     )
     try:
+        # Until the shadow is up the gateway skips its copies (a shadow never delays the champion),
+        # and /ready does not wait for it.
+        gateway.wait_for_variant("challenger")
         summary = replay(gateway, 200)
         assert summary["failed"] == {} and list(summary["variants"]) == ["champion"]  # the client sees the champion
         report = httpx.get(f"{gateway.url}/abtest", headers=gateway.headers(), timeout=30).json()
@@ -214,6 +218,10 @@ def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champion(tra
         assert report["agreement_pairs"] >= 150 and 0 < report["agreement"] < 1
         assert report["challenger"]["feedback"] >= 150  # feedback joins the shadow answers too
         assert report["decision"] == "rollback" and "discordant" in report["test"]
+        # The copies took the shadow's micro-batcher, as live requests to it would.
+        metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=30).text
+        batched = re.search(r'^gateway_batch_rows_sum\{variant="challenger"\} (\S+)$', metrics, re.M)
+        assert batched and float(batched.group(1)) >= 150, metrics[-2000:]
     finally:
         assert gateway.stop() == 0
     with sqlite3.connect(log) as db:

@@ -64,9 +64,9 @@ def fused_for_inference(model: DigitNet) -> nn.Module:
     module's throughput at batch 1 and 1.2x at batch 64 on two CPU cores. ``channels_last``
     weights make the convolutions take oneDNN's NHWC kernels whatever the input's layout (a
     one-channel image is the same bytes either way): measured on one and on two threads, 1.15x
-    at batch 32, 1.2x at batch 1 and 1.2-2x from batch 64 up, logits equal to 4e-6. (TorchScript freezing
-    ran faster still but is deprecated in this torch; ``torch.compile`` would add tens of seconds
-    to every backend's cold start.)
+    at batch 32, 1.2x at batch 1 and 1.2-2x from batch 64 up, logits equal to 4e-6.
+    (TorchScript freezing ran faster still but is deprecated in this torch; ``torch.compile``
+    would add tens of seconds to every backend's cold start.)
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 

@@ -4,8 +4,9 @@ On a CPU, scoring an image is Python-heavy (decoding, preprocessing) around a ne
 fastest one thread per core: measured on two cores, the network at batch 64 gave 6,000-6,100
 images/s on one thread in each of two processes at once (12,100 together) against 9,700-10,300
 with two threads in one, and decoding and preprocessing hold the GIL, so threads in one
-interpreter cannot overlap them. So by default each core gets a worker process that loads the model once (one
-torch thread each) and scores whole chunks; the parent only reads inputs and writes results.
+interpreter cannot overlap them. So by default each core gets a worker process that loads the
+model once (one torch thread each) and scores whole chunks; the parent only reads inputs and
+writes results.
 
 Workers are forked from a server that has imported the scoring stack once
 (``serve.batch.forkserver``). The model is loaded from one local copy, downloaded once by the

@@ -43,7 +43,8 @@ def _histograms(images: np.ndarray) -> np.ndarray:
 
 
 def _percentile_bin(cumulative: np.ndarray, q: float) -> np.ndarray:
-    """Per row, the bin of the ``q``-th percentile, from the row's cumulative histogram."""
+    """Per row, the bin of the ``q``-th percentile, from the row's cumulative histogram; bin 0
+    (value 0.0, as ``Levels.percentile`` answers) for an empty histogram."""
     wanted = cumulative[:, -1:] * (q / 100.0)
     return np.minimum((cumulative < wanted).sum(axis=1), BINS - 1)
 
@@ -51,7 +52,7 @@ def _percentile_bin(cumulative: np.ndarray, q: float) -> np.ndarray:
 def _percentile(cumulative: np.ndarray, q: float) -> np.ndarray:
     """Per row, the ``q``-th percentile from the row's cumulative histogram (shared by callers:
     one ``cumsum`` answers every percentile of a histogram)."""
-    return np.where(cumulative[:, -1] > 0, _CENTRES[_percentile_bin(cumulative, q)], 0.0)
+    return _CENTRES[_percentile_bin(cumulative, q)]
 
 
 def _otsu(counts: np.ndarray, weight_low: np.ndarray) -> np.ndarray:
@@ -86,11 +87,10 @@ _ORDER_FROM_MEDIAN, _SORTED_DISTANCE_FROM_MEDIAN = _distance_orders()
 def _median_absolute_deviation(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cumulative = np.cumsum(counts, axis=1)
     median_bin = _percentile_bin(cumulative, 50)
-    median = np.where(cumulative[:, -1] > 0, _CENTRES[median_bin], 0.0)  # an empty histogram: bin 0, 0.0
     order = _ORDER_FROM_MEDIAN[median_bin]
     cumulative = np.cumsum(np.take_along_axis(counts, order, axis=1), axis=1)
     index = np.minimum((cumulative < cumulative[:, -1:] / 2.0).sum(axis=1), BINS - 1)
-    return median, _SORTED_DISTANCE_FROM_MEDIAN[median_bin, index]
+    return _CENTRES[median_bin], _SORTED_DISTANCE_FROM_MEDIAN[median_bin, index]
 
 
 def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from serve.model import small_png
 from serve.model.errors import RowError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
@@ -154,10 +155,21 @@ def decode_levels(value: object) -> np.ndarray:
     [0, 1]; white is the top of the range either way. ``as_unit`` brings either to [0, 1].
 
     The levels are left unconverted so that a stack of same-sized images converts in one
-    operation (measured 7 us per 28x28 image converted one by one).
+    operation (measured 7 us per 28x28 image converted one by one). A plain 8-bit greyscale PNG
+    takes ``small_png``'s short way to the same levels.
     Raises ``RowError`` naming the problem and what is accepted.
     """
-    image = _open(as_bytes(value))
+    data = as_bytes(value)
+    if len(data) <= MAX_ENCODED_BYTES:
+        levels = small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE, MAX_PIXELS)
+        if levels is not None:
+            return levels
+    return decode_with_pillow(data)
+
+
+def decode_with_pillow(data: bytes) -> np.ndarray:
+    """``decode_levels`` for any accepted file, through ``Image.open``."""
+    image = _open(data)
     try:
         if image.format == "JPEG" and max(image.size) > 2 * WORKING_SIDE:
             # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients.

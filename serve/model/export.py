@@ -49,6 +49,7 @@ SHIPPED_MODULES = (
     "serve/model/prepare.py",
     "serve/model/preprocess.py",
     "serve/model/preprocess_batch.py",
+    "serve/model/small_png.py",
     "serve/model/pyfunc.py",
     "serve/model/schema.py",
     "serve/model/entrypoint.py",

@@ -53,7 +53,7 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
 
 
 def _prepare_small(group: list[tuple[int, np.ndarray]], fields: list, errors: list) -> None:
-    grays = as_unit(np.stack([levels for _, levels in group]))
+    grays = np.stack([levels for _, levels in group])
     done = np.zeros(len(group), dtype=bool)
     if len(group) >= MIN_IMAGES:
         batch, batch_errors, done = to_mnist_batch(grays)
@@ -66,6 +66,6 @@ def _prepare_small(group: list[tuple[int, np.ndarray]], fields: list, errors: li
     for (row, _), gray, handled in zip(group, grays, done, strict=True):
         if not handled:
             try:
-                fields[row] = to_mnist(gray)
+                fields[row] = to_mnist(as_unit(gray))
             except RowError as error:
                 errors[row] = _message(inputs.IMAGE, error)

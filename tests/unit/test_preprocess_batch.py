@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from torchvision.datasets import MNIST
 
 from serve.model.errors import RowError
 from serve.model.preprocess import to_mnist
-from serve.model.preprocess_batch import to_mnist_batch
+from serve.model.preprocess_batch import _dilate_square, _interior_counts, to_mnist_batch
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,22 @@ def test_what_it_does_not_cover_is_handed_back(stack, large_stack):
     assert not done[7] and errors[7] is None  # uneven paper
     _, errors, done = to_mnist_batch(large_stack)
     assert not done[8] and errors[8] is None  # thin strokes
+
+
+@pytest.mark.parametrize("reach", [1, 2, 3, 5, 40])
+def test_the_square_dilation_is_scipys_maximum_filter(reach):
+    masks = np.random.default_rng(reach).random((20, 28, 33)) > 0.93
+    masks[0] = False
+    masks[1] = True
+    masks[2, 0, 0] = masks[2, -1, -1] = True  # corners: where the border mode would show
+    expected = ndimage.maximum_filter(masks, size=(1, 2 * reach + 1, 2 * reach + 1))
+    assert np.array_equal(_dilate_square(masks, reach), expected)
+
+
+def test_the_interior_counts_are_scipys_erosion_with_a_cross():
+    masks = np.random.default_rng(0).random((20, 28, 28)) > 0.3
+    masks[0] = True  # the image's edge is outside: its border pixels are not interior
+    cross = np.zeros((3, 3, 3), dtype=bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)
+    expected = ndimage.binary_erosion(masks, structure=cross, border_value=0).sum(axis=(1, 2))
+    assert np.array_equal(_interior_counts(masks), expected)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from serve.batch.errors import BatchError
+from serve.model.limits import MAX_ENCODED_BYTES, too_large_message
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TABLE_SUFFIXES = frozenset({".parquet", ".pq", ".csv"})
@@ -44,9 +45,17 @@ def image_files(root: str | os.PathLike, prefix: str = "") -> Iterator[tuple[str
 
 
 def read_file(path: str | Path) -> tuple[bytes | None, str | None]:
+    """(the file's bytes, None), or (None, why it cannot be scored). A file larger than the model
+    accepts is not read: one huge file must not fill the job's memory.
+
+    Unbuffered: a buffered reader costs more to set up than a small image costs to read.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read(), None
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_ENCODED_BYTES:
+                return None, f"{os.path.basename(path)}: {too_large_message(size)}"
+            return f.readall(), None
     except OSError as exc:
         return None, f"cannot read {os.path.basename(path)}: {exc.strerror or exc.__class__.__name__}"
 

@@ -22,18 +22,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve.model import small_png
 from serve.model.errors import RowError
+from serve.model.limits import MAX_ENCODED_BYTES, too_large_message
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 ACCEPTED_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 MIN_SIDE = 8
 MAX_PIXELS = 50_000_000  # 4x a 12-megapixel phone photo; anything larger is refused before decoding
-MAX_ENCODED_BYTES = 25 * 1024 * 1024
 WORKING_SIDE = 400  # longer side after early reduction: a digit filling a third of it keeps > 100 px
 
 
 def _too_large(size: int) -> RowError:
-    megabytes = 1024 * 1024
-    return RowError(f"the file is {size / megabytes:.1f} MB; at most {MAX_ENCODED_BYTES // megabytes} MB accepted")
+    return RowError(too_large_message(size))
 
 
 def as_bytes(value: object) -> bytes:

@@ -46,6 +46,7 @@ SHIPPED_MODULES = (
     "serve/model/inputs.py",
     "serve/model/postprocess.py",
     "serve/model/levels.py",
+    "serve/model/limits.py",
     "serve/model/prepare.py",
     "serve/model/preprocess.py",
     "serve/model/preprocess_batch.py",

@@ -1,0 +1,46 @@
+"""Reading a folder's files: the bytes as they are, and the files that cannot be scored named."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from serve.batch.sources import FolderSource, read_file
+from serve.model.limits import MAX_ENCODED_BYTES
+
+
+def test_a_file_is_read_whole(tmp_path):
+    data = os.urandom(200_000)  # larger than one buffer of any default size
+    (tmp_path / "a.png").write_bytes(data)
+    assert read_file(tmp_path / "a.png") == (data, None)
+
+
+def test_an_empty_file_reads_as_empty_bytes_for_the_model_to_refuse(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert read_file(tmp_path / "empty.png") == (b"", None)
+
+
+def test_a_file_larger_than_the_model_accepts_is_not_read(tmp_path):
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_ENCODED_BYTES + 1)  # sparse: no disk, and a read would be 25 MB of memory
+    data, error = read_file(huge)
+    assert data is None
+    assert error == "huge.png: the file is 25.0 MB; at most 25 MB accepted"
+
+
+def test_a_folder_becomes_rows_with_the_huge_file_as_an_error_row(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.png").write_bytes(b"bee")
+    (tmp_path / "a.png").write_bytes(b"ay")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with open(tmp_path / "z.png", "wb") as f:
+        f.truncate(MAX_ENCODED_BYTES + 1)
+    chunks = list(FolderSource(tmp_path).chunks(2))
+    assert [len(chunk) for chunk in chunks] == [2, 1]
+    frame = pd.concat(chunks, ignore_index=True)
+    assert frame["id"].tolist() == ["a.png", "sub/b.png", "z.png"]
+    assert frame["image"].tolist()[:2] == [b"ay", b"bee"]
+    assert frame["image"].tolist()[2] is None
+    assert "at most 25 MB accepted" in frame["read_error"].tolist()[2]

@@ -160,7 +160,7 @@ def decode_levels(value: object) -> np.ndarray:
     """
     data = as_bytes(value)
     if len(data) <= MAX_ENCODED_BYTES:
-        levels = small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE, MAX_PIXELS)
+        levels = small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE)  # never over MAX_PIXELS
         if levels is not None:
             return levels
     return decode_with_pillow(data)

@@ -31,8 +31,10 @@ _PLAIN_GREY_8 = (8, 0, 0, 0, 0)  # 8-bit, greyscale, deflate, adaptive filtering
 _HARMLESS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME", b"sBIT"})
 
 
-def _image_data(data: bytes) -> tuple[tuple[int, int], bytes] | None:
-    """((width, height), the concatenated IDAT payload) of a plain 8-bit greyscale PNG, or None."""
+def _image_data(data: bytes, min_side: int, max_side: int) -> tuple[tuple[int, int], bytes] | None:
+    """((width, height), the concatenated IDAT payload) of a plain 8-bit greyscale PNG whose
+    sides lie in [``min_side``, ``max_side``], or None. A file of any other size is given up at
+    its header, before its image data is checked (the full decoder reads it anyway)."""
     if not data.startswith(SIGNATURE):
         return None
     pos, end_of_file = len(SIGNATURE), len(data)
@@ -52,7 +54,7 @@ def _image_data(data: bytes) -> tuple[tuple[int, int], bytes] | None:
             if kind != b"IHDR" or length != _IHDR.size:
                 return None
             width, height, *layout = _IHDR.unpack(body)
-            if tuple(layout) != _PLAIN_GREY_8:
+            if tuple(layout) != _PLAIN_GREY_8 or not (min_side <= min(width, height) <= max(width, height) <= max_side):
                 return None
             size = (width, height)
         elif kind == b"IDAT":
@@ -69,18 +71,16 @@ def _image_data(data: bytes) -> tuple[tuple[int, int], bytes] | None:
     return None  # no IEND: truncated
 
 
-def grey_levels(data: bytes, min_side: int, max_side: int, max_pixels: int) -> np.ndarray | None:
+def grey_levels(data: bytes, min_side: int, max_side: int) -> np.ndarray | None:
     """The ``uint8 [H, W]`` levels of ``data`` if it is a plain 8-bit greyscale PNG whose sides
-    lie in [``min_side``, ``max_side``] and whose area is at most ``max_pixels``; else None.
+    lie in [``min_side``, ``max_side``]; else None.
 
     Never raises on malformed bytes: None sends them to the full decoder, which explains them.
     """
-    found = _image_data(data)
+    found = _image_data(data, min_side, max_side)
     if found is None:
         return None
     (width, height), compressed = found
-    if not (min_side <= width <= max_side and min_side <= height <= max_side and width * height <= max_pixels):
-        return None
     try:
         image = Image.frombytes("L", (width, height), compressed, "zip", "L")
     except (ValueError, OSError):  # a short or broken deflate stream

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from serve.model import small_png
-from serve.model.decode import MAX_PIXELS, MIN_SIDE, WORKING_SIDE, decode_levels, decode_with_pillow
+from serve.model.decode import MIN_SIDE, WORKING_SIDE, decode_levels, decode_with_pillow
 from serve.model.errors import RowError
 
 
 def short_way(data: bytes) -> np.ndarray | None:
-    return small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE, MAX_PIXELS)
+    return small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE)
 
 
 def answer(decode, data: bytes) -> tuple[str, object]:

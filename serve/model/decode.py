@@ -188,7 +188,8 @@ def decode_with_pillow(data: bytes) -> np.ndarray:
 
 def as_unit(levels: np.ndarray) -> np.ndarray:
     """``decode_levels``' answer (or a stack of them) as ``float32`` in [0, 1]."""
-    return levels.astype(np.float32) / 255.0 if levels.dtype == np.uint8 else levels
+    # One pass, the same float32 quotients as ``levels.astype(np.float32) / 255.0``.
+    return np.divide(levels, np.float32(255.0), dtype=np.float32) if levels.dtype == np.uint8 else levels
 
 
 def decode_image(value: object) -> np.ndarray:

@@ -98,10 +98,16 @@ _ORDER_FROM_MEDIAN, _SORTED_DISTANCE_FROM_MEDIAN = _distance_orders()
 def _median_absolute_deviation(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cumulative = np.cumsum(counts, axis=1)
     median_bin = _percentile_bin(cumulative, 50)
-    order = _ORDER_FROM_MEDIAN[median_bin]
-    cumulative = np.cumsum(np.take_along_axis(counts, order, axis=1), axis=1)
-    index = np.minimum((cumulative < cumulative[:, -1:] / 2.0).sum(axis=1), BINS - 1)
-    return _CENTRES[median_bin], _SORTED_DISTANCE_FROM_MEDIAN[median_bin, index]
+    deviation = np.zeros(len(counts))
+    # Where the median's own bin holds half the values (a black paper), the deviation is 0: the
+    # nearest bin is the median's. Only the others are sorted by distance.
+    spread = np.take_along_axis(counts, median_bin[:, None], axis=1)[:, 0] < cumulative[:, -1] / 2.0
+    if spread.any():
+        order = _ORDER_FROM_MEDIAN[median_bin[spread]]
+        cumulative = np.cumsum(np.take_along_axis(counts[spread], order, axis=1), axis=1)
+        index = np.minimum((cumulative < cumulative[:, -1:] / 2.0).sum(axis=1), BINS - 1)
+        deviation[spread] = _SORTED_DISTANCE_FROM_MEDIAN[median_bin[spread], index]
+    return _CENTRES[median_bin], deviation
 
 
 def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,15 +141,25 @@ def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None]
     counts[invert] = counts[invert, ::-1]
     cumulative[invert] = np.cumsum(counts[invert], axis=1)
     # 2. background (remove_background): flat paper only; uneven paper is left to to_mnist
-    paper = _cut(counts, _otsu(counts, cumulative), keep_below=True)
+    threshold = _otsu(counts, cumulative)
+    paper = _cut(counts, threshold, keep_below=True)
     paper_cumulative = np.cumsum(paper, axis=1)
     p5, p50, p75 = (_percentile(paper_cumulative, q) for q in (5, 50, 75))
     done &= ~((paper.sum(axis=1) > 0) & (p75 - p5 >= 0.05))
     shift = np.where(paper.sum(axis=1) > 0, p50, 0.0).astype(np.float32)
-    x = np.clip(x - shift[:, None, None], 0.0, None)
-    # 3. contrast (normalise_contrast)
-    counts = _histograms(x)
-    threshold = _otsu(counts, np.cumsum(counts, axis=1))
+    shifted = shift > 0
+    if shifted.any():
+        x[shifted] = np.clip(x[shifted] - shift[shifted, None, None], 0.0, None)
+    # 3. contrast (normalise_contrast). The histogram and threshold of the new levels: where an
+    # 8-bit image's paper was already black (no shift, as on MNIST), its levels are the same
+    # ``l / 255`` (or ``1 - l / 255`` inverted, which bins as ``255 - l``): they are kept.
+    redo = shifted if grays.dtype == np.uint8 else np.ones(n, dtype=bool)
+    if redo.all():
+        counts = _histograms(x)
+        threshold = _otsu(counts, np.cumsum(counts, axis=1))
+    elif redo.any():
+        counts[redo] = _histograms(x[redo])
+        threshold[redo] = _otsu(counts[redo], np.cumsum(counts[redo], axis=1))
     paper, strokes = _cut(counts, threshold, True), _cut(counts, threshold, False)
     fail(strokes.sum(axis=1) == 0, _no_ink("nothing stands out from the background"))
     middle, deviation = _median_absolute_deviation(paper)
@@ -152,22 +168,27 @@ def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None]
     fail(level - floor < MIN_CONTRAST, _no_ink("the ink is too faint"))
     stretch = done & ~((floor == 0.0) & (level == 1.0))
     if stretch.any():
-        span = (level - floor)[stretch].astype(np.float32)[:, None, None]
-        x[stretch] = np.clip((x[stretch] - floor[stretch].astype(np.float32)[:, None, None]) / span, 0.0, 1.0)
+        # In place over the whole stack: an image not stretched takes (x - 0) / 1, clipped to
+        # [0, 1], which leaves its levels as they are (cheaper than copying the others out and back).
+        x -= np.where(stretch, floor, 0.0).astype(np.float32)[:, None, None]
+        x /= np.where(stretch, level - floor, 1.0).astype(np.float32)[:, None, None]
+        np.clip(x, 0.0, 1.0, out=x)
     # 4. the digit's region (digit_region), all images labelled at once
     strokes_mask = (x > 0.25) & done[:, None, None]
     labels, count = ndimage.label(strokes_mask, structure=_ONLY_WITHIN_AN_IMAGE)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     areas[0] = 0
-    owner = np.zeros(count + 1, dtype=np.intp)
-    owner[labels.ravel()] = np.repeat(np.arange(n), x[0].size)
+    owner = _owners(labels, count)
     largest = np.zeros(n, dtype=np.int64)
     np.maximum.at(largest, owner[1:], areas[1:])
     fail(done & (largest == 0), _no_ink("nothing stands out from the background"))
     fail(done & (largest < 4), _no_ink("only isolated specks"))
     keep = areas >= SPECK_FRACTION * largest[owner]
     keep[0] = False
-    strokes_mask = keep[labels]
+    # Only images that lose a speck change: most keep every component, so their mask stands.
+    specked = np.unique(owner[~keep & (areas > 0)])
+    if len(specked):
+        strokes_mask[specked] = keep[labels[specked]]
     area = strokes_mask.sum(axis=(1, 2))
     boundary = area - _interior_counts(strokes_mask)
     width = 2.0 * area / np.maximum(boundary, 1)
@@ -202,6 +223,19 @@ def to_mnist_batch(grays: np.ndarray) -> tuple[np.ndarray, list[RowError | None]
         x0 = min(max(round(MNIST_CENTRE[1] - cx), 0), FIELD - w)
         fields[i, y0 : y0 + h, x0 : x0 + w] = crop
     return fields, errors, done
+
+
+def _owners(labels: np.ndarray, count: int) -> np.ndarray:
+    """Per label of a stack labelled image by image, the image it is in (0 for the background).
+
+    ``ndimage.label`` numbers components in scan order, so each image's labels are one run,
+    ending at the image's largest label: read from one maximum per image, not from a scatter of
+    every pixel (0.2 us per 28x28 image against 1.7).
+    """
+    last = np.maximum.accumulate(labels.reshape(len(labels), -1).max(axis=1))
+    owner = np.zeros(count + 1, dtype=np.intp)
+    owner[1:] = np.repeat(np.arange(len(labels)), np.diff(last, prepend=0))
+    return owner
 
 
 def _interior_counts(mask: np.ndarray) -> np.ndarray:

@@ -44,3 +44,25 @@ def test_a_folder_becomes_rows_with_the_huge_file_as_an_error_row(tmp_path):
     assert frame["image"].tolist()[:2] == [b"ay", b"bee"]
     assert frame["image"].tolist()[2] is None
     assert "at most 25 MB accepted" in frame["read_error"].tolist()[2]
+
+
+def test_a_file_that_grew_past_its_size_is_read_to_its_end(tmp_path):
+    """``read_file`` reads the size ``fstat`` gave and one byte more: a file longer by then (still
+    being appended to) is read on to its end, not cut at the size first seen."""
+    import serve.batch.sources as sources
+
+    data = os.urandom(300_000)
+    (tmp_path / "growing.png").write_bytes(data)
+    fd = os.open(tmp_path / "growing.png", os.O_RDONLY)
+    try:
+        assert sources._read_to_end(fd, 1_000) == data
+    finally:
+        os.close(fd)
+
+
+def test_an_unreadable_path_is_named(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    data, error = read_file(tmp_path / "folder.png")
+    assert data is None and error.startswith("cannot read folder.png: ")
+    data, error = read_file(tmp_path / "missing.png")
+    assert data is None and error == "cannot read missing.png: No such file or directory"

@@ -16,6 +16,7 @@ import base64
 import binascii
 import io
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -158,7 +159,36 @@ def decode_levels(value: object) -> np.ndarray:
     takes ``small_png``'s short way to the same levels.
     Raises ``RowError`` naming the problem and what is accepted.
     """
-    data = as_bytes(value)
+    return _decode_data(as_bytes(value))
+
+
+def decode_levels_many(values: Sequence[object]) -> list[np.ndarray | RowError]:
+    """``decode_levels`` of each value: its levels, or the ``RowError`` it raises (returned, not
+    raised). The same answers; the small plain greyscale PNGs among them are decoded together
+    (``small_png.grey_levels_many``), at under half the cost of one by one. Only their bytes are
+    held until then: every other file is decoded as it comes, so a request of large photos
+    never holds all of them at once."""
+    answers: list[np.ndarray | RowError | None] = [None] * len(values)
+    joinable: dict[int, bytes] = {}
+    for index, value in enumerate(values):
+        try:
+            data = as_bytes(value)
+            if small_png.may_join(data):
+                joinable[index] = data
+            else:
+                answers[index] = _decode_data(data)
+        except RowError as error:
+            answers[index] = error
+    joined = small_png.grey_levels_many(list(joinable.values()), MIN_SIDE)
+    for (index, data), levels in zip(joinable.items(), joined, strict=True):
+        try:
+            answers[index] = levels if levels is not None else _decode_data(data)
+        except RowError as error:
+            answers[index] = error
+    return answers
+
+
+def _decode_data(data: bytes) -> np.ndarray:
     if len(data) <= MAX_ENCODED_BYTES:
         levels = small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE)  # never over MAX_PIXELS
         if levels is not None:

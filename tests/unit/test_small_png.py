@@ -1,7 +1,8 @@
-"""The short way for plain greyscale PNGs: taken where it may be, and never a different answer.
+"""The short ways for plain greyscale PNGs: taken where they may be, and never a different answer.
 
-Every case compares ``decode_levels`` (which takes the short way when it can) with
-``decode_with_pillow`` (``Image.open`` for every file): the same levels, or the same error.
+Every case compares ``decode_levels`` (which takes the short way when it can), and
+``decode_levels_many`` (which decodes small files together), with ``decode_with_pillow``
+(``Image.open`` for every file): the same levels, or the same error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from serve.model import small_png
-from serve.model.decode import MIN_SIDE, WORKING_SIDE, decode_levels, decode_with_pillow
+from serve.model.decode import MIN_SIDE, WORKING_SIDE, decode_levels, decode_levels_many, decode_with_pillow
 from serve.model.errors import RowError
 
 
@@ -34,6 +35,22 @@ def answer(decode, data: bytes) -> tuple[str, object]:
 
 def assert_same_answer(data: bytes) -> None:
     assert answer(decode_levels, data) == answer(decode_with_pillow, data)
+
+
+def assert_same_answers_together(values: list[object]) -> None:
+    """``decode_levels_many`` answers each value, decoded together, as Pillow does alone (and as
+    ``decode_levels`` does a value that is not bytes)."""
+    together = iter(decode_levels_many(values))
+
+    def next_answer(_):
+        got = next(together)
+        if isinstance(got, RowError):
+            raise got
+        return got
+
+    for index, value in enumerate(values):
+        alone = decode_with_pillow if isinstance(value, bytes) else decode_levels
+        assert answer(next_answer, value) == answer(alone, value), f"value {index}"
 
 
 def png(array: np.ndarray, mode: str = "L", **save) -> bytes:
@@ -183,13 +200,89 @@ def _damaged(data: bytes, rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_damaged_files_get_the_same_answer_as_from_pillow(seed):
-    """Random damage, including the damage a CRC cannot see (its own bytes rewritten to match)."""
+    """Random damage, including the damage a CRC cannot see (its own bytes rewritten to match);
+    one by one, and all together among undamaged files."""
     rng = random.Random(seed)
     originals = [png(noise(100 + seed)), png(digit()), png(noise(200 + seed), compress_level=1)]
+    damaged = []
     for _ in range(150):
-        assert_same_answer(_damaged(rng.choice(originals), rng))
+        damaged.append(_damaged(rng.choice(originals), rng))
+        assert_same_answer(damaged[-1])
     for _ in range(150):  # damage inside the image data, CRCs recomputed: only the decoder can tell
         parts = chunks(rng.choice(originals))
         kind, body = parts[1]
         parts[1] = (kind, _damaged(b"\0" * 8 + body, rng)[8:])
-        assert_same_answer(assemble(parts))
+        damaged.append(assemble(parts))
+        assert_same_answer(damaged[-1])
+    mixed = damaged + originals * 20
+    rng.shuffle(mixed)
+    assert_same_answers_together(mixed)
+
+
+def filtered_png(seed: int, height: int, width: int, filters: list[int] | None = None) -> bytes:
+    """A PNG whose rows carry the given filter types (random ones by default) over random bytes:
+    any such rows are valid image data, and they exercise every filter, on first rows too."""
+    rng = np.random.default_rng(seed)
+    filters = filters if filters is not None else rng.integers(0, 5, height).tolist()
+    rows = b"".join(bytes([f]) + rng.integers(0, 256, width, dtype=np.uint8).tobytes() for f in filters)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return assemble([(b"IHDR", header), (b"IDAT", zlib.compress(rows)), (b"IEND", b"")])
+
+
+def test_files_decoded_together_get_the_levels_each_gets_alone():
+    files = [png(noise(seed)) for seed in range(20)] + [png(digit())]
+    files += [filtered_png(seed, 28, 28) for seed in range(40)]
+    files += [filtered_png(100 + f, 28, 28, [f] * 28) for f in range(5)]  # one filter on every row
+    files += [filtered_png(200 + seed, 9 + seed, 40 - seed) for seed in range(10)]  # sizes mixed
+    files += [png(noise(300), compress_level=0), png(noise(301, 64, 64)), png(noise(302, 65, 20))]
+    together = small_png.grey_levels_many(files, MIN_SIDE)
+    for index, data in enumerate(files[:-1]):
+        assert together[index] is not None, f"file {index} was not decoded together"
+        assert np.array_equal(together[index], decode_with_pillow(data)), f"file {index}"
+    assert together[-1] is None  # a side over JOINED_SIDE: one by one, as before
+    assert_same_answers_together(files)
+
+
+def test_a_few_files_of_a_size_are_decoded_one_by_one():
+    files = [filtered_png(seed, 20, 20) for seed in range(small_png.JOINED_MIN_FILES - 1)]
+    files += [filtered_png(seed, 30, 30) for seed in range(small_png.JOINED_MIN_FILES)]
+    together = small_png.grey_levels_many(files, MIN_SIDE)
+    assert all(np.array_equal(levels, decode_with_pillow(data)) for levels, data in zip(together, files, strict=True))
+    assert_same_answers_together(files)
+
+
+def test_more_files_than_one_joined_decode_takes():
+    files = [filtered_png(seed, 8, 8) for seed in range(2 * small_png.JOINED_FILES + 3)]
+    together = small_png.grey_levels_many(files, MIN_SIDE)
+    assert all(np.array_equal(levels, decode_with_pillow(data)) for levels, data in zip(together, files, strict=True))
+
+
+def _with_header_of(data: bytes, height: int) -> bytes:
+    """``data`` with its header claiming ``height`` rows, its image data unchanged."""
+    parts = chunks(data)
+    header = bytearray(parts[0][1])
+    header[4:8] = struct.pack(">I", height)
+    return assemble([(b"IHDR", bytes(header)), *parts[1:]])
+
+
+def test_a_file_whose_rows_do_not_fit_its_header_goes_on_alone():
+    """An unknown filter, bytes after the stream, fewer or more rows than the header says: each
+    such file gets None, and then the answer Pillow gives it alone; the others are decoded."""
+    good = [filtered_png(seed, 28, 28) for seed in range(6)]
+    parts = chunks(good[0])
+    odd = [
+        filtered_png(7, 28, 28, [0] * 27 + [5]),
+        assemble([parts[0], (b"IDAT", parts[1][1] + b"\0\0"), *parts[2:]]),
+        # as many of each size as are decoded together
+        *(_with_header_of(data, 29) for data in good[: small_png.JOINED_MIN_FILES]),
+        *(_with_header_of(data, 27) for data in good[: small_png.JOINED_MIN_FILES]),
+    ]
+    files = [*good[:3], *odd, *good[3:]]
+    together = small_png.grey_levels_many(files, MIN_SIDE)
+    assert [levels is None for levels in together] == [False] * 3 + [True] * len(odd) + [False] * 3
+    assert_same_answers_together(files)
+
+
+def test_errors_and_other_formats_keep_their_answers_among_files_decoded_together():
+    files = [png(digit()), *ELSEWHERE.values(), png(noise(400)), *PLAIN.values()]
+    assert_same_answers_together([*files, "not base64 at all", 12])

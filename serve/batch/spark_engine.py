@@ -20,6 +20,7 @@ from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_sou
 from serve.batch.spark_warmup import first_cause, warm_up
 from serve.batch.summary import Summary
 from serve.model import THREADS_ENV
+from serve.model.limits import MAX_ENCODED_BYTES, TOO_LARGE_TEMPLATE
 from train.progress import interactive
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,23 @@ def read_input(spark, input_path: Path):
         .load(str(input_path.resolve()))
     )
     relative = F.expr(f"substring(path, {len(root.rstrip('/')) + 2})")
-    return files.select(
+    # A file over the model's limit is never read: the length filter is pushed into binaryFile,
+    # which then skips the file's content (a file over 2 GB would fail the whole job there). The
+    # rows naming such files select no content, and their filter is kept out of the scan (a
+    # ``greatest`` is not a predicate a source takes): a scan whose files are nearly all filtered
+    # out recurses once per skipped file in Spark's FileScanRDD, and 10,000 of them overflowed
+    # the stack. The same error text as the pandas engine.
+    readable = files.filter(F.col("length") <= MAX_ENCODED_BYTES).select(
         relative.alias("id"), F.col("content").alias("image"), F.lit(None).cast("string").alias("read_error")
     )
+    too_large = files.filter(F.greatest("length", F.lit(0)) > MAX_ENCODED_BYTES).select(
+        relative.alias("id"),
+        F.lit(None).cast("binary").alias("image"),
+        F.format_string(
+            f"%s: {TOO_LARGE_TEMPLATE}", F.element_at(F.split("path", "/"), -1), F.col("length") / (1024 * 1024)
+        ).alias("read_error"),
+    )
+    return readable.unionByName(too_large)
 
 
 def _read_table(spark, path: Path):

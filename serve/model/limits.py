@@ -6,6 +6,9 @@ from __future__ import annotations
 MAX_ENCODED_BYTES = 25 * 1024 * 1024
 
 
+# printf-style, with the size in MB as its one argument: Spark formats it with the same text.
+TOO_LARGE_TEMPLATE = f"the file is %.1f MB; at most {MAX_ENCODED_BYTES // (1024 * 1024)} MB accepted"
+
+
 def too_large_message(size: int) -> str:
-    megabytes = 1024 * 1024
-    return f"the file is {size / megabytes:.1f} MB; at most {MAX_ENCODED_BYTES // megabytes} MB accepted"
+    return TOO_LARGE_TEMPLATE % (size / (1024 * 1024))

@@ -418,3 +418,30 @@ def test_watch_mode_stopped_while_starting_exits_cleanly(store_uri, tmp_path):
     )
     time.sleep(0.5)  # still importing
     assert stop_process(watcher) == 0, (tmp_path / "watch.log").read_text()[-2000:]
+
+
+def test_a_file_over_the_limit_is_an_error_row_unread_by_either_engine(store_uri, digits, tmp_path):
+    """A file over the model's 25 MB is named in an error row without being read. Sparse files, so
+    no disk: one just over the limit, and one over 2 GB, which Spark's ``binaryFile`` fails the
+    whole job on if it reads it."""
+    folder = tmp_path / "with-huge-files"
+    folder.mkdir()
+    images, _ = digits
+    for i in (1, 3):
+        (folder / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+    for name, size in (("big.png", 25 * 1024 * 1024 + 1), ("huge.png", 2**31 + 1)):
+        with open(folder / name, "wb") as f:
+            f.truncate(size)
+    outputs = {"pandas": tmp_path / "pandas.parquet", "spark": tmp_path / "spark"}
+    for engine, output in outputs.items():
+        args = ["--engine", "spark", "--master", "local[1]"] if engine == "spark" else []
+        result = batch(store_uri, *args, "--input", str(folder), "--output", str(output))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "scored 2, failed 2" in result.stdout
+    a, b = (pd.read_parquet(outputs[e]).sort_values("id").reset_index(drop=True) for e in ("pandas", "spark"))
+    assert a["id"].tolist() == b["id"].tolist() == ["big.png", "digit-01.png", "digit-03.png", "huge.png"]
+    pd.testing.assert_series_equal(a["error"], b["error"], check_dtype=False)
+    errors = a.set_index("id")["error"]
+    assert errors["big.png"] == "big.png: the file is 25.0 MB; at most 25 MB accepted"
+    assert errors["huge.png"] == "huge.png: the file is 2048.0 MB; at most 25 MB accepted"
+    pd.testing.assert_series_equal(a["label"], b["label"], check_dtype=False)

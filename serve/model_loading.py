@@ -8,8 +8,9 @@ this checkout's code, or a mix of both when they differ (a version logged before
 gained ``fused_for_inference`` failed to load that way). MLflow evicts cached modules by file name
 only, not by package. So while a model loads, our packages are taken out of ``sys.modules``: the
 model binds its own copies (the shipped modules import eagerly, nothing later), and the caller's
-are put back afterwards. ``mlflow models serve`` and Spark's Python workers never import our
-packages, so they need none of this.
+are put back afterwards. ``mlflow models serve`` never imports our packages, so it needs none of
+this; the daemon Spark's Python workers fork from does, and forgets them before it forks
+(``forget_our_packages``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def _ours() -> list[str]:
     return [name for name in sys.modules if name.partition(".")[0] in SHIPPED_PACKAGES]
 
 
+def forget_our_packages() -> None:
+    """Drop this checkout's ``serve`` and ``train`` modules from ``sys.modules`` for good, keeping
+    every third-party module they imported: the next ``import serve...`` finds the model's copy."""
+    for name in _ours():
+        del sys.modules[name]
+
+
 @contextlib.contextmanager
 def shipped_code_first() -> Iterator[None]:
     """Within the block, ``import serve...``/``import train...`` find the model's code first."""
@@ -32,8 +40,7 @@ def shipped_code_first() -> Iterator[None]:
     try:
         yield
     finally:
-        for name in _ours():
-            del sys.modules[name]
+        forget_our_packages()
         sys.modules.update(saved)
 
 

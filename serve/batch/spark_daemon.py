@@ -7,6 +7,10 @@ at once on a local master, while the JVM warms up on the same cores. Named by
 ours to assume), this module does those imports once in the daemon, and the workers inherit them
 through fork.
 
+Only the third-party modules are meant to be inherited: this checkout's own ``serve`` and ``train``
+packages are forgotten before the first fork, so a worker loads the model with the copies shipped
+inside it (a version keeps running the code it was logged with), as ``mlflow models serve`` does.
+
 No torch operation runs here: torch's thread pools must start in the workers, after the fork.
 """
 
@@ -17,7 +21,9 @@ import pyarrow  # noqa: F401
 import torch  # noqa: F401
 from pyspark import daemon
 
-import serve.model.pyfunc  # noqa: F401  (decode, preprocess, the network's code)
+import serve.model.pyfunc  # noqa: F401  (what decoding, preprocessing and the network import)
+from serve.model_loading import forget_our_packages
 
 if __name__ == "__main__":
+    forget_our_packages()
     daemon.manager()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -161,6 +162,53 @@ def test_a_model_that_cannot_load_stops_the_job_with_one_line(
     assert f"cannot load the model {model_without_weights}" in lines[0] and "weights.pt" in lines[0]
     assert "Traceback" not in result.stderr
     assert not output.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.fixture(scope="module")
+def model_with_marked_code(store_uri, tmp_path_factory) -> Path:
+    """The registered model whose shipped copy of ``serve/model/pyfunc.py`` answers every scored
+    row with a confidence of 0.25: a version logged with code other than this checkout's."""
+    import mlflow
+
+    source = mlflow.MlflowClient(store_uri, store_uri).get_model_version_download_uri("mnist-cnn", "1")
+    folder = tmp_path_factory.mktemp("marked-model")
+    path = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder), tracking_uri=store_uri))
+    shipped = path / "code" / "serve" / "model" / "pyfunc.py"
+    shipped.write_text(
+        shipped.read_text()
+        + textwrap.dedent(
+            """
+
+            _predict_as_logged = DigitClassifier.predict
+
+
+            def _predict_marked(self, context, model_input, params=None):
+                answer = _predict_as_logged(self, context, model_input, params)
+                return answer.assign(confidence=answer["confidence"].where(answer["confidence"].isna(), 0.25))
+
+
+            DigitClassifier.predict = _predict_marked
+            """
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [["--workers", "1"], ["--workers", "2"], ["--engine", "spark", "--master", "local[1]"]],
+    ids=["in-process", "worker-processes", "spark"],
+)
+def test_every_engine_scores_with_the_models_shipped_code_not_this_checkouts(
+    store_uri, photo_folder, model_with_marked_code, tmp_path, engine
+):
+    output = tmp_path / "scores"
+    args = ["--model", str(model_with_marked_code), "--input", str(photo_folder), "--output", str(output)]
+    result = batch(store_uri, *args, *engine)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = pd.read_parquet(output).dropna(subset=["label"])
+    assert len(scored) == GOOD
+    assert set(scored["confidence"]) == {0.25}
 
 
 def test_a_job_stopped_by_sigterm_leaves_no_output_and_no_worker_behind(store_uri, digits, tmp_path):

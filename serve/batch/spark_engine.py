@@ -98,14 +98,17 @@ def read_input(spark, input_path: Path):
         return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string"))
     if isinstance(source, TableSource):
         return _read_table(spark, source.path)
-    root = input_path.resolve().as_uri().replace("file:///", "file:/")
+    folder = input_path.resolve()
     files = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", _glob_for_images())
-        .load(str(input_path.resolve()))
+        .load(str(folder))
     )
-    relative = F.expr(f"substring(path, {len(root.rstrip('/')) + 2})")
+    # binaryFile's path is "file:" and the path as the file system spells it, not a URI: no
+    # percent-encoding of spaces, "%" or non-ASCII letters. The id is what follows the folder.
+    root = f"file:{str(folder).rstrip('/')}"
+    relative = F.expr(f"substring(path, {len(root) + 2})")
     # A file over the model's limit is never read: the length filter is pushed into binaryFile,
     # which then skips the file's content (a file over 2 GB would fail the whole job there). The
     # rows naming such files select no content, and their filter is kept out of the scan (a

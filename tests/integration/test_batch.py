@@ -25,6 +25,8 @@ from tests.helpers import (
 )
 
 GOOD = 12
+# Folder names a URI would encode: ids are the paths as the file system spells them.
+ROOT, NESTED = "phone photos ü%20", "nested dir ü%20"
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +42,12 @@ def digits(mnist_root):
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory, digits) -> Path:
-    """12 digits (PNG and JPEG, one subfolder deep), one corrupt file, one blank image, one text file."""
-    root = tmp_path_factory.mktemp("photos")
-    (root / "nested").mkdir()
+    """12 digits (PNG and JPEG, some one subfolder deep), one corrupt file, one blank image, one text file."""
+    root = tmp_path_factory.mktemp("photos") / ROOT
+    (root / NESTED).mkdir(parents=True)
     images, _ = digits
     for i in range(GOOD):
-        folder = root / "nested" if i % 3 == 0 else root
+        folder = root / NESTED if i % 3 == 0 else root
         if i % 2:
             (folder / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
         else:
@@ -81,7 +83,7 @@ def test_the_pandas_engine_scores_a_folder_with_one_row_per_file(store_uri, phot
     assert set(rows["model_version"]) == {"1"} and set(rows["model_name"]) == {"mnist-cnn"}
     assert rows["run_id"].str.len().eq(32).all()
     good = rows[rows["error"].isna()]
-    assert "nested/digit-00.jpg" in set(good["id"])
+    assert f"{NESTED}/digit-00.jpg" in set(good["id"])
     accuracy = np.mean([row.label == expected_label(digits, row.id) for row in good.itertuples()])
     assert accuracy >= 0.8
     errors = rows.set_index("id")["error"]
@@ -254,7 +256,7 @@ def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(store_uri, p
     pd.DataFrame({"id": [f"b{i}" for i in range(5)], "image": [png_bytes(images[i]) for i in range(5)]}).to_parquet(
         tmp_path / "bytes.parquet"
     )
-    pd.DataFrame({"image": ["digit-01.png", "nested/digit-03.png", "missing.png"]}).to_csv(
+    pd.DataFrame({"image": ["digit-01.png", f"{NESTED}/digit-03.png", "missing.png"]}).to_csv(
         photo_folder / "paths.csv", index=False
     )
     pd.DataFrame({"pixels": [images[i].ravel().tolist() for i in range(5)]}).to_parquet(tmp_path / "pixels.parquet")

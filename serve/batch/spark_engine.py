@@ -13,10 +13,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from serve.batch.errors import BatchError
 from serve.batch.scoring_model import ScoringModel
-from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source
+from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source, read_file
 from serve.batch.spark_warmup import first_cause, warm_up
 from serve.batch.summary import Summary
 from serve.model import THREADS_ENV
@@ -83,7 +84,8 @@ def _glob_for_images() -> str:
 
 
 def read_input(spark, input_path: Path):
-    """A DataFrame with ``id``, ``image`` (binary) or ``pixels`` (array<double>) and ``read_error``."""
+    """A DataFrame with ``id``, ``image`` (binary) or ``pixels`` (array<double>) and ``read_error``,
+    and for a folder the ``binaryFile`` DataFrame it was listed with (None for other inputs)."""
     from pyspark.sql import functions as F
 
     source = open_source(input_path)
@@ -95,14 +97,17 @@ def read_input(spark, input_path: Path):
         import pandas as pd
 
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "pixels": []})
-        return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string"))
+        return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string")), None
     if isinstance(source, TableSource):
-        return _read_table(spark, source.path)
+        return _read_table(spark, source.path), None
     folder = input_path.resolve()
     files = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", _glob_for_images())
+        # A file deleted (or made unreadable) after the listing is skipped, not the whole job
+        # failed; ``unread_files`` names it in an error row afterwards.
+        .option("ignoreMissingFiles", "true")
         .load(str(folder))
     )
     # binaryFile's path is "file:" and the path as the file system spells it, not a URI: no
@@ -125,7 +130,31 @@ def read_input(spark, input_path: Path):
             f"%s: {TOO_LARGE_TEMPLATE}", F.element_at(F.split("path", "/"), -1), F.col("length") / (1024 * 1024)
         ).alias("read_error"),
     )
-    return readable.unionByName(too_large)
+    return readable.unionByName(too_large), files
+
+
+def unread_files(spark, files, folder: Path, written: Path, fmt: str, rows: int) -> list[tuple[str, str]]:
+    """(id, error) of each file Spark listed in ``folder`` but wrote no row for, in id order: a
+    file deleted, or made unreadable, between the listing and the read. ``rows`` is the number of
+    rows written to ``written``; only when it falls short of the listing is the output read back.
+
+    The listing stays in the JVM: counted with one call, and on a shortfall fetched as one string
+    (``inputFiles()`` fetches one path per Py4J call: 2.4 s per 10,000 files). Its paths are URIs,
+    so a newline in a file name arrives encoded and cannot split one.
+    """
+    listed = files._jdf.inputFiles()
+    if len(listed) <= rows:
+        return []
+    jvm = spark.sparkContext._jvm
+    uris = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(listed).mkString("\n").split("\n")
+    prefix = f"{str(folder).rstrip('/')}/"
+    ids = [unquote(urlsplit(uri).path).removeprefix(prefix) for uri in uris]
+    reader = spark.read.option("header", "true").csv if fmt == "csv" else spark.read.parquet
+    written_ids = reader(str(written)).select("id")
+    listed_ids = spark.createDataFrame([(i,) for i in ids], "id string")
+    missing = sorted(row.id for row in listed_ids.join(written_ids, "id", "left_anti").collect())
+    gone = "it was missing or unreadable when Spark read it"
+    return [(i, read_file(folder / i)[1] or f"cannot read {Path(i).name}: {gone}") for i in missing]
 
 
 def _read_table(spark, path: Path):
@@ -145,13 +174,42 @@ def _read_table(spark, path: Path):
     return table.select(*columns).withColumn("read_error", F.lit(None).cast("string"))
 
 
-def _write(frame, output: Path, fmt: str) -> None:
+def _output_columns(scoring: ScoringModel, label, confidence, probabilities, error) -> list:
+    """The output's columns, in order, over a frame with an ``id``."""
+    from pyspark.sql import functions as F
+
+    return [
+        "id",
+        label.alias("label"),
+        confidence.alias("confidence"),
+        probabilities.alias("probabilities"),
+        error.alias("error"),
+        F.lit(scoring.name).alias("model_name"),
+        F.lit(scoring.version).alias("model_version"),
+        F.lit(scoring.run_id).alias("run_id"),
+        F.current_timestamp().alias("scored_at"),
+    ]
+
+
+def _error_rows(spark, scoring: ScoringModel, errors: list[tuple[str, str]]):
+    """Output rows for inputs that were not scored: (id, error) each."""
+    from pyspark.sql import functions as F
+
+    frame = spark.createDataFrame(errors, "id string, error string")
+    none = F.lit(None)
+    return frame.select(
+        *_output_columns(scoring, none.cast("long"), none.cast("double"), none.cast("array<double>"), F.col("error"))
+    )
+
+
+def _write(frame, output: Path, fmt: str, mode: str = "errorifexists") -> None:
     from pyspark.sql import functions as F
 
     if fmt == "csv":
-        frame.withColumn("probabilities", F.to_json("probabilities")).write.option("header", "true").csv(str(output))
+        frame = frame.withColumn("probabilities", F.to_json("probabilities"))
+        frame.write.mode(mode).option("header", "true").csv(str(output))
     else:
-        frame.write.parquet(str(output))
+        frame.write.mode(mode).parquet(str(output))
 
 
 def _counted(frame):
@@ -193,22 +251,14 @@ def run(
     )
     warm_up(spark, udf, scoring.uri)
     summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
-    frame = read_input(spark, input_path)
+    frame, files = read_input(spark, input_path)
     inputs = [c for c in ("image", "pixels") if c in frame.columns]
     result = frame.withColumn("r", udf(F.struct(*inputs)))
     label = F.when(F.isnan("r.label"), F.lit(None)).otherwise(F.col("r.label").cast("long"))
     confidence = F.when(F.isnan("r.confidence"), F.lit(None)).otherwise(F.col("r.confidence"))
     error = F.when(F.col("r.error") == "None", F.lit(None)).otherwise(F.col("r.error"))
     out = result.select(
-        "id",
-        label.alias("label"),
-        confidence.alias("confidence"),
-        F.col("r.probabilities").alias("probabilities"),
-        F.coalesce("read_error", error).alias("error"),
-        F.lit(scoring.name).alias("model_name"),
-        F.lit(scoring.version).alias("model_version"),
-        F.lit(scoring.run_id).alias("run_id"),
-        F.current_timestamp().alias("scored_at"),
+        *_output_columns(scoring, label, confidence, F.col("r.probabilities"), F.coalesce("read_error", error))
     )
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -216,6 +266,10 @@ def run(
         observed, counts = _counted(out)
         _write(observed, partial, fmt)
         rows, failed = counts.get["rows"], counts.get["failed"] or 0
+        unread = unread_files(spark, files, input_path.resolve(), partial, fmt, rows) if files is not None else []
+        if unread:
+            _write(_error_rows(spark, scoring, unread), partial, fmt, mode="append")
+            rows, failed = rows + len(unread), failed + len(unread)
     except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(exc, Exception) and not isinstance(exc, BatchError):

@@ -495,3 +495,57 @@ def test_a_file_over_the_limit_is_an_error_row_unread_by_either_engine(store_uri
     assert errors["big.png"] == "big.png: the file is 25.0 MB; at most 25 MB accepted"
     assert errors["huge.png"] == "huge.png: the file is 2048.0 MB; at most 25 MB accepted"
     pd.testing.assert_series_equal(a["label"], b["label"], check_dtype=False)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_file_deleted_after_spark_listed_the_folder_is_an_error_row_not_a_failed_job(
+    store_uri, digits, tmp_path, fmt
+):
+    """A file that vanishes between Spark's listing and its read (someone tidies the folder while
+    the job starts) is named in an error row, as the pandas engine names a file it cannot read;
+    before, the whole job failed. The real CLI in its own process; the one thing added is the
+    deletion, right after ``read_input`` has listed the folder, so the race happens every time."""
+    folder = tmp_path / "photos"
+    (folder / "sub dir").mkdir(parents=True)
+    images, _ = digits
+    for i in range(4):
+        (folder / ("sub dir" if i % 2 else "") / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
+    victim = folder / "sub dir" / "digit-01.png"
+    output = tmp_path / "scores"
+    args = ["--engine", "spark", "--master", "local[1]", "--input", str(folder), "--output", str(output)]
+    script = textwrap.dedent(
+        f"""
+        import os
+        from serve.batch import cli, spark_engine
+
+        listed_by_spark = spark_engine.read_input
+
+        def read_input_then_delete(spark, input_path):
+            answer = listed_by_spark(spark, input_path)
+            os.remove({str(victim)!r})
+            return answer
+
+        spark_engine.read_input = read_input_then_delete
+        cli.main({[*args, "--format", fmt]!r})
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        env=subprocess_env(store_uri),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored 3, failed 1 of 4 inputs" in result.stdout
+    if fmt == "csv":
+        rows = pd.concat(pd.read_csv(part) for part in output.glob("part-*.csv"))
+    else:
+        rows = pd.read_parquet(output)
+    rows = rows.sort_values("id").reset_index(drop=True)
+    assert rows["id"].tolist() == ["digit-00.png", "digit-02.png", "sub dir/digit-01.png", "sub dir/digit-03.png"]
+    errors = rows.set_index("id")["error"]
+    assert errors["sub dir/digit-01.png"] == "cannot read digit-01.png: No such file or directory"
+    assert errors.drop("sub dir/digit-01.png").isna().all()
+    assert set(rows["model_version"].astype(str)) == {"1"}

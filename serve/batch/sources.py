@@ -22,6 +22,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 TABLE_SUFFIXES = frozenset({".parquet", ".pq", ".csv"})
 COLUMNS = ("id", "image", "pixels", "read_error")
 MAX_CHUNK_BYTES = 64 * 1024 * 1024  # a chunk closes early when its encoded images reach this size
+# Text in a table's image column shorter than this may be a path, and is then the row's id.
+MAX_ID_CHARS = 4096
 _READ_ONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # binary on Windows; looked up once (a miss costs 1 us)
 
 
@@ -103,13 +105,14 @@ class FolderSource:
             yield source_frame(batch)
 
 
-def _image_cell(value: object, base: Path) -> tuple[object, str | None]:
-    """A table's image cell: bytes pass through, a path is read, other text is base64 for the model."""
+def image_cell(value: object, base: Path) -> tuple[object, str | None]:
+    """A table's image cell: bytes pass through, a path is read (relative to ``base``, the table's
+    folder), other text is base64 for the model. (the bytes or text, None) or (None, why not)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None, None
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), None
-    if isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES and len(value) < 4096:
+    if isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES and len(value) < MAX_ID_CHARS:
         path = Path(value) if Path(value).is_absolute() else base / value
         return read_file(path)
     return value, None
@@ -148,19 +151,23 @@ class TableSource:
             pixels = raw["pixels"] if "pixels" in raw.columns else [None] * len(raw)
             out = []
             for row_id, image, pixel_row in zip(ids, images, pixels, strict=True):
-                data, error = _image_cell(image, self.path.parent)
+                data, error = image_cell(image, self.path.parent)
                 out.append((row_id, data, pixel_row if data is None else None, error))
             offset += len(raw)
             yield source_frame(out)
 
 
 def _ids(raw: pd.DataFrame, offset: int) -> list[str]:
+    """A row's id: its ``id`` (or ``path``) column; else its image cell when that is text short
+    enough to be a path; else its row number in the table, from 0. The Spark engine's rule too."""
     for column in ("id", "path"):
         if column in raw.columns:
             return [str(v) for v in raw[column]]
-    if "image" in raw.columns and raw["image"].map(lambda v: isinstance(v, str) and len(v) < 4096).all():
-        return [str(v) for v in raw["image"]]
-    return [str(i) for i in range(offset, offset + len(raw))]
+    images = raw["image"] if "image" in raw.columns else [None] * len(raw)
+    return [
+        value if isinstance(value, str) and len(value) < MAX_ID_CHARS else str(row)
+        for row, value in enumerate(images, start=offset)
+    ]
 
 
 def _idx_images(path: Path) -> np.ndarray:

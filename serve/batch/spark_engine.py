@@ -7,6 +7,7 @@ cluster with ``--master spark://...`` (or ``yarn``, ``k8s://...``).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import shutil
@@ -15,9 +16,19 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pandas as pd
+
 from serve.batch.errors import BatchError
 from serve.batch.scoring_model import ScoringModel
-from serve.batch.sources import IMAGE_SUFFIXES, IdxSource, TableSource, open_source, read_file
+from serve.batch.sources import (
+    IMAGE_SUFFIXES,
+    MAX_ID_CHARS,
+    IdxSource,
+    TableSource,
+    image_cell,
+    open_source,
+    read_file,
+)
 from serve.batch.spark_warmup import first_cause, warm_up
 from serve.batch.summary import Summary
 from serve.model import THREADS_ENV
@@ -94,8 +105,6 @@ def read_input(spark, input_path: Path):
             chunk[["id", "pixels"]].assign(pixels=lambda f: f["pixels"].map(lambda p: p.astype(float).tolist()))
             for chunk in source.chunks(10_000)
         ]
-        import pandas as pd
-
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "pixels": []})
         return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string")), None
     if isinstance(source, TableSource):
@@ -158,20 +167,46 @@ def unread_files(spark, files, folder: Path, written: Path, fmt: str, rows: int)
 
 
 def _read_table(spark, path: Path):
+    """A table's rows as the pandas engine reads them (``sources.TableSource``): the same ids, and
+    a path in the image column read from the file it names, on the executors."""
     from pyspark.sql import functions as F
 
-    reader = spark.read.option("header", "true") if path.suffix.lower() == ".csv" else spark.read
-    table = reader.csv(str(path)) if path.suffix.lower() == ".csv" else reader.parquet(str(path))
+    csv = path.suffix.lower() == ".csv"
+    table = spark.read.option("header", "true").csv(str(path)) if csv else spark.read.parquet(str(path))
     if "image" not in table.columns and "pixels" not in table.columns:
-        raise BatchError(f"{path} has no 'image' or 'pixels' column")
+        raise BatchError(f"{path} has no 'image' or 'pixels' column (columns: {', '.join(table.columns)})")
+    text = "image" in table.columns and dict(table.dtypes)["image"] == "string"
     id_column = next((c for c in ("id", "path") if c in table.columns), None)
     if id_column is None:
         indexed = table.rdd.zipWithIndex().map(lambda pair: (*pair[0], str(pair[1])))
-        table = indexed.toDF([*table.columns, "id"])
+        table = indexed.toDF([*table.columns, "row_number"])
+        row_number = F.col("row_number")
+        short_text = F.length("image") < MAX_ID_CHARS
+        table = table.withColumn("id", F.when(short_text, F.col("image")).otherwise(row_number) if text else row_number)
     else:
         table = table.withColumn("id", F.col(id_column).cast("string"))
-    columns = ["id"] + [c for c in ("image", "pixels") if c in table.columns]
-    return table.select(*columns).withColumn("read_error", F.lit(None).cast("string"))
+    if text:
+        table = table.withColumn("cell", _image_cells(str(path.parent.resolve()))("image"))
+        table = table.withColumn("image", F.col("cell.image")).withColumn("read_error", F.col("cell.read_error"))
+    else:
+        table = table.withColumn("read_error", F.lit(None).cast("string"))
+    columns = ["id"] + [c for c in ("image", "pixels") if c in table.columns] + ["read_error"]
+    return table.select(*columns)
+
+
+def _image_cells(base: str):
+    """A pandas UDF over a table's text image column, cell by cell as the pandas engine reads it
+    (``sources.image_cell``): a path becomes its file's bytes, base64-encoded as the model takes
+    text, or an error; other text passes as it is."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("image string, read_error string")
+    def cells(values: pd.Series) -> pd.DataFrame:
+        read = [image_cell(value, Path(base)) for value in values]
+        images = [base64.b64encode(data).decode("ascii") if isinstance(data, bytes) else data for data, _ in read]
+        return pd.DataFrame({"image": images, "read_error": [error for _, error in read]})
+
+    return cells
 
 
 def _output_columns(scoring: ScoringModel, label, confidence, probabilities, error) -> list:

@@ -3,6 +3,7 @@ IDX, the MLproject entry point, bad input, and the watch mode with a restart in 
 
 from __future__ import annotations
 
+import base64
 import signal
 import subprocess
 import sys
@@ -109,8 +110,13 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"scored {GOOD}, failed 2" in result.stdout
-    a = pd.read_parquet(pandas_out).sort_values("id").reset_index(drop=True)
-    b = pd.read_parquet(spark_out).sort_values("id").reset_index(drop=True)
+    assert_same_rows(pandas_out, spark_out)
+
+
+def assert_same_rows(first: Path, second: Path) -> pd.DataFrame:
+    """The two outputs hold the same rows (ids, labels, errors, probabilities); the first's rows."""
+    a = pd.read_parquet(first).sort_values("id").reset_index(drop=True)
+    b = pd.read_parquet(second).sort_values("id").reset_index(drop=True)
     assert a["id"].tolist() == b["id"].tolist()
     pd.testing.assert_series_equal(a["label"], b["label"], check_dtype=False)
     pd.testing.assert_series_equal(a["error"], b["error"], check_dtype=False)
@@ -120,6 +126,42 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
         else:
             np.testing.assert_allclose(p, q, atol=1e-9)
     assert set(b["model_version"]) == {"1"}
+    return a
+
+
+def test_spark_reads_tables_of_paths_base64_and_bytes_as_pandas_does(store_uri, photo_folder, digits, tmp_path):
+    """One CSV column holding paths (relative to the table, in a subfolder, absolute, missing),
+    base64 text and an empty cell; a Parquet table of bytes, one of them garbage. Both engines
+    give the same rows: a path is read from its file, and the ids follow one rule."""
+    images, _ = digits
+    encoded = base64.b64encode(png_bytes(images[7])).decode()
+    cells = ["digit-01.png", f"{NESTED}/digit-03.png", str(photo_folder / "digit-05.png"), "missing.png", encoded, None]
+    tables = {"mixed.csv": tmp_path / "mixed.csv", "bytes.parquet": tmp_path / "bytes.parquet"}
+    for cell in cells[:3]:  # the relative paths are relative to the table's own folder
+        if not Path(cell).is_absolute():
+            (tmp_path / cell).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / cell).write_bytes((photo_folder / cell).read_bytes())
+    pd.DataFrame({"image": cells}).to_csv(tables["mixed.csv"], index=False)
+    pd.DataFrame({"image": [png_bytes(images[i]) for i in range(3)] + [b"not an image"]}).to_parquet(
+        tables["bytes.parquet"]
+    )
+    for name, table in tables.items():
+        outputs = {engine: tmp_path / f"{name}-{engine}" for engine in ("pandas", "spark")}
+        for engine, output in outputs.items():
+            args = ["--engine", "spark", "--master", "local[1]"] if engine == "spark" else []
+            result = batch(store_uri, *args, "--input", str(table), "--output", str(output))
+            assert result.returncode == 0, (name, engine, result.stderr[-3000:])
+        rows = assert_same_rows(outputs["pandas"], outputs["spark"]).set_index("id")
+        if name == "mixed.csv":
+            assert sorted(rows.index) == sorted([*cells[:5], "5"])
+            assert rows.loc[[*cells[:3], encoded], "error"].isna().all()
+            assert rows.loc[[*cells[:3], encoded], "label"].notna().all()
+            assert rows.loc["missing.png", "error"] == "cannot read missing.png: No such file or directory"
+            assert rows.loc["5", "error"]
+        else:
+            assert rows.index.tolist() == ["0", "1", "2", "3"] and rows["error"].notna().tolist() == [False] * 3 + [
+                True
+            ]
 
 
 def test_worker_processes_give_the_rows_of_in_process_scoring_in_input_order(store_uri, photo_folder, tmp_path):

@@ -195,12 +195,29 @@ def _read_table(spark, path: Path):
 
 
 def _image_cells(base: str):
-    """A pandas UDF over a table's text image column, cell by cell as the pandas engine reads it
-    (``sources.image_cell``): a path becomes its file's bytes, base64-encoded as the model takes
-    text, or an error; other text passes as it is."""
+    """A pandas UDF over a table's text image column: ``image_cell_reader``'s answers."""
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("image string, read_error string")
+    return pandas_udf(image_cell_reader(base), "image string, read_error string")
+
+
+def image_cell_reader(base: str):
+    """A function over a table's text image cells, each read as the pandas engine reads it
+    (``sources.image_cell``, relative to the folder ``base``): a path becomes its file's bytes,
+    base64-encoded as the model takes text, or an error; other text passes as it is.
+
+    It travels to the executors by value, not as an import: a Python worker that has loaded the
+    model holds the model's own ``serve`` package, which has no ``serve.batch``, and a cluster's
+    executors need not have this project installed.
+    """
+    from pyspark import cloudpickle
+
+    from serve.batch import sources
+    from serve.model import limits
+
+    for module in (sources, limits):
+        cloudpickle.register_pickle_by_value(module)
+
     def cells(values: pd.Series) -> pd.DataFrame:
         read = [image_cell(value, Path(base)) for value in values]
         images = [base64.b64encode(data).decode("ascii") if isinstance(data, bytes) else data for data, _ in read]

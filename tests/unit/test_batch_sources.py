@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 
@@ -66,3 +69,38 @@ def test_an_unreadable_path_is_named(tmp_path):
     assert data is None and error.startswith("cannot read folder.png: ")
     data, error = read_file(tmp_path / "missing.png")
     assert data is None and error == "cannot read missing.png: No such file or directory"
+
+
+def test_spark_reads_a_tables_paths_with_code_that_travels_by_value(tmp_path):
+    """The Spark engine's path reader is unpickled and run where ``serve`` cannot be imported, as
+    in a Python worker holding the model's own ``serve`` package, or on an executor without this
+    project: it still answers as the pandas engine's ``image_cell`` does."""
+    from pyspark import cloudpickle
+
+    from serve.batch.spark_engine import image_cell_reader
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG, or so it says")
+    payload = cloudpickle.dumps(image_cell_reader(str(tmp_path)))
+    script = (
+        "import base64, json, pickle, sys\n"
+        "import pandas as pd\n"
+        "sys.modules['serve'] = sys.modules['train'] = None  # any import of them fails\n"
+        "cells = pickle.loads(sys.stdin.buffer.read())\n"
+        "out = cells(pd.Series(['a.png', 'missing.png', 'aGVsbG8=', None])).astype(object)\n"
+        "out = out.where(out.notna(), None)\n"
+        "print(json.dumps([base64.b64decode(out['image'][0]).decode('latin-1'), *out['image'][1:],"
+        " *out['read_error']]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], input=payload, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    images_then_errors = json.loads(result.stdout)
+    assert images_then_errors == [
+        "\x89PNG, or so it says",
+        None,
+        "aGVsbG8=",
+        None,
+        None,
+        "cannot read missing.png: No such file or directory",
+        None,
+        None,
+    ]

@@ -177,23 +177,31 @@ def test_worker_processes_give_the_rows_of_in_process_scoring_in_input_order(sto
     pd.testing.assert_frame_equal(one.drop(columns="scored_at"), three.drop(columns="scored_at"))
 
 
-@pytest.fixture(scope="module")
-def model_without_weights(store_uri, tmp_path_factory) -> Path:
-    """The registered model with its weights file gone, as a half-copied artifact store leaves it."""
+def registered_model_copy(store_uri: str, folder: Path) -> Path:
+    """A local copy of the registered model's version 1, for a test to alter."""
     import mlflow
 
     source = mlflow.MlflowClient(store_uri, store_uri).get_model_version_download_uri("mnist-cnn", "1")
-    folder = tmp_path_factory.mktemp("broken-model")
-    path = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder), tracking_uri=store_uri))
+    return Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder), tracking_uri=store_uri))
+
+
+ENGINE_IDS = ["in-process", "worker-processes", "spark"]
+
+
+def engines(spark_master: str) -> list[list[str]]:
+    """The flags of each engine, in ``ENGINE_IDS`` order."""
+    return [["--workers", "1"], ["--workers", "2"], ["--engine", "spark", "--master", spark_master]]
+
+
+@pytest.fixture(scope="module")
+def model_without_weights(store_uri, tmp_path_factory) -> Path:
+    """The registered model with its weights file gone, as a half-copied artifact store leaves it."""
+    path = registered_model_copy(store_uri, tmp_path_factory.mktemp("broken-model"))
     (path / "artifacts" / "weights.pt").unlink()
     return path
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [["--workers", "1"], ["--workers", "2"], ["--engine", "spark", "--master", "local[2]"]],
-    ids=["in-process", "worker-processes", "spark"],
-)
+@pytest.mark.parametrize("engine", engines("local[2]"), ids=ENGINE_IDS)
 def test_a_model_that_cannot_load_stops_the_job_with_one_line(
     store_uri, photo_folder, model_without_weights, tmp_path, engine
 ):
@@ -212,11 +220,7 @@ def test_a_model_that_cannot_load_stops_the_job_with_one_line(
 def model_with_marked_code(store_uri, tmp_path_factory) -> Path:
     """The registered model whose shipped copy of ``serve/model/pyfunc.py`` answers every scored
     row with a confidence of 0.25: a version logged with code other than this checkout's."""
-    import mlflow
-
-    source = mlflow.MlflowClient(store_uri, store_uri).get_model_version_download_uri("mnist-cnn", "1")
-    folder = tmp_path_factory.mktemp("marked-model")
-    path = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(folder), tracking_uri=store_uri))
+    path = registered_model_copy(store_uri, tmp_path_factory.mktemp("marked-model"))
     shipped = path / "code" / "serve" / "model" / "pyfunc.py"
     shipped.write_text(
         shipped.read_text()
@@ -238,11 +242,7 @@ def model_with_marked_code(store_uri, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [["--workers", "1"], ["--workers", "2"], ["--engine", "spark", "--master", "local[1]"]],
-    ids=["in-process", "worker-processes", "spark"],
-)
+@pytest.mark.parametrize("engine", engines("local[1]"), ids=ENGINE_IDS)
 def test_every_engine_scores_with_the_models_shipped_code_not_this_checkouts(
     store_uri, photo_folder, model_with_marked_code, tmp_path, engine
 ):

@@ -90,8 +90,10 @@ def session(master: str):
 
 
 def _glob_for_images() -> str:
-    suffixes = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES} | {s.lstrip(".").upper() for s in IMAGE_SUFFIXES})
-    return "*.{" + ",".join(suffixes) + "}"
+    """The image suffixes in any case, as the pandas engine takes them (``x.Png`` too): Hadoop's
+    globs have no case-insensitive flag, so each letter is a class, ``[pP][nN][gG]``."""
+    classes = ("".join(f"[{c.lower()}{c.upper()}]" for c in s.lstrip(".")) for s in sorted(IMAGE_SUFFIXES))
+    return "*.{" + ",".join(classes) + "}"
 
 
 def read_input(spark, input_path: Path):

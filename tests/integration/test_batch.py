@@ -43,7 +43,8 @@ def digits(mnist_root):
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory, digits) -> Path:
-    """12 digits (PNG and JPEG, some one subfolder deep), one corrupt file, one blank image, one text file."""
+    """12 digits (PNG and JPEG, some one subfolder deep, one suffix in mixed case), one corrupt file,
+    one blank image, one text file."""
     root = tmp_path_factory.mktemp("photos") / ROOT
     (root / NESTED).mkdir(parents=True)
     images, _ = digits
@@ -52,7 +53,8 @@ def photo_folder(tmp_path_factory, digits) -> Path:
         if i % 2:
             (folder / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
         else:
-            (folder / f"digit-{i:02d}.jpg").write_bytes(png_bytes(255 - images[i], fmt="JPEG", quality=95))
+            suffix = ".Jpg" if i == 4 else ".jpg"
+            (folder / f"digit-{i:02d}{suffix}").write_bytes(png_bytes(255 - images[i], fmt="JPEG", quality=95))
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this file was cut short")
     (root / "blank.png").write_bytes(png_bytes(np.full((28, 28), 255, np.uint8)))
     (root / "notes.txt").write_text("not an image: ignored")

@@ -21,7 +21,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from scipy.stats import binomtest
 
 from registry.datasets import LabelledData
 from registry.store import RegistryError
@@ -135,6 +134,9 @@ def compare(
     difference = (only_c - only_b) / n
     variance = max((only_c + only_b) - (only_c - only_b) ** 2 / n, 0.0) / (n * n)
     half = Z95 * math.sqrt(variance)
+    # Imported here: scipy.stats costs every mnist-registry command most of a second to import.
+    from scipy.stats import binomtest
+
     p = binomtest(only_c, only_c + only_b, 0.5).pvalue if only_c + only_b else 1.0
     return Comparison(
         data=data.name,

@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.special import betaln
-
 
 def unpaired_log_lambda(correct_a: int, n_a: int, correct_b: int, n_b: int, tau: float) -> float:
     """log Lambda for "B's accuracy differs from A's" (normal-mixture mSPRT)."""
@@ -37,6 +35,9 @@ def unpaired_log_lambda(correct_a: int, n_a: int, correct_b: int, n_b: int, tau:
 
 def paired_log_lambda(b_wins: int, a_wins: int) -> float:
     """log Lambda for "B wins discordant pairs more (or less) often than half" (Beta(1,1) mixture)."""
+    # Imported here, not at the top: scipy would slow every mnist-registry command's start.
+    from scipy.special import betaln
+
     n = b_wins + a_wins
     return betaln(b_wins + 1, a_wins + 1) + n * math.log(2.0)
 

@@ -22,6 +22,14 @@ TWO_WORKERS = f"{OPTIMISED}, 2 workers"
 TWO_WORKERS_ARGS = [*OPTIMISED_ARGS, "--backend_workers", "2"]
 
 
+def extra_gateways(mode: Mode) -> dict[str, list[str]]:
+    """The gateway configurations measured after the plain proxy. The quick mode (the suite's smoke
+    run) leaves out the two-worker one: the same code as the optimised one, another flag."""
+    if mode.quick:
+        return {OPTIMISED: OPTIMISED_ARGS}
+    return {OPTIMISED: OPTIMISED_ARGS, TWO_WORKERS: TWO_WORKERS_ARGS}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds per measurement (CI smoke)")
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             elif section == "pyfunc":
                 figures += pyfunc.measure(mode, model)
             elif section == "online":
-                figures += online.measure(mode, model, {OPTIMISED: OPTIMISED_ARGS, TWO_WORKERS: TWO_WORKERS_ARGS})
+                figures += online.measure(mode, model, extra_gateways(mode))
             elif section == "coldstart":
                 figures += coldstart.measure(mode, model)
             elif section == "batch":

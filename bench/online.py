@@ -106,7 +106,7 @@ def load_series(mode: Mode, target: str, url: str, bodies: dict[int, bytes], ski
     figures = []
     for name, images, connections in LOADS:
         if name not in skip:
-            result = run_wrk(url, bodies[images], connections, mode.seconds(10.0, 2.0))
+            result = run_wrk(url, bodies[images], connections, mode.seconds(10.0, 1.0))
             figures += _figures(target, name, images, result)
     return figures
 
@@ -130,7 +130,7 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
     with processes.running(plain, "/ready"):
         direct = backend_url(plain.url)
         figures += load_series(mode, DIRECT, direct, requests, skip=(SINGLE_32,))
-        rounds = alternate(direct, plain.url, requests[1], 32, mode.count(4, 1), mode.seconds(5.0, 2.0))
+        rounds = alternate(direct, plain.url, requests[1], 32, mode.count(4, 1), mode.seconds(5.0, 1.0))
         for name, results in zip((DIRECT, proxy), rounds, strict=True):
             figures += _figures(name, SINGLE_32, 1, _combine(results), {"rounds": len(results), "alternating": True})
         figures += alternating_c1(mode, proxy, plain.url, direct, requests[1], DIRECT)

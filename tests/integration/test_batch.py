@@ -26,6 +26,8 @@ from tests.helpers import (
 )
 
 GOOD = 12
+OVERSIZED = {"big.png": 25 * 1024 * 1024 + 1, "huge.png": 2**31 + 1}
+BAD = 2 + len(OVERSIZED)  # the corrupt file, the blank image and the oversized files
 # Folder names a URI would encode: ids are the paths as the file system spells them.
 ROOT, NESTED = "phone photos ü%20", "nested dir ü%20"
 
@@ -44,7 +46,11 @@ def digits(mnist_root):
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory, digits) -> Path:
     """12 digits (PNG and JPEG, some one subfolder deep, one suffix in mixed case), one corrupt file,
-    one blank image, one text file."""
+    one blank image, two files over the model's 25 MB limit and one text file.
+
+    The two large files are sparse (no disk): one just over the limit, and one over 2 GB, which
+    Spark's ``binaryFile`` fails the whole job on if it reads it. Both engines must name them in
+    error rows without reading them."""
     root = tmp_path_factory.mktemp("photos") / ROOT
     (root / NESTED).mkdir(parents=True)
     images, _ = digits
@@ -57,6 +63,9 @@ def photo_folder(tmp_path_factory, digits) -> Path:
             (folder / f"digit-{i:02d}{suffix}").write_bytes(png_bytes(255 - images[i], fmt="JPEG", quality=95))
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this file was cut short")
     (root / "blank.png").write_bytes(png_bytes(np.full((28, 28), 255, np.uint8)))
+    for name, size in OVERSIZED.items():
+        with open(root / name, "wb") as f:
+            f.truncate(size)
     (root / "notes.txt").write_text("not an image: ignored")
     return root
 
@@ -80,9 +89,9 @@ def test_the_pandas_engine_scores_a_folder_with_one_row_per_file(store_uri, phot
     output = tmp_path / "scores.parquet"
     result = batch(store_uri, "--input", str(photo_folder), "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"scored {GOOD}, failed 2 of {GOOD + 2} inputs" in result.stdout
+    assert f"scored {GOOD}, failed {BAD} of {GOOD + BAD} inputs" in result.stdout
     rows = pd.read_parquet(output)
-    assert len(rows) == GOOD + 2
+    assert len(rows) == GOOD + BAD
     assert set(rows["model_version"]) == {"1"} and set(rows["model_name"]) == {"mnist-cnn"}
     assert rows["run_id"].str.len().eq(32).all()
     good = rows[rows["error"].isna()]
@@ -92,6 +101,8 @@ def test_the_pandas_engine_scores_a_folder_with_one_row_per_file(store_uri, phot
     errors = rows.set_index("id")["error"]
     assert "not a decodable image" in errors["corrupt.png"] or "truncated" in errors["corrupt.png"]
     assert "no digit found" in errors["blank.png"]
+    assert errors["big.png"] == "big.png: the file is 25.0 MB; at most 25 MB accepted"
+    assert errors["huge.png"] == "huge.png: the file is 2048.0 MB; at most 25 MB accepted"
     assert rows.loc[rows["error"].notna(), "label"].isna().all()
     assert all(len(p) == 10 for p in good["probabilities"])
 
@@ -111,7 +122,7 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
         str(spark_out),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"scored {GOOD}, failed 2" in result.stdout
+    assert f"scored {GOOD}, failed {BAD}" in result.stdout
     assert_same_rows(pandas_out, spark_out)
 
 
@@ -326,7 +337,7 @@ def test_csv_output_on_request(store_uri, photo_folder, tmp_path):
     output = tmp_path / "scores.csv"
     assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--format", "csv").returncode == 0
     rows = pd.read_csv(output)
-    assert len(rows) == GOOD + 2 and rows["probabilities"].dropna().str.startswith("[").all()
+    assert len(rows) == GOOD + BAD and rows["probabilities"].dropna().str.startswith("[").all()
 
 
 def test_the_mlproject_entry_point_scores_a_folder(store_uri, photo_folder, tmp_path):
@@ -352,7 +363,7 @@ def test_the_mlproject_entry_point_scores_a_folder(store_uri, photo_folder, tmp_
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(pd.read_parquet(output)) == GOOD + 2
+    assert len(pd.read_parquet(output)) == GOOD + BAD
 
 
 @pytest.mark.parametrize(
@@ -381,7 +392,7 @@ def test_an_existing_output_is_refused_unless_overwrite(store_uri, photo_folder,
     assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr
     assert output.read_text() == "precious"
     assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--overwrite").returncode == 0
-    assert len(pd.read_parquet(output)) == GOOD + 2
+    assert len(pd.read_parquet(output)) == GOOD + BAD
 
 
 def test_a_job_where_nothing_can_be_scored_exits_non_zero_with_the_summary(store_uri, tmp_path):
@@ -512,33 +523,6 @@ def test_watch_mode_stopped_while_starting_exits_cleanly(store_uri, tmp_path):
     )
     time.sleep(0.5)  # still importing
     assert stop_process(watcher) == 0, (tmp_path / "watch.log").read_text()[-2000:]
-
-
-def test_a_file_over_the_limit_is_an_error_row_unread_by_either_engine(store_uri, digits, tmp_path):
-    """A file over the model's 25 MB is named in an error row without being read. Sparse files, so
-    no disk: one just over the limit, and one over 2 GB, which Spark's ``binaryFile`` fails the
-    whole job on if it reads it."""
-    folder = tmp_path / "with-huge-files"
-    folder.mkdir()
-    images, _ = digits
-    for i in (1, 3):
-        (folder / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
-    for name, size in (("big.png", 25 * 1024 * 1024 + 1), ("huge.png", 2**31 + 1)):
-        with open(folder / name, "wb") as f:
-            f.truncate(size)
-    outputs = {"pandas": tmp_path / "pandas.parquet", "spark": tmp_path / "spark"}
-    for engine, output in outputs.items():
-        args = ["--engine", "spark", "--master", "local[1]"] if engine == "spark" else []
-        result = batch(store_uri, *args, "--input", str(folder), "--output", str(output))
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "scored 2, failed 2" in result.stdout
-    a, b = (pd.read_parquet(outputs[e]).sort_values("id").reset_index(drop=True) for e in ("pandas", "spark"))
-    assert a["id"].tolist() == b["id"].tolist() == ["big.png", "digit-01.png", "digit-03.png", "huge.png"]
-    pd.testing.assert_series_equal(a["error"], b["error"], check_dtype=False)
-    errors = a.set_index("id")["error"]
-    assert errors["big.png"] == "big.png: the file is 25.0 MB; at most 25 MB accepted"
-    assert errors["huge.png"] == "huge.png: the file is 2048.0 MB; at most 25 MB accepted"
-    pd.testing.assert_series_equal(a["label"], b["label"], check_dtype=False)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

@@ -126,7 +126,8 @@ def prepare_model() -> ModelUnderTest:
     mlflow.set_registry_uri(uri)
     example = mnist_test(1)[0][0]
     network = full_network()
-    mlflow.set_experiment("bench")
+    # Artifacts beside the store: a new experiment's default, ./mlruns, is the caller's folder.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", (directory / "artifacts").as_uri()))
     with mlflow.start_run() as run:
         info = log_model(network, example)
     client = MlflowClient(uri, uri)

@@ -64,8 +64,15 @@ class Server:
         """Launch; return seconds until ``ready_path`` answers 200."""
         started = time.perf_counter()
         with open(self.log, "wb") as out:
+            # In its log's folder: a relative default (the gateway's inference log) lands there,
+            # not in the folder `make bench` runs from.
             self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                env=self.env,
+                cwd=self.log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return started
 

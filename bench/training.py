@@ -47,7 +47,9 @@ def _session(samples: int, tracked: bool) -> float:
 def tracking_overhead(mode: Mode) -> list[Figure]:
     directory = tempfile.mkdtemp(prefix="mnist-bench-train-")
     mlflow.set_tracking_uri(f"sqlite:///{directory}/mlflow.db")
-    mlflow.set_experiment("bench-training")
+    # Artifacts beside the store: a new experiment's default, ./mlruns, is the caller's folder.
+    artifacts = (Path(directory) / "artifacts").as_uri()
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench-training", artifacts))
     samples = mode.count(20_000, 2_000)
     off = [_session(samples, tracked=False), _session(samples, tracked=False)]
     on = [_session(samples, tracked=True), _session(samples, tracked=True)]

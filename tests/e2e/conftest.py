@@ -17,7 +17,8 @@ def full_store(tmp_path_factory, mnist_test) -> str:
     directory = tmp_path_factory.mktemp("full-store")
     uri = f"sqlite:///{directory / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("full-model")
+    # Artifacts beside the store, not in ./mlruns of the checkout (the session's working folder).
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("full-model", (directory / "artifacts").as_uri()))
     with mlflow.start_run() as run:
         info = log_model(full_network(), mnist_test[0][0])
     client = MlflowClient(uri, uri)

@@ -93,6 +93,7 @@ def start_gateway(uri: str, directory: Path, *extra: str, scheme: str = "http", 
         ],
         subprocess_env(uri),
         log,
+        cwd=directory,  # where its relative defaults (the inference log) land, not the checkout
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:

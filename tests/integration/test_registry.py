@@ -251,7 +251,8 @@ def test_evaluations_starting_together_each_link_the_one_shared_dataset(tmp_path
     """
     uri, racers, slots = f"sqlite:///{tmp_path / 'mlflow.db'}", 3, 24
     client = MlflowClient(uri)
-    client.create_experiment("racing-evaluations")  # created once, so the racers only race on datasets
+    # Created once, so the racers only race on datasets; artifacts beside the store, not in ./mlruns.
+    client.create_experiment("racing-evaluations", (tmp_path / "artifacts").as_uri())
     start = time.time() + 8  # after every racer has imported MLflow
     processes = [
         subprocess.Popen(

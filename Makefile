@@ -10,6 +10,10 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 EXPERIMENT ?= mnist-cnn
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist worker processes (most tests wait on servers, Spark or
+# subprocesses, and one process kept about one of two cores busy), a whole test file to a worker,
+# so module fixtures (a model server, a photo folder) are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help quickstart test lint format bench bench-quick serve ui clean install install-test system-deps
 
@@ -45,7 +49,7 @@ quickstart: install
 	@echo "      make ui                    (mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI))"
 
 test: install-test system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check .

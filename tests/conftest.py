@@ -1,20 +1,24 @@
 """Session fixtures: one real tiny training (``mlflow run``) shared by every test that needs a model.
 
 Tests that change the registry work on their own copy of the session's SQLite store (the database
-file is copied; the model artifacts it points at are shared read-only).
+file is copied; the model artifacts it points at are shared read-only). Under pytest-xdist (``make
+test`` runs two worker processes) the trainings are still run once per session: see ``built_once``.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from filelock import FileLock
 from mlflow import MlflowClient
 from torchvision.datasets import MNIST
 
@@ -71,6 +75,29 @@ def run_checked(args: list[str], env: dict[str, str], cwd: Path, log: Path, time
     return text
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder filled by ``build`` once per test session, shared read-only by whoever asks for it.
+
+    Under pytest-xdist every worker process has its own session fixtures, so a session fixture
+    would train once per worker. Here the first worker to ask builds the folder (under a file
+    lock, in the temporary folder all workers of this session share) and the others wait for it
+    and reuse it. Without xdist it is an ordinary session folder.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, one folder per worker inside
+    directory, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)  # a worker's failed attempt
+            directory.mkdir()
+            build(directory)
+            done.touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     root = mnist_dir()
@@ -82,13 +109,16 @@ def mnist_root() -> Path:
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory, mnist_root) -> TrainedStore:
     """The real ``mlflow run . --env-manager local`` on a small subset, against a fresh SQLite store."""
-    directory = tmp_path_factory.mktemp("trained-store")
+
+    def train(directory: Path) -> None:
+        args = ["mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", "--experiment-name", "tests"]
+        for key, value in TINY_PARAMS.items():
+            args += ["-P", f"{key}={value}"]
+        env = subprocess_env(f"sqlite:///{directory / 'mlflow.db'}")
+        run_checked(args, env, cwd=directory, log=directory / "mlflow-run.log")
+
+    directory = built_once(tmp_path_factory, "trained-store", train)
     uri = f"sqlite:///{directory / 'mlflow.db'}"
-    args = ["mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", "--experiment-name", "tests"]
-    for key, value in TINY_PARAMS.items():
-        args += ["-P", f"{key}={value}"]
-    env = subprocess_env(uri)
-    run_checked(args, env, cwd=directory, log=directory / "mlflow-run.log")
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("tests")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -127,8 +157,6 @@ class LoggedModel:
 @pytest.fixture(scope="session")
 def weak_model(tmp_path_factory, mnist_root) -> LoggedModel:
     """A deliberately weak model (one epoch on 300 images): a real, clearly worse candidate."""
-    directory = tmp_path_factory.mktemp("weak-model")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
     args = [
         sys.executable,
         "-m",
@@ -148,7 +176,13 @@ def weak_model(tmp_path_factory, mnist_root) -> LoggedModel:
         "--register",
         "false",
     ]
-    run_checked(args, subprocess_env(uri), cwd=directory, log=directory / "train.log")
+
+    def train(directory: Path) -> None:
+        env = subprocess_env(f"sqlite:///{directory / 'mlflow.db'}")
+        run_checked(args, env, cwd=directory, log=directory / "train.log")
+
+    directory = built_once(tmp_path_factory, "weak-model", train)
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
     client = MlflowClient(uri, uri)
     (run,) = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
     (model,) = client.search_logged_models([run.info.experiment_id])

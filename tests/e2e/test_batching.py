@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.gateway_helpers import start_gateway
 from tests.helpers import png_bytes
+from tests.synthetic import phone_photo
 
 
 @pytest.fixture(scope="module")
@@ -85,30 +86,48 @@ def test_a_bad_row_among_good_ones_fails_alone(gateway, mnist_test):
             assert len(answer.json()["predictions"]) == 1
 
 
-def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(gateway, mnist_test):
+def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(trained_store, mnist_test, tmp_path):
+    """Three requests that arrive while a 60-row batch is at the backend go out together next.
+
+    A gateway of its own, whose queued requests may wait for the busy backend as long as the test
+    runs (``--batch_max_delay_ms``), and a first batch that keeps the backend busy for most of a
+    second (60 phone photos). With the default 10 ms and MNIST-sized rows, the followers had to
+    reach the gateway within 10 ms of each other: on a loaded machine (one CI run, two test
+    workers) they did not, and went out in two extra batches, as the max_delay rule says.
+    """
     images, _ = mnist_test
-    slow = {
-        "dataframe_split": {
-            "columns": ["image"],
-            "data": [[image_body(images[i])["dataframe_split"]["data"][0][0]] for i in range(60)],
-        }
-    }
-    before = histogram(gateway, "gateway_batch_rows")
+    rng = np.random.default_rng(5)
+    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
+    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
+    uri = trained_store.copy_to(tmp_path)
+    gateway = start_gateway(uri, tmp_path, "--batch_max_delay_ms", "60000", "--inference_log", str(tmp_path / "log.db"))
+    try:
+        before = histogram(gateway, "gateway_batch_rows")
 
-    async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            post = lambda body: client.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers())  # noqa: E731
-            first = asyncio.create_task(post(slow))
-            await asyncio.sleep(0.005)  # the 60-row batch is in flight now
-            followers = [asyncio.create_task(post(image_body(images[i]))) for i in range(3)]
-            return await asyncio.gather(first, *followers)
+        async def scenario() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                post = lambda body: client.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers())  # noqa: E731
+                first = asyncio.create_task(post(slow))
+                while not first.done() and not await champion_busy(client, gateway):
+                    await asyncio.sleep(0.002)
+                followers = [asyncio.create_task(post(image_body(images[i]))) for i in range(3)]
+                return await asyncio.gather(first, *followers)
 
-    answers = asyncio.run(scenario())
-    after = histogram(gateway, "gateway_batch_rows")
+        answers = asyncio.run(scenario())
+        after = histogram(gateway, "gateway_batch_rows")
+    finally:
+        assert gateway.stop() == 0
     assert [a.status_code for a in answers] == [200] * 4
     assert after["count"] - before["count"] == 2, "the 60-row request, then the three followers together"
     assert after["sum"] - before["sum"] == 63
     assert after["bucket@4.0"] - before["bucket@4.0"] == 1 and after["bucket@2.0"] == before["bucket@2.0"]
+
+
+async def champion_busy(client: httpx.AsyncClient, gateway) -> bool:
+    """Whether the champion's backend is answering a request now (the gateway's in-flight gauge)."""
+    text = (await client.get(f"{gateway.url}/metrics", headers=gateway.headers())).text
+    match = re.search(r'^gateway_in_flight\{variant="champion"\} (\S+)$', text, re.M)
+    return bool(match) and float(match.group(1)) >= 1
 
 
 def test_an_idle_gateway_sends_each_request_at_once(gateway, mnist_test):

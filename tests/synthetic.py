@@ -61,9 +61,9 @@ def phone_photo(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     paper = _paper(rng, width, height)
     noise = rng.uniform(1.5, 5)
     pixels = np.empty((height, width, 3), dtype=np.uint8)
-    # A stripe of rows at a time: the float arrays stay in cache, which makes a 12-megapixel photo
-    # several times faster than whole-image arrays did. The random stream is drawn in the same
-    # order (the noise row by row), so the photos are the same, byte for byte.
+    # A stripe of rows at a time: the float arrays stay in cache (measured: a mixed set of photos
+    # 1.9x faster than whole-image arrays, 12-megapixel ones 1.45x). The random stream is drawn in
+    # the same order (the noise row by row), so the photos are the same, byte for byte.
     for top in range(0, height, STRIPE_ROWS):
         rows = slice(top, top + STRIPE_ROWS)
         image = paper(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from registry.register import register_version
 from registry.store import RegistryError, client, describe_store_failure, tracking_uri
+from train import interrupt
 from train.config import TrainConfig, parse_config
 from train.data import prepare, resolve_data_dir
 from train.errors import TrainingError
@@ -58,10 +60,14 @@ def run(config: TrainConfig, project_dir: Path) -> None:
         tracker.finish(report, data.test.images.numpy(), data.test.labels.numpy())
         from serve.model.export import log_model  # imports mlflow.pyfunc machinery: only when needed
 
+        # A stop is honoured up to the last moments it leaves nothing behind: before the model is
+        # logged, and before it is registered.
+        interrupt.check()
         with tracker.timed():
             info = log_model(model.cpu(), example_digit=data.test.images[0].numpy())
         version = None
         if config.register:
+            interrupt.check()
             with tracker.timed():
                 version = register_version(
                     client(uri),
@@ -100,16 +106,19 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     torch.set_float32_matmul_precision("high")
     try:
-        run(config, Path(__file__).resolve().parent.parent)
+        with interrupt.stop_requests():
+            run(config, Path(__file__).resolve().parent.parent)
     except (TrainingError, RegistryError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(1) from None
     except MlflowException as exc:
         sys.stderr.write(f"{PROG}: error: {describe_store_failure(tracking_uri(), exc)}\n")
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted; the run is marked failed and nothing was registered\n")
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, interrupt.Stopped) else signal.SIGINT
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        sys.stderr.write(f"{PROG}: {how}; the run is marked failed and nothing was registered\n")
+        raise SystemExit(128 + signum) from None
 
 
 if __name__ == "__main__":

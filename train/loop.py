@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from train import interrupt
 from train.data import MnistData, Split
 from train.network import DigitNet, build_network
 from train.progress import batch_progress
@@ -62,6 +63,7 @@ def predict_logits(model: DigitNet, images: torch.Tensor, device: torch.device) 
     model.eval()
     outputs = []
     for start in range(0, len(images), EVAL_BATCH_SIZE):
+        interrupt.check()
         batch = normalize(to_unit_range(images[start : start + EVAL_BATCH_SIZE])).to(device)
         outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
     model.train(was_training)
@@ -80,6 +82,7 @@ def _train_epoch(model, optimizer, scheduler, split, hp, generator, device, prog
     order = torch.randperm(len(split), generator=generator)
     total_loss, seen = torch.zeros((), device=device), 0
     for start in range(0, len(order), hp.batch_size):
+        interrupt.check()
         idx = order[start : start + hp.batch_size]
         images = random_affine(to_unit_range(split.images[idx]), generator)
         images = normalize(images).to(device).contiguous(memory_format=torch.channels_last)

@@ -60,12 +60,16 @@ def first_cause(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet(spark) -> Iterator[None]:
-    """No JVM log lines while the warm-up runs: a failure is reported by us, in one line."""
+    """No JVM log lines while the warm-up runs: a failure is reported by us, in one line.
+
+    After a failure the JVM stays quiet until the job ends: the failed warm-up's other tasks (one
+    per slot) are still failing, or being killed, when the first failure reaches us, and Spark
+    logs each with its Python traceback. A suite run with ``local[2]`` once printed one after our
+    line, when the log level was set back here in a ``finally``.
+    """
     spark.sparkContext.setLogLevel("OFF")
-    try:
-        yield
-    finally:
-        spark.sparkContext.setLogLevel("WARN")
+    yield  # an exception from the block leaves here: the level stays OFF
+    spark.sparkContext.setLogLevel("WARN")
 
 
 def warm_up(spark, udf, model_uri: str) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from serve.gateway.auth import new_key_entry
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
@@ -48,6 +50,17 @@ class RunningGateway:
 
     def stop(self) -> int:
         return stop_process(self.process)
+
+
+def samples(metrics: str, name: str, **labels: str) -> list[Sample]:
+    """The samples called ``name`` (``x_sum``, ``x_bucket``...) in a ``/metrics`` text whose labels
+    include ``labels``, read with prometheus-client's own parser."""
+    return [
+        sample
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
 
 
 def two_version_store(trained_store, directory: Path) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from registry.history import read as read_history
-from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway
+from tests.e2e.gateway_helpers import PIXELS, model_location, samples, start_gateway
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
 FAST = ["--backend_mode", "warm", "--poll_interval", "1"]
@@ -220,8 +219,8 @@ def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champion(tra
         assert report["decision"] == "rollback" and "discordant" in report["test"]
         # The copies took the shadow's micro-batcher, as live requests to it would.
         metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=30).text
-        batched = re.search(r'^gateway_batch_rows_sum\{variant="challenger"\} (\S+)$', metrics, re.M)
-        assert batched and float(batched.group(1)) >= 150, metrics[-2000:]
+        batched = samples(metrics, "gateway_batch_rows_sum", variant="challenger")
+        assert batched and batched[0].value >= 150, metrics[-2000:]
     finally:
         assert gateway.stop() == 0
     with sqlite3.connect(log) as db:

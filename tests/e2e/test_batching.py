@@ -8,7 +8,6 @@ import asyncio
 import base64
 import collections
 import os
-import re
 import signal
 import time
 
@@ -16,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.gateway_helpers import start_gateway
+from tests.e2e.gateway_helpers import samples, start_gateway
 from tests.helpers import png_bytes
 from tests.synthetic import phone_photo
 
@@ -38,10 +37,9 @@ def histogram(gateway, name: str) -> dict[str, float]:
     """The champion's histogram ``name``: count, sum and bucket@<le> (0 before any observation)."""
     text = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers()).text
     values: dict[str, float] = collections.defaultdict(float)
-    for match in re.finditer(rf"^{name}_(bucket|count|sum)\{{(.*?)\}} (\S+)$", text, re.M):
-        kind, labels, value = match.groups()
-        le = re.search(r'le="([^"]+)"', labels)
-        values[f"{kind}{'@' + le.group(1) if le else ''}"] = float(value)
+    for kind in ("bucket", "count", "sum"):
+        for sample in samples(text, f"{name}_{kind}", variant="champion"):
+            values[f"bucket@{sample.labels['le']}" if kind == "bucket" else kind] = sample.value
     return values
 
 
@@ -126,8 +124,7 @@ def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(trained_s
 async def champion_busy(client: httpx.AsyncClient, gateway) -> bool:
     """Whether the champion's backend is answering a request now (the gateway's in-flight gauge)."""
     text = (await client.get(f"{gateway.url}/metrics", headers=gateway.headers())).text
-    match = re.search(r'^gateway_in_flight\{variant="champion"\} (\S+)$', text, re.M)
-    return bool(match) and float(match.group(1)) >= 1
+    return any(sample.value >= 1 for sample in samples(text, "gateway_in_flight", variant="champion"))
 
 
 def test_an_idle_gateway_sends_each_request_at_once(gateway, mnist_test):

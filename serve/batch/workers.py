@@ -33,17 +33,10 @@ from serve.batch import forkserver
 from serve.batch.errors import BatchError
 from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
+from serve.cores import available_cores, threads_each
 from serve.model import THREADS_ENV
 
 ORPHAN_CHECK_SECONDS = 1.0
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, where the OS tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:
@@ -111,7 +104,7 @@ class ProcessScorer:
         self.scoring = scoring
         self.chunks_in_flight = 2 * workers  # the next chunk is queued before a worker is free
         self.ready_at = float("inf")  # the first worker's; known once its first chunk is back
-        threads = max(1, available_cores() // workers)
+        threads = threads_each(workers)
         self._pool = ProcessPoolExecutor(
             workers, mp_context=forkserver.context(), initializer=_start_worker, initargs=(scoring, model_path, threads)
         )

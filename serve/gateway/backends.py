@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from serve.model import THREADS_ENV
+
 logger = logging.getLogger(__name__)
 
 MODES = ("mlflow", "fast", "warm")
@@ -205,6 +207,8 @@ class Launcher:
     mode: str = "mlflow"
     workers: int = 1
     log_dir: str | None = None
+    torch_threads: int | None = None
+    """Torch threads in each backend process (``THREADS_ENV``) unless the environment chooses."""
     pool: WarmPool | None = None
 
     def command(self, version: str, port: int) -> list[str]:
@@ -231,6 +235,9 @@ class Launcher:
         env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
         env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # A caller's own choice, ours or OpenMP's standard variable, wins over the share of cores.
+        if self.torch_threads and not (env.get(THREADS_ENV) or env.get("OMP_NUM_THREADS")):
+            env[THREADS_ENV] = str(self.torch_threads)
         return env
 
     def _log_path(self, version: str, port: int) -> str | None:

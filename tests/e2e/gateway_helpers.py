@@ -87,7 +87,11 @@ def write_keys(directory: Path) -> tuple[Path, str, str]:
     return path, predict, admin
 
 
-def start_gateway(uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True) -> RunningGateway:
+def start_gateway(
+    uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True, unset: tuple[str, ...] = ()
+) -> RunningGateway:
+    """A gateway process on a free port, ready; ``unset`` names variables of the suite's environment
+    it does not inherit."""
     keys, predict, admin = write_keys(directory)
     port = free_port()
     log = directory / f"gateway-{port}.log"
@@ -104,7 +108,7 @@ def start_gateway(uri: str, directory: Path, *extra: str, scheme: str = "http", 
             str(directory / "backends"),
             *extra,
         ],
-        subprocess_env(uri),
+        {name: value for name, value in subprocess_env(uri).items() if name not in unset},
         log,
         cwd=directory,  # where its relative defaults (the inference log) land, not the checkout
     )

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -17,6 +18,8 @@ import pytest
 from mlflow import MlflowClient
 
 from registry.history import read as read_history
+from serve.cores import threads_each
+from serve.model import THREADS_ENV
 from tests.e2e.gateway_helpers import PIXELS, model_location, samples, start_gateway
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
@@ -93,8 +96,14 @@ def abtest(gateway, log, *args: str) -> dict:
 def test_a_worse_challenger_is_found_out_and_rolled_back_through_the_registry(trained_store, weak_model, tmp_path):
     uri = store_with(trained_store, tmp_path, "tiny", weak_model)
     log = tmp_path / "inference.db"
-    gateway = start_gateway(uri, tmp_path, "--split", "champion=50,challenger=50", "--inference_log", str(log), *FAST)
+    args = ("--split", "champion=50,challenger=50", "--inference_log", str(log), *FAST)
+    # Without OpenMP's variable (the suite sets it for its workers) the gateway picks the threads.
+    gateway = start_gateway(uri, tmp_path, *args, unset=("OMP_NUM_THREADS",))
     try:
+        if sys.platform == "linux":  # each backend's environment, as it was started, from /proc
+            for variant in gateway.variants().values():
+                environ = Path(f"/proc/{variant['pid']}/environ").read_bytes().split(b"\0")
+                assert f"{THREADS_ENV}={threads_each(2)}".encode() in environ, variant
         summary = replay(gateway, 400)
         assert summary["failed"] == {} and summary["feedback_recorded"] == 400  # feedback joins every answer
         first = abtest(gateway, log)["report"]

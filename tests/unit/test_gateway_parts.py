@@ -1,12 +1,15 @@
-"""Gateway parts that need no server: keys, settings, error bodies."""
+"""Gateway parts that need no server: keys, settings, error bodies, backends' environment."""
 
 from __future__ import annotations
 
 import pytest
 
+from serve.cores import threads_each
 from serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key_entry, presented_key
+from serve.gateway.backends import Launcher
 from serve.gateway.proxy import scrub_error_body
 from serve.gateway.settings import GatewaySettings
+from serve.model import THREADS_ENV
 
 
 def test_a_new_key_is_stored_only_as_its_hash_and_identifies_its_owner(tmp_path):
@@ -63,3 +66,29 @@ def test_keys_are_required_unless_no_auth():
 def test_stack_traces_are_scrubbed_from_error_bodies():
     assert scrub_error_body(b'{"message": "bad", "stack_trace": "Traceback..."}') == b'{"message": "bad"}'
     assert scrub_error_body(b"plain text") == b"plain text"
+
+
+@pytest.mark.parametrize(
+    "settings, processes",
+    [
+        (GatewaySettings(), 1),
+        (GatewaySettings(backend_workers=2), 2),
+        (GatewaySettings(split={"champion": 90, "challenger": 10}), 2),
+        (GatewaySettings(split={"champion": 100}, shadow="challenger", backend_workers=3), 6),
+        (GatewaySettings(split={"champion": 50, "challenger": 50}, backend_urls={"challenger": "http://x"}), 1),
+    ],
+)
+def test_the_gateway_counts_the_backend_processes_it_starts(settings, processes):
+    assert settings.backend_processes() == processes
+
+
+def test_backends_get_their_share_of_the_cores_unless_the_caller_chose(monkeypatch):
+    launcher = Launcher("mnist-cnn", "sqlite:///x.db", torch_threads=threads_each(2))
+    for chosen in (THREADS_ENV, "OMP_NUM_THREADS"):
+        monkeypatch.delenv(chosen, raising=False)
+    assert launcher.environment()[THREADS_ENV] == str(threads_each(2))
+    assert THREADS_ENV not in Launcher("mnist-cnn", "sqlite:///x.db").environment()  # torch's default
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert THREADS_ENV not in launcher.environment()  # OpenMP's own variable decides
+    monkeypatch.setenv(THREADS_ENV, "4")
+    assert launcher.environment()[THREADS_ENV] == "4"

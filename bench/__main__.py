@@ -20,14 +20,19 @@ OPTIMISED_ARGS = ["--backend_mode", "fast", "--batch_max_size", "64"]
 # The same with two backend workers: the measurement behind the --backend_workers default.
 TWO_WORKERS = f"{OPTIMISED}, 2 workers"
 TWO_WORKERS_ARGS = [*OPTIMISED_ARGS, "--backend_workers", "2"]
+# The same serving an A/B split: two backends (two versions of one model) share the cores.
+AB_SPLIT = f"{OPTIMISED}, A/B 50/50"
+AB_SPLIT_ARGS = [*OPTIMISED_ARGS, "--split", "champion=50,challenger=50"]
+# Each of them as a ratio to the optimised configuration itself, named so.
+AGAINST_OPTIMISED = {TWO_WORKERS: "backend workers 2 / 1", AB_SPLIT: "A/B 50/50 / champion only"}
 
 
 def extra_gateways(mode: Mode) -> dict[str, list[str]]:
     """The gateway configurations measured after the plain proxy. The quick mode (the suite's smoke
-    run) leaves out the two-worker one: the same code as the optimised one, another flag."""
+    run) leaves out the two-worker and A/B ones: the same code as the optimised one, other flags."""
     if mode.quick:
         return {OPTIMISED: OPTIMISED_ARGS}
-    return {OPTIMISED: OPTIMISED_ARGS, TWO_WORKERS: TWO_WORKERS_ARGS}
+    return {OPTIMISED: OPTIMISED_ARGS, TWO_WORKERS: TWO_WORKERS_ARGS, AB_SPLIT: AB_SPLIT_ARGS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None
-    derived = report.ratios(figures, OPTIMISED, TWO_WORKERS)
+    derived = report.ratios(figures, OPTIMISED, AGAINST_OPTIMISED)
     print(report.table(figures + derived))
     path = report.write(args.out, machine.describe(), name, figures, derived, command)
     print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)

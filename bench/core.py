@@ -106,7 +106,9 @@ def full_network():
 
 @dataclass
 class ModelUnderTest:
-    """The full default model, logged and registered in a store of the benchmark's own."""
+    """The full default model, logged and registered in a store of the benchmark's own: version 1
+    is the champion, version 2 (the same model again) the challenger, for an A/B split whose two
+    backends answer alike."""
 
     directory: Path
     tracking_uri: str
@@ -134,6 +136,8 @@ def prepare_model() -> ModelUnderTest:
     client.create_registered_model("mnist-cnn")
     client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id)
     client.set_registered_model_alias("mnist-cnn", "champion", "1")
+    client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id)
+    client.set_registered_model_alias("mnist-cnn", "challenger", "2")
     local = directory / "model"
     save_model(network, example, local)
     return ModelUnderTest(directory, uri, "models:/mnist-cnn/1", local)

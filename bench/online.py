@@ -141,7 +141,7 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
                 "gateway + its mlflow models serve backend, peak RSS",
                 plain.peak_rss_mib(),
                 "MiB",
-                {"note": "sum of VmHWM over the gateway's process group"},
+                {"note": "sum of VmHWM over the gateway and the processes it started"},
             )
         )
     for target, arguments in (extra_gateways or {}).items():

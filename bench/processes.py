@@ -1,5 +1,5 @@
 """Servers for the benchmarks: started like a user starts them, on free loopback ports; their
-memory is read from /proc (peak resident set of the whole process group)."""
+memory is read from /proc (peak resident set of a process and all its descendants)."""
 
 from __future__ import annotations
 
@@ -33,21 +33,28 @@ def environment(tracking_uri: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def group_pids(pgid: int) -> list[int]:
-    pids = []
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every process descended from it. Not its process group: a gateway starts its
+    backends in sessions of their own, so that it can stop each one with its children."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-                    pids.append(int(entry.name))
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo += children.get(pid, [])
     return pids
 
 
-def peak_rss_mib(pgid: int) -> float:
-    """Sum over the process group of each process's peak resident set (VmHWM), in MiB."""
+def peak_rss_mib(root: int) -> float:
+    """Sum over ``root`` and its descendants of each process's peak resident set (VmHWM), in MiB."""
     total = 0
-    for pid in group_pids(pgid):
+    for pid in tree_pids(root):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):

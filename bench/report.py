@@ -17,8 +17,10 @@ def _find(figures: list[Figure], section: str, name: str, unit: str | None = Non
 
 
 def ratios(
-    figures: list[Figure], optimised_target: str | None = None, two_workers_target: str | None = None
+    figures: list[Figure], optimised_target: str | None = None, variants: dict[str, str] | None = None
 ) -> list[Figure]:
+    """Every derived figure. ``variants`` maps a configuration of the optimised gateway (its target
+    name) to the name of its ratio against the optimised gateway itself."""
     network = [f for f in figures if f.section == "network"]
     best = max(network, key=lambda f: f.value) if network else None
     batch1 = _find(figures, "network", "bare network, batch 1")
@@ -78,12 +80,12 @@ def ratios(
         )
         out.append(_find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
         out.append(_find(figures, "online", f"{optimised_target}: {paired}"))
-    if optimised_target and two_workers_target:
+    for variant, name in (variants or {}).items():
         for load in (single32, f"{batch64} (images)"):
             out.append(
                 ratio(
-                    f"backend workers 2 / 1, {load}",
-                    _find(figures, "online", f"{two_workers_target}: {load}"),
+                    f"{name}, {load}",
+                    _find(figures, "online", f"{variant}: {load}"),
                     _find(figures, "online", f"{optimised_target}: {load}"),
                 )
             )

@@ -45,10 +45,11 @@ def resolve(model_uri: str) -> ScoringModel:
     )
 
 
-def load(model: ScoringModel, local_copy: str | None = None):
-    """The pyfunc of ``model`` (from ``local_copy`` when given); a failure names ``model.uri``."""
+def load(model: ScoringModel, local_copy: str | None = None, check_environment: bool = True):
+    """The pyfunc of ``model`` (from ``local_copy`` when given); a failure names ``model.uri``.
+    ``check_environment``: as ``serve.model_loading.load_pyfunc``."""
     try:
-        return load_pyfunc(local_copy or model.uri)
+        return load_pyfunc(local_copy or model.uri, check_environment)
     except Exception as exc:  # missing artifacts, bad URI, incompatible model: all fatal for the job
         detail = " ".join(str(exc).split())[:200]
         raise BatchError(f"cannot load the model {model.uri}: {detail}") from None

@@ -35,6 +35,7 @@ from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
 from serve.cores import available_cores, threads_each
 from serve.model import THREADS_ENV
+from serve.model_loading import warn_about_environment
 
 ORPHAN_CHECK_SECONDS = 1.0
 
@@ -76,7 +77,7 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(scoring: ScoringModel, model_path: str, torch_threads: int) -> None:
+def _start_worker(scoring: ScoringModel, model_path: str, torch_threads: int, check_environment: bool) -> None:
     """Worker initialiser: load the model once; remember why not, rather than dying unexplained."""
     global _worker_model, _worker_error, _worker_ready_at
     # Ctrl-C reaches the whole process group: the parent stops the job, workers must not print
@@ -85,7 +86,7 @@ def _start_worker(scoring: ScoringModel, model_path: str, torch_threads: int) ->
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     os.environ[THREADS_ENV] = str(torch_threads)
     try:
-        _worker_model = load(scoring, model_path)
+        _worker_model = load(scoring, model_path, check_environment)
     except BatchError as exc:
         _worker_error = str(exc)
     _worker_ready_at = time.time()
@@ -105,8 +106,15 @@ class ProcessScorer:
         self.chunks_in_flight = 2 * workers  # the next chunk is queued before a worker is free
         self.ready_at = float("inf")  # the first worker's; known once its first chunk is back
         threads = threads_each(workers)
+        # MLflow's warnings about the model's environment, given here once rather than by every
+        # worker: each worker's check cost it half a second of start-up, and the job's output as
+        # many copies of a warning as it has workers. (Workers are forked on the first submit.)
+        checked = warn_about_environment(model_path)
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=forkserver.context(), initializer=_start_worker, initargs=(scoring, model_path, threads)
+            workers,
+            mp_context=forkserver.context(),
+            initializer=_start_worker,
+            initargs=(scoring, model_path, threads, not checked),
         )
 
     def submit(self, chunk: pd.DataFrame) -> Future[pa.Table]:

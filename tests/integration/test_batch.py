@@ -4,6 +4,7 @@ IDX, the MLproject entry point, bad input, and the watch mode with a restart in 
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import subprocess
 import sys
@@ -266,6 +267,33 @@ def test_every_engine_scores_with_the_models_shipped_code_not_this_checkouts(
     scored = pd.read_parquet(output).dropna(subset=["label"])
     assert len(scored) == GOOD
     assert set(scored["confidence"]) == {0.25}
+
+
+@pytest.fixture(scope="module")
+def model_from_another_environment(store_uri, tmp_path_factory) -> Path:
+    """The registered model as if logged where torch 1.0.0 and Python 3.9.1 ran."""
+    path = registered_model_copy(store_uri, tmp_path_factory.mktemp("other-environment"))
+    requirements = path / "requirements.txt"
+    pinned = [line for line in requirements.read_text().splitlines() if not line.startswith("torch==")]
+    requirements.write_text("\n".join([*pinned, "torch==1.0.0"]) + "\n")
+    mlmodel = path / "MLmodel"
+    mlmodel.write_text(re.sub(r"python_version: \S+", "python_version: 3.9.1", mlmodel.read_text()))
+    return path
+
+
+@pytest.mark.parametrize("engine", engines("local[1]")[:2], ids=ENGINE_IDS[:2])
+def test_a_job_warns_once_about_the_models_environment_and_scores(
+    store_uri, photo_folder, model_from_another_environment, tmp_path, engine
+):
+    output = tmp_path / "scores.parquet"
+    args = ["--model", str(model_from_another_environment), "--input", str(photo_folder), "--output", str(output)]
+    # Chunks of 4 rows: both workers start, and each loads the model.
+    result = batch(store_uri, *args, "--chunk_rows", "4", *engine)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("mismatches between the model's dependencies") == 1, result.stderr[-3000:]
+    assert "torch (current: " in result.stderr and "required: torch==1.0.0" in result.stderr
+    assert result.stderr.count("`Python 3.9.1`, differs from the version of Python") == 1, result.stderr[-3000:]
+    assert pd.read_parquet(output)["error"].isna().sum() == GOOD
 
 
 def test_a_job_stopped_by_sigterm_leaves_no_output_and_no_worker_behind(store_uri, digits, tmp_path):

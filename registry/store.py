@@ -1,13 +1,17 @@
 """Where tracking and registry data live: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
 
 The URI is always resolved here and passed explicitly, never left to MLflow's own default.
+Import-light (MLflow is imported by ``client``): command lines resolve the URI before they parse
+their options, and ``--help`` should not wait a second for MLflow.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -25,6 +29,8 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 
 def client(uri: str | None = None) -> MlflowClient:
+    from mlflow import MlflowClient
+
     uri = tracking_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -11,9 +11,9 @@ import argparse
 from dataclasses import asdict, dataclass
 
 from registry.cliargs import OneLineArgumentParser, boolean, non_negative_float, positive_float, whole_number
-from train.data import DATA_DIR_ENV
 
 DEFAULT_MODEL_NAME = "mnist-cnn"
+DATA_DIR_ENV = "MNIST_DATA_DIR"  # where the MNIST root is when --data_dir is empty
 
 
 @dataclass(frozen=True)

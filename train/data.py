@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
+from train.config import DATA_DIR_ENV
 from train.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
 
 RAW_FILES = (

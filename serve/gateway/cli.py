@@ -205,11 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     except (SplitError, ValueError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(2) from None
-    setup_logging()
+    # Before setup_logging: importing MLflow (the app does) sets its own loggers' level, which ours overrides.
     import uvicorn
 
     from serve.gateway.app import create_app
 
+    setup_logging()
     try:
         app = create_app(settings)
     except KeyFileError as exc:

@@ -1,0 +1,43 @@
+"""Command lines answer ``--help`` and a bad option before they import torch or MLflow.
+
+Those imports take seconds; a person asking for help, or a typo in a script, should not wait for
+them. Each case runs in a fresh interpreter and lists the heavy modules loaded by the time the
+command line has answered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import PROJECT_ROOT
+
+HEAVY = ("torch", "mlflow", "pandas", "pyspark")
+CASES = {
+    "mnist-train --help": ("train.cli", ["--help"], 0),
+    "mnist-train bad option": ("train.cli", ["--epochs", "x"], 2),
+    "mnist-gateway --help": ("serve.gateway.cli", ["--help"], 0),
+    "mnist-gateway bad option": ("serve.gateway.cli", ["--port", "x"], 2),
+    "mnist-batch --help": ("serve.batch.cli", ["--help"], 0),
+}
+
+
+@pytest.mark.parametrize(("module", "argv", "code"), CASES.values(), ids=CASES.keys())
+def test_the_command_line_answers_before_importing_the_heavy_libraries(module, argv, code):
+    script = (
+        "import importlib, json, sys\n"
+        f"main = importlib.import_module({module!r}).main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code or 0\n"
+        f"print(json.dumps([status, [m for m in {HEAVY!r} if m in sys.modules]]), file=sys.stderr)\n"
+    )
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    status, loaded = json.loads(result.stderr.strip().splitlines()[-1])
+    assert status == code, result.stderr[-2000:]
+    assert loaded == [], f"{module} {argv} imported {loaded} before answering"

@@ -1,0 +1,86 @@
+"""One training session: check the store and the data, train, track, log the model, register it.
+
+Order matters for "nothing half-done": the tracking store and the data are checked before a run
+starts, and registration happens only after the run has logged everything, so a failed or
+interrupted run registers nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+
+from registry.register import register_version
+from registry.store import client, describe_store_failure, tracking_uri
+from train import interrupt
+from train.config import TrainConfig
+from train.data import prepare, resolve_data_dir
+from train.errors import TrainingError
+from train.evaluation import test_report
+from train.loop import Hyperparameters, pick_device, train
+from train.tracking import RunLogger
+
+logger = logging.getLogger("mnist-train")
+
+
+def _check_store(uri: str) -> None:
+    """Fail early, with one line, when the tracking store cannot be opened or written."""
+    try:
+        mlflow.set_tracking_uri(uri)
+        client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # SQLAlchemy, OS and HTTP errors all mean "store unusable"
+        raise TrainingError(describe_store_failure(uri, exc)) from None
+
+
+def run(config: TrainConfig, project_dir: Path) -> None:
+    started = time.perf_counter()
+    uri = tracking_uri()
+    _check_store(uri)
+    data = prepare(resolve_data_dir(config.data_dir), config.val_samples, config.seed, config.max_train_samples)
+    device = pick_device()
+    hp = Hyperparameters(config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed)
+    tracker = RunLogger()
+    with mlflow.start_run() as active:
+        run_id = active.info.run_id
+        logger.info("run %s: %d training, %d validation images on %s", run_id, len(data.train), len(data.val), device)
+        tracker.start(config, data, str(device), project_dir)
+        model = train(data, hp, on_epoch=tracker.epoch, device=device)
+        report = test_report(model, data.test, device)
+        logger.info("test accuracy %.4f", report.accuracy)
+        tracker.finish(report, data.test.images.numpy(), data.test.labels.numpy())
+        from serve.model.export import log_model  # imports mlflow.pyfunc machinery: only when needed
+
+        # A stop is honoured up to the last moments it leaves nothing behind: before the model is
+        # logged, and before it is registered.
+        interrupt.check()
+        with tracker.timed():
+            info = log_model(model.cpu(), example_digit=data.test.images[0].numpy())
+        version = None
+        if config.register:
+            interrupt.check()
+            with tracker.timed():
+                version = register_version(
+                    client(uri),
+                    config.model_name,
+                    info.model_uri,
+                    run_id,
+                    report.accuracy,
+                    data.fingerprint,
+                    model_id=info.model_id,
+                )
+        tracker.log_overhead(time.perf_counter() - started)
+    _print_next_steps(uri, run_id, active.info.experiment_id, config, version)
+
+
+def _print_next_steps(uri: str, run_id: str, experiment_id: str, config: TrainConfig, version) -> None:
+    lines = [f"run {run_id} finished (experiment {experiment_id}, tracking store {uri})"]
+    if version is not None:
+        aliases = ", ".join(version.aliases) or "no alias"
+        lines.append(f"registered {config.model_name} version {version.version} ({aliases})")
+        uri_of_model = f"models:/{config.model_name}@challenger"
+        lines.append(f"serve it:   mlflow models serve -m {uri_of_model} -p 5001 --env-manager local")
+    lines.append(f"look at it: mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000")
+    print("\n".join(lines))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU
 from registry.evaluate import Comparison, VersionScore, wilson_interval
 from registry.sequential import SequentialResult, paired_log_lambda, run_sequence, unpaired_log_lambda
 from registry.store import RegistryError
@@ -25,9 +26,9 @@ PROMOTE, ROLLBACK, KEEP = "promote", "rollback", "keep testing"
 
 @dataclass(frozen=True)
 class Policy:
-    alpha: float = 0.05  # the test's error rate, valid under continuous monitoring
-    tau: float = 0.05  # the accuracy difference the unpaired test is tuned to (5 points)
-    min_feedback: int = 30  # per arm (or discordant pairs in shadow mode) before any decision
+    alpha: float = AB_ALPHA  # the test's error rate, valid under continuous monitoring
+    tau: float = AB_TAU  # the accuracy difference the unpaired test is tuned to (5 points)
+    min_feedback: int = AB_MIN_FEEDBACK  # per arm (or discordant pairs in shadow mode) before any decision
     max_error_rate_increase: float = 0.05  # guardrail: challenger error rate minus champion's
     max_p99_ratio: float = 3.0  # guardrail: challenger p99 latency over champion's
     min_requests: int = 50  # per arm before a guardrail may fire

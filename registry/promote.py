@@ -17,13 +17,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from registry import history
 from registry.actor import current_actor
+from registry.defaults import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE
 from registry.evaluate import Comparison
 from registry.lock import registry_lock, still_held
 from registry.store import RegistryError
 from registry.versions import CHALLENGER, CHAMPION, aliases, mirror_stages, resolve
-
-DEFAULT_TOLERANCE = 0.002  # the candidate may trail the champion by at most 0.2 points
-DEFAULT_MIN_ACCURACY = 0.97
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from registry.defaults import CHALLENGER, CHAMPION
 from registry.store import RegistryError
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 STAGE_FOR_ALIAS = {CHAMPION: "Production", CHALLENGER: "Staging"}
 ARCHIVED, NO_STAGE = "Archived", "None"
 

@@ -22,6 +22,9 @@ CASES = {
     "mnist-gateway --help": ("serve.gateway.cli", ["--help"], 0),
     "mnist-gateway bad option": ("serve.gateway.cli", ["--port", "x"], 2),
     "mnist-batch --help": ("serve.batch.cli", ["--help"], 0),
+    "mnist-registry --help": ("registry.cli", ["--help"], 0),
+    "mnist-registry promote --help": ("registry.cli", ["promote", "--help"], 0),
+    "mnist-registry bad option": ("registry.cli", ["promote", "3", "--tolerance", "x"], 2),
 }
 
 

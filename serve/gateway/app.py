@@ -26,7 +26,6 @@ from starlette.requests import ClientDisconnect
 
 from registry.abtest import Policy
 from registry.promote import Gate
-from serve.cores import threads_each
 from serve.gateway.auth import KeyRing, load_keys
 from serve.gateway.autopilot import Autopilot
 from serve.gateway.backends import Launcher
@@ -87,11 +86,6 @@ class Gateway:
             settings.backend_mode,
             settings.backend_workers,
             str(settings.log_dir) if settings.log_dir else None,
-            # Each backend process gets its share of the cores for torch, not torch's default of a
-            # thread per core in each: on two cores, at concurrency 32, an A/B split's two backends
-            # answered a median 1.09x the single-image requests with one thread each (8 of 8
-            # interleaved pairs above 1x, p99 0.88x), one backend's two workers 1.10x (6 of 8).
-            torch_threads=threads_each(settings.backend_processes()),
         )
         self.pool = VariantPool(launcher, self.metrics, self.client, start_timeout=settings.start_timeout)
         self.pool.configure(settings.served_split(), settings.backend_urls)

@@ -61,12 +61,6 @@ class GatewaySettings:
             split.setdefault(self.shadow, 0.0)
         return split
 
-    def backend_processes(self) -> int:
-        """Scoring processes this gateway starts: a backend for each alias not served from a URL,
-        each with its workers. (A rollout's new backend overlaps the old one only while it starts.)"""
-        started_here = [alias for alias in self.served_split() if alias not in self.backend_urls]
-        return len(started_here) * self.backend_workers
-
     def check(self) -> None:
         """Refuse settings that would be unsafe or cannot work; raises ValueError with one line."""
         if self.no_auth and not is_loopback(self.host):

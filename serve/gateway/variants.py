@@ -105,7 +105,8 @@ class VariantPool:
 
     # --- changes -----------------------------------------------------------------------------
     def configure(self, weights: dict[str, float], external: dict[str, str] | None = None) -> None:
-        """Set the split; new aliases get variants (their backends start on the next sync)."""
+        """Set the split; new aliases get variants (their backends start on the next sync), and
+        the backends started from now on the share of the cores of the new number of backends."""
         weights = validate_split(weights)
         for alias, weight in weights.items():
             variant = self.variants.get(alias)
@@ -117,6 +118,12 @@ class VariantPool:
             variant = self.variants.pop(alias)
             if variant.backend is not None:
                 self.spawn(self._retire(variant.backend))
+        self.launcher.share_cores(self.backends_started_here())
+
+    def backends_started_here(self) -> int:
+        """Backends this gateway runs itself: one per alias not served from a URL. (A rollout's
+        new backend overlaps the old one only while it starts.)"""
+        return sum(1 for variant in self.variants.values() if not variant.external_url)
 
     async def sync(self, resolved: dict[str, str]) -> None:
         """Bring every variant in line with the registry (``alias -> version``), concurrently."""

@@ -9,6 +9,7 @@ from serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key
 from serve.gateway.backends import Launcher
 from serve.gateway.proxy import scrub_error_body
 from serve.gateway.settings import GatewaySettings
+from serve.gateway.variants import VariantPool
 from serve.model import THREADS_ENV
 
 
@@ -68,6 +69,15 @@ def test_stack_traces_are_scrubbed_from_error_bodies():
     assert scrub_error_body(b"plain text") == b"plain text"
 
 
+def pool_for(settings: GatewaySettings) -> VariantPool:
+    """The gateway's variant pool for ``settings``, configured as the gateway configures it at
+    start-up; no backend is started (that happens on the first sync)."""
+    launcher = Launcher("mnist-cnn", "sqlite:///x.db", workers=settings.backend_workers)
+    pool = VariantPool(launcher, metrics=None, client=None)
+    pool.configure(settings.served_split(), settings.backend_urls)
+    return pool
+
+
 @pytest.mark.parametrize(
     "settings, processes",
     [
@@ -78,17 +88,29 @@ def test_stack_traces_are_scrubbed_from_error_bodies():
         (GatewaySettings(split={"champion": 50, "challenger": 50}, backend_urls={"challenger": "http://x"}), 1),
     ],
 )
-def test_the_gateway_counts_the_backend_processes_it_starts(settings, processes):
-    assert settings.backend_processes() == processes
+def test_backends_share_the_cores_among_the_processes_the_gateway_starts(settings, processes):
+    assert pool_for(settings).launcher.torch_threads == threads_each(processes)
+
+
+def test_a_split_change_gives_the_backends_started_after_it_the_new_share():
+    pool = pool_for(GatewaySettings(split={"champion": 100}))
+    assert pool.launcher.torch_threads == threads_each(1)
+    pool.configure({"champion": 50, "challenger": 50})  # PUT /admin/split: a second backend will start
+    assert pool.backends_started_here() == 2 and pool.launcher.torch_threads == threads_each(2)
+    pool.configure({"champion": 100})  # the challenger's backend is retired: a rollout gets it all again
+    assert pool.launcher.torch_threads == threads_each(1)
 
 
 def test_backends_get_their_share_of_the_cores_unless_the_caller_chose(monkeypatch):
-    launcher = Launcher("mnist-cnn", "sqlite:///x.db", torch_threads=threads_each(2))
+    launcher = Launcher("mnist-cnn", "sqlite:///x.db")
+    launcher.share_cores(2)
     for chosen in (THREADS_ENV, "OMP_NUM_THREADS"):
         monkeypatch.delenv(chosen, raising=False)
     assert launcher.environment()[THREADS_ENV] == str(threads_each(2))
+    assert launcher.thread_share() == {THREADS_ENV: str(threads_each(2))}  # what a warm-pool fork is given
     assert THREADS_ENV not in Launcher("mnist-cnn", "sqlite:///x.db").environment()  # torch's default
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert THREADS_ENV not in launcher.environment()  # OpenMP's own variable decides
+    assert launcher.thread_share() == {}
     monkeypatch.setenv(THREADS_ENV, "4")
     assert launcher.environment()[THREADS_ENV] == "4"

@@ -62,7 +62,8 @@ def warn_about_environment(local_path: str) -> bool:
     """Log the warnings ``mlflow.pyfunc.load_model`` gives about the model at ``local_path``
     (a dependency it pins that is missing or at another version here, a Python version it was not
     logged with), without loading it. False, and nothing logged, when this MLflow lacks the
-    functions that load_model calls for them: each loader must then check for itself."""
+    functions that load_model calls for them, or the model cannot be read: each loader must then
+    check for itself (and names what is wrong with the model when it fails to load it)."""
     try:
         from mlflow.models import Model
         from mlflow.pyfunc import (
@@ -74,7 +75,11 @@ def warn_about_environment(local_path: str) -> bool:
         from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
     except ImportError:
         return False
-    warn_dependency_requirement_mismatches(_get_pip_requirements_from_model_path(local_path))
-    flavor = Model.load(local_path).flavors.get(FLAVOR_NAME) or {}
+    try:
+        flavor = Model.load(local_path).flavors.get(FLAVOR_NAME) or {}
+        requirements = _get_pip_requirements_from_model_path(local_path)
+    except Exception:  # no MLmodel, an unreadable requirements file: the loader's error will say
+        return False
+    warn_dependency_requirement_mismatches(requirements)
     _warn_potentially_incompatible_py_version_if_necessary(model_py_version=flavor.get(PY_VERSION))
     return True

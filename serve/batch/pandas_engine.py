@@ -20,9 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serve.batch.errors import BatchError
 from serve.batch.options import DEFAULT_CHUNK_ROWS
-from serve.batch.scoring_model import ScoringModel
+from serve.batch.scoring_model import ScoringModel, cannot_load
 from serve.batch.sources import open_source
 from serve.batch.summary import Summary
 from serve.batch.workers import InProcessScorer, ProcessScorer, default_workers
@@ -41,8 +40,7 @@ def _local_copy(scoring: ScoringModel, folder: Path) -> str:
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=scoring.uri, dst_path=str(folder))
     except Exception as exc:  # unreachable store, missing artifacts: fatal for the job
-        detail = " ".join(str(exc).split())[:200]
-        raise BatchError(f"cannot load the model {scoring.uri}: {detail}") from None
+        raise cannot_load(scoring.uri, exc) from None
 
 
 def run(

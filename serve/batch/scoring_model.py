@@ -51,5 +51,10 @@ def load(model: ScoringModel, local_copy: str | None = None, check_environment: 
     try:
         return load_pyfunc(local_copy or model.uri, check_environment)
     except Exception as exc:  # missing artifacts, bad URI, incompatible model: all fatal for the job
-        detail = " ".join(str(exc).split())[:200]
-        raise BatchError(f"cannot load the model {model.uri}: {detail}") from None
+        raise cannot_load(model.uri, exc) from None
+
+
+def cannot_load(model_uri: str, exc: BaseException) -> BatchError:
+    """The job's one line for a model that cannot be fetched or loaded, ``exc`` on one line."""
+    detail = " ".join(str(exc).split())[:200]
+    return BatchError(f"cannot load the model {model_uri}: {detail}")

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 
 from serve.batch.errors import BatchError
-from serve.batch.scoring_model import ScoringModel
+from serve.batch.scoring_model import ScoringModel, cannot_load
 from serve.batch.sources import (
     IMAGE_SUFFIXES,
     MAX_ID_CHARS,
@@ -294,15 +294,18 @@ def run(
 
     started = time.perf_counter()
     spark = session(master)
-    udf = mlflow.pyfunc.spark_udf(
-        spark,
-        scoring.uri,
-        result_type=RESULT_TYPE,
-        env_manager=env_manager,
-        params={"on_error": "row"},
-        # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
-        extra_env={THREADS_ENV: str(torch_threads)},
-    )
+    try:
+        udf = mlflow.pyfunc.spark_udf(
+            spark,
+            scoring.uri,
+            result_type=RESULT_TYPE,
+            env_manager=env_manager,
+            params={"on_error": "row"},
+            # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
+            extra_env={THREADS_ENV: str(torch_threads)},
+        )
+    except Exception as exc:  # read on the driver: no MLmodel, no pyfunc flavour, an unknown environment
+        raise cannot_load(scoring.uri, exc) from None
     warm_up(spark, udf, scoring.uri)
     summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
     frame, files = read_input(spark, input_path)

@@ -215,17 +215,27 @@ def model_without_weights(store_uri, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def model_without_mlmodel(store_uri, tmp_path_factory) -> Path:
+    """The registered model with its ``MLmodel`` file gone: not an MLflow model at all."""
+    path = registered_model_copy(store_uri, tmp_path_factory.mktemp("no-mlmodel"))
+    (path / "MLmodel").unlink()
+    return path
+
+
 @pytest.mark.parametrize("engine", engines("local[2]"), ids=ENGINE_IDS)
+@pytest.mark.parametrize(("broken", "missing"), [("weights", "weights.pt"), ("mlmodel", "MLmodel")])
 def test_a_model_that_cannot_load_stops_the_job_with_one_line(
-    store_uri, photo_folder, model_without_weights, tmp_path, engine
+    request, store_uri, photo_folder, tmp_path, engine, broken, missing
 ):
+    model = request.getfixturevalue(f"model_without_{broken}")
     output = tmp_path / "scores.parquet"
-    args = ["--model", str(model_without_weights), "--input", str(photo_folder), "--output", str(output)]
+    args = ["--model", str(model), "--input", str(photo_folder), "--output", str(output)]
     result = batch(store_uri, *args, *engine)
     assert result.returncode == 1, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("mnist-batch:")]
     assert len(lines) == 1, result.stderr[-3000:]
-    assert f"cannot load the model {model_without_weights}" in lines[0] and "weights.pt" in lines[0]
+    assert f"cannot load the model {model}" in lines[0] and missing in lines[0]
     assert "Traceback" not in result.stderr
     assert not output.exists() and not list(tmp_path.glob("*.partial"))
 

@@ -50,7 +50,16 @@ ARROW_BATCH_ROWS = 256
 # as Spark ships, 16.6-18.1 s with both.
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 DAEMON_MODULE = "serve.batch.spark_daemon"
+LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
+
+
+def _local_driver_options() -> str:
+    """The driver JVM's options on a local master: ``LOCAL_JVM_OPTIONS`` and our log set-up
+    (``LOG_CONFIG``: Spark's own at WARN, without its start-up notices), when it is installed."""
+    if LOG_CONFIG.is_file():
+        return f"{LOCAL_JVM_OPTIONS} -Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+    return LOCAL_JVM_OPTIONS
 
 
 def session(master: str):
@@ -84,7 +93,7 @@ def session(master: str):
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.python.daemon.module", DAEMON_MODULE)
-            .config("spark.driver.extraJavaOptions", LOCAL_JVM_OPTIONS)
+            .config("spark.driver.extraJavaOptions", _local_driver_options())
         )
     return builder.getOrCreate()
 

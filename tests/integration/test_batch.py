@@ -125,6 +125,9 @@ def test_spark_gives_the_same_rows_as_pandas(store_uri, photo_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"scored {GOOD}, failed {BAD}" in result.stdout
     assert_same_rows(pandas_out, spark_out)
+    # Spark's start-up notices, which a batch job's user cannot act on, are left out.
+    for notice in ("Using Spark's default log4j profile", "NativeCodeLoader", "Setting default log level"):
+        assert notice not in result.stderr, result.stderr[-3000:]
 
 
 def assert_same_rows(first: Path, second: Path) -> pd.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,7 +74,15 @@ def throughput(step: Callable[[], int], seconds: float, warmup: int = 2) -> tupl
 def mnist_test(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import MNIST
 
-    test = MNIST(os.environ.get("MNIST_DATA_DIR", "data"), train=False)
+    from train.data import raw_dir, resolve_data_dir
+
+    root = resolve_data_dir(None)
+    try:
+        test = MNIST(str(root), train=False)
+    except RuntimeError:  # torchvision's "Dataset not found"; the benchmark never downloads
+        raise BenchError(
+            f"the MNIST test set is not under {raw_dir(root)}: set MNIST_DATA_DIR to a folder holding MNIST/raw/*-ubyte"
+        ) from None
     images, labels = test.data.numpy(), test.targets.numpy()
     return (images[:limit], labels[:limit]) if limit else (images, labels)
 

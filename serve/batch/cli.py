@@ -103,6 +103,7 @@ def run(args, stop: threading.Event) -> int:
     from registry.store import tracking_uri
     from serve.batch import pandas_engine
     from serve.batch.scoring_model import resolve
+    from serve.batch.tracking import log_to_active_run
     from serve.batch.writers import check_output
 
     # After the imports: importing mlflow sets its loggers' levels again.
@@ -115,8 +116,9 @@ def run(args, stop: threading.Event) -> int:
     if args.watch:
         from serve.batch.watch import watch
 
+        scoring = resolve(args.model)
         summary = watch(
-            resolve(args.model),
+            scoring,
             Path(args.watch),
             output,
             args.format,
@@ -144,6 +146,7 @@ def run(args, stop: threading.Event) -> int:
         else:
             summary = pandas_engine.run(scoring, input_path, output, args.format, args.chunk_rows, args.workers)
     print(json.dumps(summary.to_dict()) if args.json else summary.line())
+    log_to_active_run(summary, scoring, uri)
     if summary.scored == 0 and not args.watch:
         sys.stderr.write(f"{PROG}: error: nothing could be scored ({summary.failed} inputs failed)\n")
         return 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from torchvision.datasets import MNIST
 
 from tests.helpers import (
@@ -404,7 +405,43 @@ def test_the_mlproject_entry_point_scores_a_folder(store_uri, photo_folder, tmp_
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_parquet(output)
+    assert len(rows) == GOOD + BAD
+    # The run `mlflow run` made holds what the job did: the version the alias resolved to, the
+    # counts and the throughput, beside the entry point's own parameters.
+    client = MlflowClient(tracking_uri=store_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, "tags.`mlflow.project.entryPoint` = 'batch_score'")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "models:/mnist-cnn@champion"
+    assert run.data.params["model_version"] == "1" and run.data.params["model_run_id"] == rows["run_id"][0]
+    metrics = run.data.metrics
+    assert (metrics["scored"], metrics["failed"]) == (GOOD, BAD)
+    assert metrics["images_per_second"] > 0 and metrics["seconds"] >= metrics["startup_seconds"] > 0
+
+
+def test_a_job_handed_a_run_the_store_does_not_know_warns_and_still_publishes(store_uri, photo_folder, tmp_path):
+    """``MLFLOW_RUN_ID`` left over from another store, say: the scores are written and the exit
+    status is 0; one warning names the run. A plain job (no such variable) creates no run."""
+    output = tmp_path / "scores.parquet"
+    client = MlflowClient(tracking_uri=store_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs_before = len(client.search_runs(experiments))
+    result = subprocess.run(
+        [sys.executable, "-m", "serve.batch", "--input", str(photo_folder), "--output", str(output)],
+        cwd=PROJECT_ROOT,
+        env=subprocess_env(store_uri, MLFLOW_RUN_ID="0123456789abcdef0123456789abcdef"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
     assert len(pd.read_parquet(output)) == GOOD + BAD
+    warnings = [line for line in result.stderr.splitlines() if "could not log" in line]
+    assert len(warnings) == 1 and "0123456789abcdef0123456789abcdef" in warnings[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert batch(store_uri, "--input", str(photo_folder), "--output", str(tmp_path / "plain.parquet")).returncode == 0
+    assert len(client.search_runs(experiments)) == runs_before
 
 
 @pytest.mark.parametrize(

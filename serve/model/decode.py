@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import warnings
 from collections.abc import Sequence
@@ -37,19 +38,32 @@ def _too_large(size: int) -> RowError:
 
 
 def as_bytes(value: object) -> bytes:
-    """Raw bytes from ``bytes``/``bytearray`` or a base64 string (JSON's form of binary data)."""
+    """Raw bytes from ``bytes``/``bytearray`` or a base64 string (JSON's form of binary data).
+
+    Base64 is decoded strictly, except that line breaks and other ASCII whitespace are allowed
+    anywhere: MIME-style base64 (GNU ``base64`` without ``-w0``, Python's ``encodebytes``) wraps
+    its lines, and MLflow's own binary columns accept it (``base64.decodebytes``). Any other
+    character outside the alphabet is refused, not skipped: it means the text is not what the
+    client thinks it is.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("data:") and "," in text:  # a data URL, as a browser canvas exports it
             text = text.split(",", 1)[1]
-        if len(text) > MAX_ENCODED_BYTES * 4 // 3 + 4:  # refuse before allocating the decoded copy
+        # Refuse before allocating the decoded copy; wrapped lines (76 characters and a CRLF) may
+        # make the text a little longer than its content. The decoded size is checked exactly later.
+        if len(text) > (MAX_ENCODED_BYTES * 4 // 3 + 4) * 78 // 76:
             raise _too_large(len(text) * 3 // 4)
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise RowError("not valid base64; send the encoded image file base64-encoded") from None
+            unwrapped = "".join(text.split())  # wrapped text is the rare case: only then copied
+        if len(unwrapped) != len(text):
+            with contextlib.suppress(binascii.Error, ValueError):
+                return base64.b64decode(unwrapped, validate=True)
+        raise RowError("not valid base64; send the encoded image file base64-encoded")
     raise RowError(f"expected base64 text or bytes, got {type(value).__name__}")
 
 

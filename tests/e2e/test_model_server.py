@@ -49,13 +49,26 @@ def test_the_shipped_photo_of_a_3_is_read_as_3(model_server):
 
 @pytest.mark.parametrize(
     "form",
-    ["split-image", "split-pixels", "records", "instances", "inputs", "csv-image", "csv-pixels-text"],
+    [
+        "split-image",
+        "split-image-wrapped-base64",
+        "split-pixels",
+        "records",
+        "instances",
+        "inputs",
+        "csv-image",
+        "csv-pixels-text",
+    ],
 )
 def test_every_request_form_of_mlflows_protocol_is_answered(model_server, digit, form):
     image, label = digit
     png, pixels = b64(png_bytes(image)), image.ravel().tolist()
     bodies = {
         "split-image": {"dataframe_split": {"columns": ["image"], "data": [[png]]}},
+        # MIME-style base64, in lines of 76 characters (GNU `base64` without -w0)
+        "split-image-wrapped-base64": {
+            "dataframe_split": {"columns": ["image"], "data": [[base64.encodebytes(png_bytes(image)).decode()]]}
+        },
         "split-pixels": {"dataframe_split": {"columns": ["pixels"], "data": [[pixels]]}},
         "records": {"dataframe_records": [{"image": png}]},
         "instances": {"instances": [{"pixels": pixels}]},

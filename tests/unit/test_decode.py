@@ -131,6 +131,19 @@ def test_base64_text_and_data_urls_are_accepted():
     assert as_bytes(f"data:image/png;base64,{text}") == png
 
 
+def test_base64_wrapped_in_lines_is_accepted_as_mlflows_binary_columns_accept_it():
+    """MIME-style base64 (GNU ``base64`` without ``-w0``, Python's ``encodebytes``): lines of 76
+    characters, LF or CRLF; any other character outside the alphabet is still refused."""
+    png = encode(digit_image(), "PNG")
+    wrapped = base64.encodebytes(png).decode()
+    assert "\n" in wrapped.strip()
+    assert as_bytes(wrapped) == png
+    assert as_bytes(wrapped.replace("\n", "\r\n")) == png
+    assert as_bytes(f"data:image/png;base64,{wrapped}") == png
+    with pytest.raises(RowError, match="not valid base64"):
+        as_bytes(wrapped.replace("\n", "\n*", 1))
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A tiny, valid-looking PNG whose header declares ``width`` x ``height`` pixels."""
 

@@ -22,6 +22,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from registry.abtest import Policy
@@ -30,7 +31,7 @@ from serve.gateway.auth import KeyRing, load_keys
 from serve.gateway.autopilot import Autopilot
 from serve.gateway.backends import Launcher
 from serve.gateway.batching import Batcher, BatchSettings, mergeable
-from serve.gateway.errors import BadRequest, GatewayError, Unavailable
+from serve.gateway.errors import BadRequest, GatewayError, MethodNotAllowed, Unavailable, client_error_code
 from serve.gateway.follower import follow, resolve_aliases
 from serve.gateway.inference_log import Answer, FeedbackError, InferenceLog, client_hash
 from serve.gateway.logsetup import log_access
@@ -356,6 +357,14 @@ def create_app(settings: GatewaySettings):
     async def gateway_error(request: Request, error: GatewayError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own 404 and 405 (an unknown path, a route's wrong method) in the gateway's
+        error shape rather than FastAPI's ``{"detail": ...}``."""
+        message = f"{error.detail}: {request.method} {request.url.path}"
+        body = {"error_code": client_error_code(error.status_code), "message": message}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
@@ -412,7 +421,11 @@ def create_app(settings: GatewaySettings):
         return {"split": gateway.pool.weights()}
 
     async def asgi(scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/invocations":
+        if scope["type"] == "http" and scope["path"] == "/invocations":
+            if scope["method"] != "POST":
+                error = MethodNotAllowed(f"{scope['method']} /invocations: send the request with POST")
+                await Reply(error.status, json.dumps(error.body()).encode(), JSON, {"Allow": "POST"}).send(send)
+                return
             try:
                 reply = await gateway.score(RawRequest(scope, receive))
             except Exception:  # score() answers every expected failure itself; this is the last net

@@ -36,6 +36,10 @@ class NotFound(GatewayError):
     status, code = 404, "RESOURCE_DOES_NOT_EXIST"
 
 
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "METHOD_NOT_ALLOWED"
+
+
 class PayloadTooLarge(GatewayError):
     status, code = 413, "REQUEST_LIMIT_EXCEEDED"
 
@@ -50,3 +54,15 @@ class Unavailable(GatewayError):
 
 class GatewayTimeout(GatewayError):
     status, code = 504, "DEADLINE_EXCEEDED"
+
+
+_CLIENT_ERROR_CODES = {
+    error.status: error.code
+    for error in (BadRequest, Unauthenticated, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge)
+}
+
+
+def client_error_code(status: int) -> str:
+    """The ``error_code`` for a 4xx ``status`` the gateway relays (``BAD_REQUEST`` when no code
+    of ours is more precise, as for 415)."""
+    return _CLIENT_ERROR_CODES.get(status, BadRequest.code)

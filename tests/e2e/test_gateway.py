@@ -171,6 +171,30 @@ def test_a_malformed_body_comes_back_as_the_backends_400_without_a_stack_trace(g
     assert response.headers["X-Variant"] in ("champion", "challenger")
 
 
+def test_every_refusal_is_a_json_error_even_where_the_backend_answers_in_plain_text(gateway):
+    """MLflow answers an unsupported content type with a plain-text 415; the gateway relays the
+    status with the text inside its JSON error. Its own 404 and 405 take the same shape."""
+    unsupported = httpx.post(
+        f"{gateway.url}/invocations",
+        content=b"<digit/>",
+        headers=gateway.headers(**{"Content-Type": "application/xml"}),
+        timeout=30,
+    )
+    assert unsupported.status_code == 415
+    assert unsupported.headers["content-type"] == "application/json"
+    assert unsupported.json()["error_code"] == "BAD_REQUEST"
+    assert "application/json" in unsupported.json()["message"] and "application/xml" in unsupported.json()["message"]
+    wrong_method = httpx.get(f"{gateway.url}/invocations", headers=gateway.headers(), timeout=30)
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+    assert wrong_method.json()["error_code"] == "METHOD_NOT_ALLOWED" and "POST" in wrong_method.json()["message"]
+    unknown = httpx.get(f"{gateway.url}/predict", timeout=30)
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Not Found: GET /predict"}
+    wrong_route_method = httpx.post(f"{gateway.url}/variants", headers=gateway.headers(), timeout=30)
+    assert wrong_route_method.status_code == 405 and wrong_route_method.headers["allow"] == "GET"
+    assert wrong_route_method.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
 def test_observability_endpoints(gateway):
     assert httpx.get(f"{gateway.url}/health").json() == {"status": "alive"}
     assert httpx.get(f"{gateway.url}/ready").status_code == 200

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from serve.cores import threads_each
 from serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key_entry, presented_key
 from serve.gateway.backends import Launcher
-from serve.gateway.proxy import scrub_error_body
+from serve.gateway.proxy import client_error_body
 from serve.gateway.settings import GatewaySettings
 from serve.gateway.variants import VariantPool
 from serve.model import THREADS_ENV
@@ -64,9 +66,16 @@ def test_keys_are_required_unless_no_auth():
         GatewaySettings().check()
 
 
-def test_stack_traces_are_scrubbed_from_error_bodies():
-    assert scrub_error_body(b'{"message": "bad", "stack_trace": "Traceback..."}') == b'{"message": "bad"}'
-    assert scrub_error_body(b"plain text") == b"plain text"
+def test_a_backends_client_errors_are_relayed_as_json_without_stack_traces():
+    assert client_error_body(400, b'{"message": "bad", "stack_trace": "Traceback..."}') == b'{"message": "bad"}'
+    assert client_error_body(400, b'{"error_code": "X", "message": "bad"}') == b'{"error_code": "X", "message": "bad"}'
+    # MLflow's own 415 is plain text; an HTML page or an empty body can come from anything in between
+    relayed = json.loads(client_error_body(415, b"This predictor only supports ...\n 'text/csv'."))
+    assert relayed == {"error_code": "BAD_REQUEST", "message": "This predictor only supports ... 'text/csv'."}
+    assert json.loads(client_error_body(404, b"<html>nope</html>"))["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert "HTTP 413" in json.loads(client_error_body(413, b""))["message"]
+    assert len(json.loads(client_error_body(400, b"x" * 100_000))["message"]) == 1000
+    assert json.loads(client_error_body(400, b"\xff\xfe garbage"))["message"].endswith("garbage")
 
 
 def pool_for(settings: GatewaySettings) -> VariantPool:

@@ -47,7 +47,8 @@ install-test: $(VENV)/.installed-test
 quickstart: install
 	mlflow run . --env-manager local --experiment-name $(EXPERIMENT)
 	@echo
-	@echo "Next: mnist-registry list        (versions, aliases, stages)"
+	@echo "Next: source $(VENV)/bin/activate  (the commands below are the venv's)"
+	@echo "      mnist-registry list        (versions, aliases, stages)"
 	@echo "      make serve                 (mlflow models serve -m models:/mnist-cnn@champion -p 5001)"
 	@echo "      make ui                    (mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI))"
 

@@ -90,7 +90,7 @@ class Gateway:
         )
         self.pool = VariantPool(launcher, self.metrics, self.client, start_timeout=settings.start_timeout)
         self.pool.configure(settings.served_split(), settings.backend_urls)
-        self.log = InferenceLog(settings.inference_log)
+        self.log = InferenceLog(settings.inference_log, keep_days=settings.inference_log_days)
         self.batching = (
             BatchSettings(
                 max_size=settings.batch_max_size,

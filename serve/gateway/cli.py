@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from registry.cliargs import OneLineArgumentParser, add_option, positive_float, whole_number
+from registry.cliargs import OneLineArgumentParser, add_option, non_negative_float, positive_float, whole_number
 from registry.store import tracking_uri
 from serve.gateway.auth import ROLES, KeyFileError, new_key_entry
 from serve.gateway.backends import MODES
@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(
         parser,
+        "inference_log_days",
+        type=non_negative_float,
+        default=30.0,
+        help="days predictions and feedback are kept in the inference log; 0 keeps them all (default 30)",
+    )
+    add_option(
+        parser,
         "shadow",
         default=None,
         metavar="ALIAS",
@@ -165,6 +172,7 @@ def settings_from(args) -> GatewaySettings:
         batch_max_size=args.batch_max_size,
         batch_max_delay=args.batch_max_delay_ms / 1000.0,
         inference_log=args.inference_log,
+        inference_log_days=args.inference_log_days,
         shadow=args.shadow,
         auto_promote=args.auto_promote,
         decision_interval=args.decision_interval,

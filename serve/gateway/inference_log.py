@@ -8,6 +8,10 @@ store that is briefly locked delays a batch (it is retried, never dropped); ``cl
 queue, so a graceful shutdown (SIGTERM, SIGINT) loses no accepted prediction. Feedback goes
 through the same queue, so it always sees the predictions logged before it.
 
+Retention: with ``keep_days``, the writer deletes predictions and feedback older than that, at
+start-up and then hourly, ``prune_batch`` rows per table per wake-up, so that new records never
+wait behind a long delete (a first pass over a large old log takes many small steps).
+
 Schema (query it with any SQLite client; times are Unix seconds, UTC)::
 
     predictions(request_id, row, role, time, variant, model_version, client_hash, label,
@@ -56,7 +60,12 @@ CREATE TABLE IF NOT EXISTS feedback (
     time REAL NOT NULL,
     PRIMARY KEY (request_id, row)
 );
+CREATE INDEX IF NOT EXISTS feedback_time ON feedback (time);
 """
+TABLES = ("predictions", "feedback")
+PRUNE_EVERY = 3600.0  # seconds between retention passes
+PRUNE_BATCH = 5000  # rows deleted per table and transaction
+DAY = 86400.0
 
 
 def client_hash(key: str | None) -> str | None:
@@ -135,9 +144,19 @@ class _Flush:
 class InferenceLog:
     """Batched, off-path writes to SQLite; thread-safe ``record``, ``feedback`` and ``close``."""
 
-    def __init__(self, path: Path, max_delay: float = 0.2, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_delay: float = 0.2,
+        busy_timeout: float = 5.0,
+        keep_days: float = 0.0,
+        prune_batch: int = PRUNE_BATCH,
+    ) -> None:
+        """``keep_days``: how long records are kept (0: for ever); see the module's docstring."""
         self.path = Path(path)
         self.max_delay, self.busy_timeout = max_delay, busy_timeout
+        self.keep_days, self.prune_batch = keep_days, prune_batch
+        self._pruned = dict.fromkeys(TABLES, 0)  # rows deleted by the retention pass under way
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._urgent = threading.Event()  # feedback, flush and close wake the writer at once
         self._closed = False
@@ -183,12 +202,44 @@ class InferenceLog:
     # --- the writer thread --------------------------------------------------------------------
     def _run(self) -> None:
         connection = self._connect()
+        next_prune = time.monotonic()
         while True:
             self._urgent.wait(self.max_delay)
             self._urgent.clear()
+            if self.keep_days and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self._prune_step(connection)
             if not self._drain(connection):
                 connection.close()
                 return
+
+    def _prune_step(self, connection: sqlite3.Connection) -> float:
+        """Delete up to ``prune_batch`` expired rows from each table; the seconds until the next
+        step (none while a pass has rows left, an hour once it is done)."""
+        cutoff = time.time() - self.keep_days * DAY
+        try:
+            left = False
+            for table in TABLES:
+                with connection:
+                    deleted = connection.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)",
+                        (cutoff, self.prune_batch),
+                    ).rowcount
+                self._pruned[table] += deleted
+                left |= deleted == self.prune_batch
+        except sqlite3.Error as exc:  # busy, or the disk: the records matter more; try again later
+            logger.warning("inference log: retention pass failed (%s); retrying in a minute", exc)
+            return 60.0
+        if left:
+            return 0.0
+        if any(self._pruned.values()):
+            logger.info(
+                "inference log: deleted %d predictions and %d feedback older than %g days",
+                self._pruned["predictions"],
+                self._pruned["feedback"],
+                self.keep_days,
+            )
+            self._pruned = dict.fromkeys(TABLES, 0)
+        return PRUNE_EVERY
 
     def _drain(self, connection: sqlite3.Connection) -> bool:
         """Store everything queued, in order; False once ``close`` was asked for."""

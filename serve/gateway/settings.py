@@ -44,6 +44,8 @@ class GatewaySettings:
     """Seconds a request may wait for a busy backend before an extra batch is sent."""
     inference_log: Path = Path("mnist-inference.db")
     """SQLite file of every prediction returned and the feedback on it (``serve.gateway.inference_log``)."""
+    inference_log_days: float = 30.0
+    """Predictions and feedback older than this are deleted from the inference log; 0 keeps all."""
     shadow: str | None = None
     """An alias that gets a copy of every champion request, off the response path."""
     auto_promote: bool = False

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from registry.cliargs import OneLineArgumentParser, add_option, boolean, whole_number
 from serve.batch.errors import BatchError
-from serve.batch.options import DEFAULT_CHUNK_ROWS, FORMATS
+from serve.batch.options import AUTO, DEFAULT_CHUNK_ROWS, FORMAT_CHOICES, output_format
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -49,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="how Spark executors get the model's environment (default local)",
     )
-    add_option(parser, "format", choices=FORMATS, default="parquet", help="output format (default parquet)")
+    add_option(
+        parser,
+        "format",
+        choices=FORMAT_CHOICES,
+        default=AUTO,
+        help="output format: parquet or csv; auto (the default): csv for an output named *.csv, else parquet",
+    )
     add_option(
         parser,
         "overwrite",
@@ -113,6 +119,7 @@ def run(args, stop: threading.Event) -> int:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     output = Path(args.output)
+    fmt = output_format(args.format, output)
     if args.watch:
         from serve.batch.watch import watch
 
@@ -121,7 +128,7 @@ def run(args, stop: threading.Event) -> int:
             scoring,
             Path(args.watch),
             output,
-            args.format,
+            fmt,
             args.poll_seconds,
             args.settle_seconds,
             min(args.chunk_rows, 256),
@@ -140,11 +147,11 @@ def run(args, stop: threading.Event) -> int:
                 output,
                 args.master,
                 args.env_manager,
-                args.format,
+                fmt,
                 overwrite=args.overwrite,
             )
         else:
-            summary = pandas_engine.run(scoring, input_path, output, args.format, args.chunk_rows, args.workers)
+            summary = pandas_engine.run(scoring, input_path, output, fmt, args.chunk_rows, args.workers)
     print(json.dumps(summary.to_dict()) if args.json else summary.line())
     log_to_active_run(summary, scoring, uri)
     if summary.scored == 0 and not args.watch:

@@ -27,7 +27,7 @@ from serve.batch.results import score_chunk
 from serve.batch.scoring_model import ScoringModel, load
 from serve.batch.sources import image_files, read_file, source_frame
 from serve.batch.summary import Summary
-from serve.batch.writers import csv_ready
+from serve.batch.writers import cannot_write, csv_ready, probe_writable
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +65,16 @@ class Ledger:
 
         final = self.folder / f"part-{self.next_part:06d}.{self.fmt}"
         temporary = self.folder / f".{final.name}"
-        if self.fmt == "parquet":
-            pq.write_table(table, temporary)
-        else:
-            pacsv.write_csv(csv_ready(table), temporary)
-        with open(temporary, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
+        try:
+            if self.fmt == "parquet":
+                pq.write_table(table, temporary)
+            else:
+                pacsv.write_csv(csv_ready(table), temporary)
+            with open(temporary, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(temporary, final)
+        except OSError as exc:  # a full disk: stop; the rows not committed are scored on restart
+            raise cannot_write(final, exc) from None
         self.scored.update(table.column("id").to_pylist())
         self.next_part += 1
         return final
@@ -123,7 +126,11 @@ def watch(
     """Score files arriving in ``inbox`` into part files under ``output`` until stopped."""
     if not inbox.is_dir():
         raise BatchError(f"watch folder {inbox} does not exist or is not a folder")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(output, exc) from None
+    probe_writable(output, output)
     stop = stop or threading.Event()
     started = time.perf_counter()
     model = load(scoring)

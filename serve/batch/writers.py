@@ -6,8 +6,10 @@ reader never sees half a result and a failed job leaves no output behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,11 +27,30 @@ REPEATED_COLUMNS = ("label", "error", "model_name", "model_version", "run_id", "
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; refuse a folder whose parent is missing."""
+    """Refuse an existing output unless ``overwrite``, and an output whose folder is missing or
+    cannot be written: before the job starts, not after it has scored its first chunk."""
     if path.exists() and not overwrite:
         raise BatchError(f"output {path} already exists; pass --overwrite to replace it")
     if not path.parent.exists():
         raise BatchError(f"the folder of output {path} does not exist")
+    if not path.parent.is_dir():
+        raise BatchError(f"the folder of output {path} is not a folder")
+    probe_writable(path.parent, path)
+
+
+def probe_writable(folder: Path, output: Path) -> None:
+    """Create and remove a hidden folder in ``folder``: the one sure test that the job can write
+    there (permission bits say nothing of a read-only mount, of /proc, or to root)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mnist-batch-probe-", dir=folder))
+    except OSError as exc:
+        raise cannot_write(output, exc) from None
+
+
+def cannot_write(path: Path, exc: OSError) -> BatchError:
+    """The job's one line for an output that cannot be written (a full disk, a folder that is
+    writable only on paper, as on a read-only mount seen by root)."""
+    return BatchError(f"cannot write the output {path}: {' '.join(str(exc).split())[:200]}")
 
 
 def csv_ready(table: pa.Table) -> pa.Table:
@@ -51,21 +72,29 @@ class ResultWriter:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
-        if self._writer is None:
-            if self.fmt == "parquet":
-                self._writer = pq.ParquetWriter(self.partial, SCHEMA, use_dictionary=list(REPEATED_COLUMNS))
-            else:
-                self._writer = pacsv.CSVWriter(self.partial, csv_ready(table.slice(0, 0)).schema)
-        self._writer.write_table(table if self.fmt == "parquet" else csv_ready(table))
+        try:
+            if self._writer is None:
+                if self.fmt == "parquet":
+                    self._writer = pq.ParquetWriter(self.partial, SCHEMA, use_dictionary=list(REPEATED_COLUMNS))
+                else:
+                    self._writer = pacsv.CSVWriter(self.partial, csv_ready(table.slice(0, 0)).schema)
+            self._writer.write_table(table if self.fmt == "parquet" else csv_ready(table))
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
         self.rows += table.num_rows
 
     def commit(self) -> None:
         if self._writer is None:  # nothing scored: still publish an empty, well-formed output
             self.write(SCHEMA.empty_table())
-        self._writer.close()
-        os.replace(self.partial, self.path)
+        try:
+            self._writer.close()
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
 
     def abort(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-        self.partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error being handled is the one to report
+                self._writer.close()
+        with contextlib.suppress(OSError):
+            self.partial.unlink(missing_ok=True)

@@ -375,11 +375,42 @@ def test_tables_with_bytes_paths_or_pixels_and_idx_files_are_scored(store_uri, p
     assert pd.read_parquet(tmp_path / "out-idx.parquet")["id"].tolist() == [str(i) for i in range(7)]
 
 
-def test_csv_output_on_request(store_uri, photo_folder, tmp_path):
-    output = tmp_path / "scores.csv"
-    assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), "--format", "csv").returncode == 0
-    rows = pd.read_csv(output)
-    assert len(rows) == GOOD + BAD and rows["probabilities"].dropna().str.startswith("[").all()
+def test_csv_output_on_request_or_when_the_output_is_named_csv(store_uri, photo_folder, tmp_path):
+    for output, extra in ((tmp_path / "scores.txt", ("--format", "csv")), (tmp_path / "scores.CSV", ())):
+        assert batch(store_uri, "--input", str(photo_folder), "--output", str(output), *extra).returncode == 0
+        rows = pd.read_csv(output)
+        assert len(rows) == GOOD + BAD and rows["probabilities"].dropna().str.startswith("[").all()
+    named_csv = tmp_path / "named.csv"
+    forced = ("--output", str(named_csv), "--format", "parquet")  # an explicit --format wins over the name
+    assert batch(store_uri, "--input", str(photo_folder), *forced).returncode == 0
+    assert len(pd.read_parquet(named_csv)) == GOOD + BAD
+
+
+@pytest.mark.parametrize(
+    ("engine", "where", "message"),
+    [
+        ("--engine=pandas", "a-file", "is not a folder"),
+        ("--engine=pandas", "/proc", "cannot write the output /proc/scores"),
+        ("--engine=spark", "/proc", "cannot write the output /proc/scores"),
+        ("--watch", "/proc", "cannot write the output /proc/scores"),
+    ],
+    ids=["pandas-under-a-file", "pandas-in-proc", "spark-in-proc", "watch-in-proc"],
+)
+def test_an_output_that_cannot_be_written_stops_the_job_with_one_line(
+    store_uri, photo_folder, tmp_path, engine, where, message
+):
+    """Under a file, or in /proc: a place whose permission bits may say yes (to root) where
+    writing fails. Found before any scoring, for every engine: nothing is left behind."""
+    if where == "a-file":
+        (tmp_path / where).write_text("a file")
+    output = (tmp_path / where if where == "a-file" else Path(where)) / "scores"
+    source = [engine, str(photo_folder)] if engine == "--watch" else [engine, "--input", str(photo_folder)]
+    result = batch(store_uri, *source, "--output", str(output))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / where).is_file() if where == "a-file" else not output.exists()
 
 
 def test_the_mlproject_entry_point_scores_a_folder(store_uri, photo_folder, tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from serve.batch.cli import build_parser
+from serve.batch.options import output_format
 from tests.helpers import PROJECT_ROOT
 
 
@@ -32,3 +35,12 @@ def test_batch_score_defaults_are_mnist_batchs_defaults():
         action = flags[name]
         parsed = action.type(str(spec["default"])) if action.type else str(spec["default"])
         assert parsed == action.default, name
+
+
+def test_the_output_format_follows_the_outputs_name_unless_given():
+    assert output_format("auto", Path("scores.csv")) == "csv"
+    assert output_format("auto", Path("out/Scores.CSV")) == "csv"
+    assert output_format("auto", Path("scores.parquet")) == "parquet"
+    assert output_format("auto", Path("scores/")) == "parquet"  # Spark's and the watch mode's folders
+    assert output_format("parquet", Path("scores.csv")) == "parquet"
+    assert output_format("csv", Path("scores.parquet")) == "csv"

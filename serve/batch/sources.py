@@ -1,4 +1,4 @@
-"""Batch inputs, streamed in chunks: folders of images, Parquet/CSV tables, MNIST IDX files.
+"""Batch inputs, streamed in chunks: folders of images (or one image), Parquet/CSV tables, MNIST IDX files.
 
 Every source yields DataFrames with the columns ``id`` (str), ``image`` (bytes or text, or None),
 ``pixels`` (numbers, or None) and ``read_error`` (why the input could not be read, or None). Only
@@ -86,15 +86,23 @@ def _read_to_end(fd: int, size: int) -> bytes | None:
 
 
 @dataclass(frozen=True)
-class FolderSource:
+class ImageFilesSource:
+    """A folder's image files, recursively (their ids: paths under the folder), or one image
+    file (its id: its name)."""
+
     root: Path
 
+    def files(self) -> Iterator[tuple[str, str]]:
+        if self.root.is_dir():
+            return image_files(self.root)
+        return iter([(self.root.name, str(self.root))])
+
     def count(self) -> int:
-        return sum(1 for _ in image_files(self.root))
+        return sum(1 for _ in self.files())
 
     def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
         batch, size = [], 0
-        for file_id, path in image_files(self.root):
+        for file_id, path in self.files():
             data, error = read_file(path)
             batch.append((file_id, data, None, error))
             size += len(data or b"")
@@ -196,8 +204,9 @@ class IdxSource:
             yield source_frame([(str(start + i), None, block[i], None) for i in range(len(block))])
 
 
-def open_source(path: Path) -> FolderSource | TableSource | IdxSource:
-    """The right source for ``path``: a folder, a .parquet/.csv table, or an IDX images file."""
+def open_source(path: Path) -> ImageFilesSource | TableSource | IdxSource:
+    """The right source for ``path``: a folder, one image file, a .parquet/.csv table, or an IDX
+    images file."""
     if not path.exists():
         raise BatchError(f"input {path} does not exist")
     if path.is_dir():
@@ -205,9 +214,14 @@ def open_source(path: Path) -> FolderSource | TableSource | IdxSource:
         has_images = next(image_files(path), None) is not None
         if idx and not has_images:
             return IdxSource(idx[0])
-        return FolderSource(path)
+        return ImageFilesSource(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:  # one image, picked by its suffix as a folder's are
+        return ImageFilesSource(path)
     if path.suffix.lower() in TABLE_SUFFIXES:
         return TableSource(path)
     if path.name.endswith("idx3-ubyte"):
         return IdxSource(path)
-    raise BatchError(f"input {path}: expected a folder of images, a .parquet or .csv table, or an IDX file")
+    raise BatchError(
+        f"input {path}: expected a folder of images, an image file ({', '.join(sorted(IMAGE_SUFFIXES))}), "
+        "a .parquet or .csv table, or an IDX file"
+    )

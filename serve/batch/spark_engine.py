@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -105,9 +106,23 @@ def _glob_for_images() -> str:
     return "*.{" + ",".join(classes) + "}"
 
 
+def listing_root(input_path: Path) -> Path:
+    """The folder ``binaryFile`` ids are relative to: the input folder, or one image file's own
+    folder (so its id is its name, as the pandas engine gives it). Resolved, as Spark spells
+    paths; a file's own name is kept, not its symlink's target's."""
+    return input_path.resolve() if input_path.is_dir() else input_path.absolute().parent.resolve()
+
+
+def literal_path(path: Path) -> str:
+    """``path`` as Hadoop takes it literally: ``load`` reads its argument as a glob, so a folder or
+    file named ``digit [1]`` or ``{a,b}`` would name other files, or none. Hadoop's glob escapes
+    a character with a backslash."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
+
+
 def read_input(spark, input_path: Path):
     """A DataFrame with ``id``, ``image`` (binary) or ``pixels`` (array<double>) and ``read_error``,
-    and for a folder the ``binaryFile`` DataFrame it was listed with (None for other inputs)."""
+    and for image files the ``binaryFile`` DataFrame it was listed with (None for other inputs)."""
     from pyspark.sql import functions as F
 
     source = open_source(input_path)
@@ -120,7 +135,7 @@ def read_input(spark, input_path: Path):
         return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string")), None
     if isinstance(source, TableSource):
         return _read_table(spark, source.path), None
-    folder = input_path.resolve()
+    folder = listing_root(input_path)
     files = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
@@ -128,7 +143,7 @@ def read_input(spark, input_path: Path):
         # A file deleted (or made unreadable) after the listing is skipped, not the whole job
         # failed; ``unread_files`` names it in an error row afterwards.
         .option("ignoreMissingFiles", "true")
-        .load(str(folder))
+        .load(literal_path(folder if input_path.is_dir() else folder / input_path.name))
     )
     # binaryFile's path is "file:" and the path as the file system spells it, not a URI: no
     # percent-encoding of spaces, "%" or non-ASCII letters. The id is what follows the folder.
@@ -170,7 +185,7 @@ def unread_files(spark, files, folder: Path, written: Path, fmt: str, rows: int)
     prefix = f"{str(folder).rstrip('/')}/"
     ids = [unquote(urlsplit(uri).path).removeprefix(prefix) for uri in uris]
     reader = spark.read.option("header", "true").csv if fmt == "csv" else spark.read.parquet
-    written_ids = reader(str(written)).select("id")
+    written_ids = reader(literal_path(written)).select("id")
     listed_ids = spark.createDataFrame([(i,) for i in ids], "id string")
     missing = sorted(row.id for row in listed_ids.join(written_ids, "id", "left_anti").collect())
     gone = "it was missing or unreadable when Spark read it"
@@ -183,7 +198,9 @@ def _read_table(spark, path: Path):
     from pyspark.sql import functions as F
 
     csv = path.suffix.lower() == ".csv"
-    table = spark.read.option("header", "true").csv(str(path)) if csv else spark.read.parquet(str(path))
+    table = (
+        spark.read.option("header", "true").csv(literal_path(path)) if csv else spark.read.parquet(literal_path(path))
+    )
     if "image" not in table.columns and "pixels" not in table.columns:
         raise BatchError(f"{path} has no 'image' or 'pixels' column (columns: {', '.join(table.columns)})")
     text = "image" in table.columns and dict(table.dtypes)["image"] == "string"
@@ -332,7 +349,7 @@ def run(
         observed, counts = _counted(out)
         _write(observed, partial, fmt)
         rows, failed = counts.get["rows"], counts.get["failed"] or 0
-        unread = unread_files(spark, files, input_path.resolve(), partial, fmt, rows) if files is not None else []
+        unread = unread_files(spark, files, listing_root(input_path), partial, fmt, rows) if files is not None else []
         if unread:
             _write(_error_rows(spark, scoring, unread), partial, fmt, mode="append")
             rows, failed = rows + len(unread), failed + len(unread)

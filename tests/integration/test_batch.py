@@ -30,8 +30,9 @@ from tests.helpers import (
 GOOD = 12
 OVERSIZED = {"big.png": 25 * 1024 * 1024 + 1, "huge.png": 2**31 + 1}
 BAD = 2 + len(OVERSIZED)  # the corrupt file, the blank image and the oversized files
-# Folder names a URI would encode: ids are the paths as the file system spells them.
-ROOT, NESTED = "phone photos ü%20", "nested dir ü%20"
+# Folder names a URI would encode and Hadoop would read as globs: ids are the paths as the file
+# system spells them.
+ROOT, NESTED = "phone photos ü%20 [1] {a,b}", "nested dir ü%20 [2]"
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,34 @@ def assert_same_rows(first: Path, second: Path) -> pd.DataFrame:
     return a
 
 
+@pytest.mark.parametrize("link", [False, True], ids=["file", "symlink"])
+def test_one_image_file_is_an_input_with_its_name_as_id_on_both_engines(store_uri, photo_folder, tmp_path, link):
+    # A name Hadoop would read as a glob ([1], {a,b}) and a space: the file must be taken literally.
+    name = "my digit [1] {a,b}.png"
+    image = tmp_path / name
+    if link:
+        (tmp_path / "target.png").write_bytes((photo_folder / "digit-01.png").read_bytes())
+        image.symlink_to(tmp_path / "target.png")
+    else:
+        image.write_bytes((photo_folder / "digit-01.png").read_bytes())
+    pandas_out, spark_out, folder_out = tmp_path / "pandas.parquet", tmp_path / "spark", tmp_path / "folder.parquet"
+    result = batch(store_uri, "--input", str(image), "--output", str(pandas_out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "scored 1, failed 0 of 1 inputs" in result.stdout
+    spark = ["--engine", "spark", "--master", "local[1]"]
+    result = batch(store_uri, *spark, "--input", str(image), "--output", str(spark_out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored 1, failed 0" in result.stdout
+    rows = assert_same_rows(pandas_out, spark_out)
+    assert rows["id"].tolist() == [name]
+    # The same answer as the file gets in its folder (scored in a batch of 12 there, alone here:
+    # float32 sums in another order, as in the micro-batching test).
+    assert batch(store_uri, "--input", str(photo_folder), "--output", str(folder_out)).returncode == 0
+    in_folder = pd.read_parquet(folder_out).set_index("id").loc["digit-01.png"]
+    assert rows["label"][0] == in_folder["label"]
+    np.testing.assert_allclose(rows["probabilities"][0], in_folder["probabilities"], atol=1e-6)
+
+
 def test_spark_reads_tables_of_paths_base64_and_bytes_as_pandas_does(store_uri, photo_folder, digits, tmp_path):
     """One CSV column holding paths (relative to the table, in a subfolder, absolute, missing),
     base64 text and an empty cell; a Parquet table of bytes, one of them garbage. Both engines
@@ -154,7 +183,8 @@ def test_spark_reads_tables_of_paths_base64_and_bytes_as_pandas_does(store_uri, 
     images, _ = digits
     encoded = base64.b64encode(png_bytes(images[7])).decode()
     cells = ["digit-01.png", f"{NESTED}/digit-03.png", str(photo_folder / "digit-05.png"), "missing.png", encoded, None]
-    tables = {"mixed.csv": tmp_path / "mixed.csv", "bytes.parquet": tmp_path / "bytes.parquet"}
+    # Names Hadoop would read as globs: the tables and outputs must be taken literally.
+    tables = {"mixed.csv": tmp_path / "mixed [1].csv", "bytes.parquet": tmp_path / "bytes {a,b}.parquet"}
     for cell in cells[:3]:  # the relative paths are relative to the table's own folder
         if not Path(cell).is_absolute():
             (tmp_path / cell).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +194,7 @@ def test_spark_reads_tables_of_paths_base64_and_bytes_as_pandas_does(store_uri, 
         tables["bytes.parquet"]
     )
     for name, table in tables.items():
-        outputs = {engine: tmp_path / f"{name}-{engine}" for engine in ("pandas", "spark")}
+        outputs = {engine: tmp_path / f"{name}-{engine} [1]" for engine in ("pandas", "spark")}
         for engine, output in outputs.items():
             args = ["--engine", "spark", "--master", "local[1]"] if engine == "spark" else []
             result = batch(store_uri, *args, "--input", str(table), "--output", str(output))
@@ -479,6 +509,7 @@ def test_a_job_handed_a_run_the_store_does_not_know_warns_and_still_publishes(st
     ("args", "message"),
     [
         (["--input", "/no/such/folder"], "input /no/such/folder does not exist"),
+        (["--input", "README.md"], "expected a folder of images, an image file (.bmp, .gif"),
         (["--model", "models:/mnist-cnn@nobody"], "cannot resolve models:/mnist-cnn@nobody"),
         (["--model", "models:/no-such-model/1"], "cannot resolve models:/no-such-model/1"),
         (["--chunk_rows", "0"], "expected a whole number >= 1"),
@@ -642,13 +673,13 @@ def test_a_file_deleted_after_spark_listed_the_folder_is_an_error_row_not_a_fail
     the job starts) is named in an error row, as the pandas engine names a file it cannot read;
     before, the whole job failed. The real CLI in its own process; the one thing added is the
     deletion, right after ``read_input`` has listed the folder, so the race happens every time."""
-    folder = tmp_path / "photos"
+    folder = tmp_path / "photos [1]"  # read back through Hadoop, which globs: taken literally
     (folder / "sub dir").mkdir(parents=True)
     images, _ = digits
     for i in range(4):
         (folder / ("sub dir" if i % 2 else "") / f"digit-{i:02d}.png").write_bytes(png_bytes(images[i]))
     victim = folder / "sub dir" / "digit-01.png"
-    output = tmp_path / "scores"
+    output = tmp_path / "scores {a,b}"
     args = ["--engine", "spark", "--master", "local[1]", "--input", str(folder), "--output", str(output)]
     script = textwrap.dedent(
         f"""

@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from serve.batch.sources import FolderSource, read_file
+from serve.batch.sources import ImageFilesSource, read_file
 from serve.model.limits import MAX_ENCODED_BYTES
 
 
@@ -40,7 +40,7 @@ def test_a_folder_becomes_rows_with_the_huge_file_as_an_error_row(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with open(tmp_path / "z.png", "wb") as f:
         f.truncate(MAX_ENCODED_BYTES + 1)
-    chunks = list(FolderSource(tmp_path).chunks(2))
+    chunks = list(ImageFilesSource(tmp_path).chunks(2))
     assert [len(chunk) for chunk in chunks] == [2, 1]
     frame = pd.concat(chunks, ignore_index=True)
     assert frame["id"].tolist() == ["a.png", "sub/b.png", "z.png"]

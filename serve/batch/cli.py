@@ -20,9 +20,16 @@ import threading
 import warnings
 from pathlib import Path
 
-from registry.cliargs import OneLineArgumentParser, add_option, boolean, whole_number
+from registry.cliargs import (
+    OneLineArgumentParser,
+    add_option,
+    boolean,
+    non_negative_float,
+    positive_float,
+    whole_number,
+)
 from serve.batch.errors import BatchError
-from serve.batch.options import AUTO, DEFAULT_CHUNK_ROWS, FORMAT_CHOICES, output_format
+from serve.batch.options import AUTO, DEFAULT_CHUNK_ROWS, FORMAT_CHOICES, output_format, path_text, spark_master
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -38,10 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODEL,
         help=f"model URI; an alias is resolved once (default {DEFAULT_MODEL})",
     )
-    add_option(parser, "input", default=None, help="a folder of images, a .parquet/.csv table, or an MNIST IDX file")
-    add_option(parser, "output", required=True, help="result file (pandas) or folder (spark, watch)")
+    add_option(
+        parser,
+        "input",
+        default=None,
+        help="a folder of images, one image, a .parquet/.csv table, or an MNIST IDX file",
+    )
+    add_option(parser, "output", type=path_text, required=True, help="result file (pandas) or folder (spark, watch)")
     add_option(parser, "engine", choices=("pandas", "spark"), default="pandas", help="default: pandas")
-    add_option(parser, "master", default="local[*]", help="Spark master URL (default local[*])")
+    add_option(parser, "master", type=spark_master, default="local[*]", help="Spark master URL (default local[*])")
     add_option(
         parser,
         "env_manager",
@@ -80,12 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pandas engine: scoring processes, each with the model loaded once; 0 (default) means one per "
         "core, 1 scores in this process",
     )
-    add_option(parser, "watch", default=None, help="watch this folder and score each new file once")
-    add_option(parser, "poll_seconds", type=float, default=1.0, help="watch mode: how often to look (default 1)")
+    add_option(parser, "watch", type=path_text, default=None, help="watch this folder and score each new file once")
+    add_option(
+        parser, "poll_seconds", type=positive_float, default=1.0, help="watch mode: how often to look (default 1)"
+    )
     add_option(
         parser,
         "settle_seconds",
-        type=float,
+        type=non_negative_float,
         default=1.0,
         help="watch mode: a file must be unchanged this long before it is read (default 1)",
     )
@@ -136,7 +150,7 @@ def run(args, stop: threading.Event) -> int:
         )
     else:
         input_path = Path(args.input)
-        check_output(output, args.overwrite)
+        check_output(output, args.overwrite, source=input_path, writes_folder=args.engine == "spark")
         scoring = resolve(args.model)
         if args.engine == "spark":
             from serve.batch import spark_engine

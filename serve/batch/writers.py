@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from serve.batch.errors import BatchError
 from serve.batch.options import FORMATS
 from serve.batch.results import SCHEMA
+from serve.batch.sources import IMAGE_SUFFIXES
 
 # Columns whose values repeat (a job's model, a chunk's time, ten labels, the same errors): a
 # dictionary only for these. Tried on ids and figures too (pyarrow's default), it made the
@@ -26,16 +27,44 @@ from serve.batch.results import SCHEMA
 REPEATED_COLUMNS = ("label", "error", "model_name", "model_version", "run_id", "scored_at")
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``, and an output whose folder is missing or
-    cannot be written: before the job starts, not after it has scored its first chunk."""
+# What a Spark job leaves in a folder it wrote completely; only such a folder is replaced.
+SPARK_SUCCESS_MARK = "_SUCCESS"
+
+
+def check_output(path: Path, overwrite: bool, source: Path | None = None, writes_folder: bool = False) -> None:
+    """Refuse, before the job starts (not after it has scored its first chunk): an existing output
+    unless ``overwrite``; an output that would replace the input ``source`` or be read as one of
+    its images; a folder where one file is written, or, where a folder is written
+    (``writes_folder``), a folder no job wrote; an output whose folder is missing or cannot be
+    written. Replacing is a delete: it must never reach a user's own files."""
+    if source is not None:
+        check_apart(path, source)
+    if path.is_dir() and not writes_folder:
+        raise BatchError(
+            f"output {path} is a folder; this engine writes one file: name it, e.g. {path / 'scores.parquet'}"
+        )
     if path.exists() and not overwrite:
         raise BatchError(f"output {path} already exists; pass --overwrite to replace it")
+    if path.is_dir() and not (path / SPARK_SUCCESS_MARK).is_file():
+        raise BatchError(
+            f"output {path} is a folder no Spark job completed (it has no {SPARK_SUCCESS_MARK}): "
+            "not replaced; remove it yourself or name another output"
+        )
     if not path.parent.exists():
         raise BatchError(f"the folder of output {path} does not exist")
     if not path.parent.is_dir():
         raise BatchError(f"the folder of output {path} is not a folder")
     probe_writable(path.parent, path)
+
+
+def check_apart(output: Path, source: Path) -> None:
+    """The output must not be the input, hold it (replacing the output would delete it), or sit
+    in the input folder under an image's name (it would replace an input, or be scored as one)."""
+    out, src = output.resolve(), source.resolve()
+    if out == src or out in src.parents:
+        raise BatchError(f"output {output} would replace the input {source}; name another output")
+    if src.is_dir() and src in out.parents and out.suffix.lower() in IMAGE_SUFFIXES:
+        raise BatchError(f"output {output} is in the input folder under an image's name; name another output")
 
 
 def probe_writable(folder: Path, output: Path) -> None:

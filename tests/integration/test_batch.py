@@ -513,6 +513,8 @@ def test_a_job_handed_a_run_the_store_does_not_know_warns_and_still_publishes(st
         (["--model", "models:/mnist-cnn@nobody"], "cannot resolve models:/mnist-cnn@nobody"),
         (["--model", "models:/no-such-model/1"], "cannot resolve models:/no-such-model/1"),
         (["--chunk_rows", "0"], "expected a whole number >= 1"),
+        (["--engine", "spark", "--master", "nope://x"], "expected a Spark master URL (local, local[N]"),
+        (["--output", ""], "argument --output: expected a path, got an empty one"),
     ],
 )
 def test_bad_jobs_stop_with_one_line_and_write_nothing(store_uri, photo_folder, tmp_path, args, message):
@@ -523,6 +525,29 @@ def test_bad_jobs_stop_with_one_line_and_write_nothing(store_uri, photo_folder, 
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not output.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("engine", [[], ["--engine", "spark"]], ids=["pandas", "spark"])
+def test_overwrite_never_deletes_the_input_or_a_users_folder(store_uri, photo_folder, tmp_path, engine):
+    """--overwrite replaces a job's output; an output naming the input, the folder holding it, one
+    of its images, or (Spark) a folder no job wrote is refused before anything is scored."""
+    before = sorted(p.name for p in photo_folder.rglob("*"))
+    mine = tmp_path / "my folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    outputs = {
+        photo_folder: "would replace the input",
+        photo_folder.parent: "would replace the input",
+        photo_folder / "digit-01.png": "in the input folder under an image's name",
+        mine: "no Spark job completed" if engine else "is a folder; this engine writes one file",
+    }
+    for output, message in outputs.items():
+        result = batch(store_uri, *engine, "--input", str(photo_folder), "--output", str(output), "--overwrite")
+        lines = [line for line in result.stderr.splitlines() if "error" in line]
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert sorted(p.name for p in photo_folder.rglob("*")) == before
+    assert (photo_folder / "digit-01.png").read_bytes()[:4] == b"\x89PNG"
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 def test_an_existing_output_is_refused_unless_overwrite(store_uri, photo_folder, tmp_path):

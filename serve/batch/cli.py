@@ -188,8 +188,36 @@ def _quiet_known_spark_notices() -> None:
     logging.getLogger("mlflow.pyfunc").addFilter(lambda record: LOCAL_ENV_NOTICE not in record.getMessage())
 
 
+# Which ways of running read each option; given to another (at other than its default: the
+# MLproject passes every parameter), it would be silently ignored, and a job would run other than
+# its user thinks (``--master spark://...`` without ``--engine spark`` scoring on this machine).
+READ_BY = {
+    "input": ({"pandas", "spark"}, "scoring an input once (--watch scores files as they arrive)"),
+    "engine": ({"pandas", "spark"}, "scoring an input once (--watch scores in this process)"),
+    "master": ({"spark"}, "--engine spark"),
+    "env_manager": ({"spark"}, "--engine spark"),
+    "workers": ({"pandas"}, "the pandas engine"),
+    "chunk_rows": ({"pandas", "watch"}, "the pandas engine and --watch (Spark sizes its own batches)"),
+    "overwrite": ({"pandas", "spark"}, "scoring an input once (--watch appends to its output)"),
+    "poll_seconds": ({"watch"}, "--watch"),
+    "settle_seconds": ({"watch"}, "--watch"),
+}
+
+
+def unread_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first option given that this way of running does not read, as a usage error; or None."""
+    mode = "watch" if args.watch else args.engine
+    for name, (modes, where) in READ_BY.items():
+        if mode not in modes and getattr(args, name) != parser.get_default(name):
+            return f"--{name} applies only to {where}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := unread_option(parser, args):
+        parser.error(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.engine == "spark":
         _quiet_known_spark_notices()

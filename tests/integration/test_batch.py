@@ -515,6 +515,7 @@ def test_a_job_handed_a_run_the_store_does_not_know_warns_and_still_publishes(st
         (["--chunk_rows", "0"], "expected a whole number >= 1"),
         (["--engine", "spark", "--master", "nope://x"], "expected a Spark master URL (local, local[N]"),
         (["--output", ""], "argument --output: expected a path, got an empty one"),
+        (["--master", "spark://host:7077"], "--master applies only to --engine spark"),
     ],
 )
 def test_bad_jobs_stop_with_one_line_and_write_nothing(store_uri, photo_folder, tmp_path, args, message):

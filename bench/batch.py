@@ -8,6 +8,9 @@ moment the model is ready, in a first worker or on every executor slot) and incl
 the whole command's wall time, interpreter start and imports included), and the sum of the peak
 resident sets of its processes (the job, its workers, the forkserver; Spark's JVM and Python
 workers; pages they share are counted in each).
+
+Beside the Spark jobs, the ceiling Spark leaves its engine (``bench.spark_floor``): Spark's own cost
+with no model, and the model's in one thread, against the same bare network.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import processes
+from bench import processes, spark_floor
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png, ratio
 from bench.network import best_batch
 
@@ -110,6 +113,45 @@ def measure_job(job: Job, model: ModelUnderTest, folder: Path, count: int, sweep
     return figures
 
 
+def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep: float) -> list[Figure]:
+    """Spark's floor and the model in one thread (``bench.spark_floor``, in a process of its own),
+    and the ceiling they leave the engine, with the bare network measured around them."""
+    before = best_batch(sweep)
+    command = [sys.executable, "-m", "bench.spark_floor", "--folder", str(folder), "--model", str(model.local_path)]
+    command += ["--seconds", str(3 * sweep)]
+    done = subprocess.run(command, env=processes.environment(model.tracking_uri), capture_output=True, text=True)
+    after = best_batch(sweep)
+    if done.returncode != 0:
+        raise BenchError(f"bench.spark_floor failed: {done.stderr[-500:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    floor = f"spark local[2] floor, no model (binaryFile, a constant Arrow UDF, Parquet), {count} PNG files"
+    first = Figure("batch", f"{floor}, first job in its JVM", count / measured["floor_first"], "images/s")
+    again = Figure("batch", f"{floor}, again in the same JVM", count / measured["floor_again"], "images/s")
+    model_rate = measured["model_one_thread"]
+    rows = spark_floor.ARROW_BATCH_ROWS
+    one_thread = Figure("batch", f"pyfunc in one thread, {rows}-row frames of PNG files", model_rate, "images/s")
+    name = f"spark local[2] ceiling, {count} PNG files"
+    return [
+        first,
+        again,
+        one_thread,
+        Figure(
+            "batch",
+            f"{name}: the floor (again) and the model on 2 cores, no other cost",
+            spark_floor.ceiling(again.value, model_rate),
+            "images/s",
+            {"floor_images_per_second": round(again.value), "model_one_thread": round(model_rate)},
+        ),
+        Figure(
+            "batch",
+            f"bare network best batch, around the job: {name}",
+            (before[0] + after[0]) / 2,
+            "images/s",
+            {"before": round(before[0]), "before_batch": before[1], "after": round(after[0]), "after_batch": after[1]},
+        ),
+    ]
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="mnist-bench-batch-"))
     count = mode.count(10_000, 1_000)
@@ -119,17 +161,18 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     figures = []
     for job in jobs:
         figures += measure_job(job, model, folders[job.scale], count * job.scale, sweep)
-    return figures
+    return figures + measure_spark_ceiling(model, folders[1], count, sweep)
 
 
 def ratios(figures: list[Figure]) -> list[Figure | None]:
-    """Each job's images/s over the bare network's best batch measured around it; and the pandas
-    engine's peak memory on 5x the input over 1x (streaming: it must not grow)."""
+    """Each job's images/s, and the Spark engine's ceiling, over the bare network's best batch
+    measured around it; and the pandas engine's peak memory on 5x the input over 1x (streaming:
+    it must not grow)."""
     out = []
     for figure in figures:
-        if figure.section != "batch" or "start-up" not in figure.name:
+        if figure.section != "batch" or not ("start-up" in figure.name or "ceiling" in figure.name):
             continue
-        name = figure.name.rsplit(", ", 1)[0]
+        name = figure.name.split(":")[0] if "ceiling" in figure.name else figure.name.rsplit(", ", 1)[0]
         baseline = next((f for f in figures if f.name == f"bare network best batch, around the job: {name}"), None)
         out.append(ratio(f"batch {figure.name} / bare network best around the job", figure, baseline))
     memory = [f for f in figures if f.section == "memory" and f.detail.get("job") == "pandas engine"]

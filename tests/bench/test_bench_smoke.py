@@ -38,6 +38,7 @@ def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path)
     assert any(name.endswith("/ stock mlflow models serve requests/s, 1 image, concurrency 32") for name in names)
     assert any(name.endswith("concurrency 1, paired requests") for name in names)
     assert any(name.startswith("batch pandas engine") and "around the job" in name for name in names)
+    assert any(name.startswith("batch spark local[2] ceiling") and "around the job" in name for name in names)
     table = (tmp_path / "quick.md").read_text()
     assert "| online | mlflow models serve: 1 image/request, concurrency 32 |" in table
     assert done.stdout.count("\n") >= len(result["figures"])  # the printed table

@@ -126,7 +126,7 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     floor = f"spark local[2] floor, no model (binaryFile, a constant Arrow UDF, Parquet), {count} PNG files"
     first = Figure("batch", f"{floor}, first job in its JVM", count / measured["floor_first"], "images/s")
-    again = Figure("batch", f"{floor}, again in the same JVM", count / measured["floor_again"], "images/s")
+    again = Figure("batch", f"{floor}, again in the same JVM (best of 3)", count / measured["floor_again"], "images/s")
     model_rate = measured["model_one_thread"]
     rows = spark_floor.ARROW_BATCH_ROWS
     one_thread = Figure("batch", f"pyfunc in one thread, {rows}-row frames of PNG files", model_rate, "images/s")
@@ -137,7 +137,7 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
         one_thread,
         Figure(
             "batch",
-            f"{name}: the floor (again) and the model on 2 cores, no other cost",
+            f"{name}: the floor (best again) and the model on 2 cores, no other cost",
             spark_floor.ceiling(again.value, model_rate),
             "images/s",
             {"floor_images_per_second": round(again.value), "model_one_thread": round(model_rate)},

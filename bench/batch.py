@@ -124,7 +124,7 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
     if done.returncode != 0:
         raise BenchError(f"bench.spark_floor failed: {done.stderr[-500:]}")
     measured = json.loads(done.stdout.strip().splitlines()[-1])
-    floor = f"spark local[2] floor, no model (binaryFile, a constant Arrow UDF, Parquet), {count} PNG files"
+    floor = f"spark local[2] floor, no model (binaryFile alone, a constant Arrow UDF, Parquet), {count} PNG files"
     first = Figure("batch", f"{floor}, first job in its JVM", count / measured["floor_first"], "images/s")
     again = Figure("batch", f"{floor}, again in the same JVM (best of 3)", count / measured["floor_again"], "images/s")
     model_rate = measured["model_one_thread"]

@@ -3,12 +3,14 @@
 ``python -m bench.spark_floor --folder F --model M`` (``bench.batch`` runs it in a process of
 its own, as each job runs) prints one JSON line with two measurements:
 
-- **Spark's floor**: the engine's own session on ``local[2]`` and its own read of the folder
-  (``binaryFile``), every image handed over Arrow to a Python UDF that answers a constant in the
-  engine's result type, the answers written as Parquet. Everything the engine's job does except
-  scoring. The Python workers are started first (as the engine's warm-up starts them); then timed
-  as the first job over files in its JVM (as the engine's job is), and the best of three more in
-  the same JVM (class loading and the JIT paid: the most the floor leaves).
+- **Spark's floor**: the least any Spark engine over ``binaryFile`` and a Python UDF does: the
+  engine's own session on ``local[2]``, the folder read by ``binaryFile`` with nothing around it
+  (the engine's own read adds the id, and a second listing for files over the size limit), every
+  image handed over Arrow to a Python UDF that answers a constant in the engine's result type,
+  the paths and answers written as Parquet. The Python workers are started first (as the
+  engine's warm-up starts them); then timed as the first job over files in its JVM (as the
+  engine's job is), and the best of three more in the same JVM (class loading and the JIT paid:
+  the most the floor leaves).
 - **The model in one thread**: the pyfunc's ``predict`` over frames of ``ARROW_BATCH_ROWS`` PNG
   files with one torch thread: what each of Spark's Python workers does per Arrow batch.
 
@@ -58,7 +60,7 @@ def floor_seconds(folder: Path, runs: int = 4) -> list[float]:
     """Seconds of each of ``runs`` floor jobs over ``folder``, in one Spark session (first: cold)."""
     from pyspark.sql import functions as F
 
-    from serve.batch.spark_engine import read_input, session
+    from serve.batch.spark_engine import literal_path, session
 
     spark = session(MASTER)
     answer = constant_answers()
@@ -69,8 +71,8 @@ def floor_seconds(folder: Path, runs: int = 4) -> list[float]:
         warm.select(answer(F.struct("image"))).collect()  # the Python workers, up
         for _ in range(runs):
             output = Path(tempfile.mkdtemp(prefix="spark-floor-"))
-            frame, _ = read_input(spark, folder)
-            answered = frame.withColumn("r", answer(F.struct("image"))).select("id", "r.*", "read_error")
+            files = spark.read.format("binaryFile").load(literal_path(folder))
+            answered = files.select("path", answer(F.struct("content")).alias("r")).select("path", "r.*")
             started = time.perf_counter()
             answered.write.mode("overwrite").parquet(str(output / "out"))
             seconds.append(time.perf_counter() - started)

@@ -48,8 +48,10 @@ ARROW_BATCH_ROWS = 256
 # optimising JIT compiler's threads cost a short job more than they save, and the workers fork
 # from a daemon that imported the scoring stack once. Measured on 10,000 PNG files in local[2]
 # (`mnist-batch --engine spark`, the benchmark's model, three interleaved runs each): 19.3-19.9 s
-# as Spark ships, 16.6-18.1 s with both.
-LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+# as Spark ships, 16.6-18.1 s with both. The throughput collector, not G1, whose concurrent
+# threads take the cores from the Python workers: seven interleaved rounds of the same job, median
+# 2,433 images/s after start-up against 2,239 (more in 6 of 7 rounds), 18.5 s in all against 20.1.
+LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
 DAEMON_MODULE = "serve.batch.spark_daemon"
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"

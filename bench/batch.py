@@ -131,17 +131,22 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
     rows = spark_floor.ARROW_BATCH_ROWS
     one_thread = Figure("batch", f"pyfunc in one thread, {rows}-row frames of PNG files", model_rate, "images/s")
     name = f"spark local[2] ceiling, {count} PNG files"
+    ceilings = [
+        Figure(
+            "batch",
+            f"{name}: the floor ({which}) and the model on 2 cores, no other cost",
+            spark_floor.ceiling(floor_figure.value, model_rate),
+            "images/s",
+            {"floor_images_per_second": round(floor_figure.value), "model_one_thread": round(model_rate)},
+        )
+        # The engine's job is the first over files in its JVM; the repeated job is the most Spark leaves.
+        for which, floor_figure in (("first job in its JVM", first), ("best repeated job", again))
+    ]
     return [
         first,
         again,
         one_thread,
-        Figure(
-            "batch",
-            f"{name}: the floor (best again) and the model on 2 cores, no other cost",
-            spark_floor.ceiling(again.value, model_rate),
-            "images/s",
-            {"floor_images_per_second": round(again.value), "model_one_thread": round(model_rate)},
-        ),
+        *ceilings,
         Figure(
             "batch",
             f"bare network best batch, around the job: {name}",

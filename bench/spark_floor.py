@@ -4,10 +4,10 @@
 its own, as each job runs) prints one JSON line with two measurements:
 
 - **Spark's floor**: the least any Spark engine over ``binaryFile`` and a Python UDF does: the
-  engine's own session on ``local[2]``, the folder read by ``binaryFile`` with nothing around it
-  (the engine's own read adds the id, and a second listing for files over the size limit), every
-  image handed over Arrow to a Python UDF that answers a constant in the engine's result type,
-  the paths and answers written as Parquet. The Python workers are started first (as the
+  engine's own session on ``local[2]``, the folder listed and read by ``binaryFile`` with nothing
+  around it (the engine's own read adds the ids, the image-suffix filter and the size limit),
+  every image handed over Arrow to a Python UDF that answers a constant in the engine's result
+  type, the paths and answers written as Parquet. The Python workers are started first (as the
   engine's warm-up starts them); then timed as the first job over files in its JVM (as the
   engine's job is), and the best of three more in the same JVM (class loading and the JIT paid:
   the most the floor leaves).

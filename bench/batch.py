@@ -86,6 +86,22 @@ def run_job(model: ModelUnderTest, folder: Path, *extra: str) -> tuple[dict, flo
     return summary, wall, peak
 
 
+def baseline_name(name: str) -> str:
+    return f"bare network best batch, around the job: {name}"
+
+
+def bare_network_around(name: str, before: tuple[float, int], after: tuple[float, int]) -> Figure:
+    """The bare network's best batch (``best_batch``: images/s, batch) measured just before and
+    just after the job ``name``, as the baseline its ratios are taken against."""
+    return Figure(
+        "batch",
+        baseline_name(name),
+        (before[0] + after[0]) / 2,
+        "images/s",
+        {"before": round(before[0]), "before_batch": before[1], "after": round(after[0]), "after_batch": after[1]},
+    )
+
+
 def measure_job(job: Job, model: ModelUnderTest, folder: Path, count: int, sweep: float) -> list[Figure]:
     before = best_batch(sweep)
     summary, wall, peak = run_job(model, folder, *job.args)
@@ -99,13 +115,7 @@ def measure_job(job: Job, model: ModelUnderTest, folder: Path, count: int, sweep
     figures = [
         Figure("batch", f"{name}, excluding start-up", summary["images_per_second"], "images/s", detail),
         Figure("batch", f"{name}, including start-up", summary["total"] / wall, "images/s", detail),
-        Figure(
-            "batch",
-            f"bare network best batch, around the job: {name}",
-            (before[0] + after[0]) / 2,
-            "images/s",
-            {"before": round(before[0]), "before_batch": before[1], "after": round(after[0]), "after_batch": after[1]},
-        ),
+        bare_network_around(name, before, after),
     ]
     if job.memory or job.scale == 1:
         memory = {"job": job.label, "count": count}
@@ -147,13 +157,7 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
         again,
         one_thread,
         *ceilings,
-        Figure(
-            "batch",
-            f"bare network best batch, around the job: {name}",
-            (before[0] + after[0]) / 2,
-            "images/s",
-            {"before": round(before[0]), "before_batch": before[1], "after": round(after[0]), "after_batch": after[1]},
-        ),
+        bare_network_around(name, before, after),
     ]
 
 
@@ -178,7 +182,7 @@ def ratios(figures: list[Figure]) -> list[Figure | None]:
         if figure.section != "batch" or not ("start-up" in figure.name or "ceiling" in figure.name):
             continue
         name = figure.name.split(":")[0] if "ceiling" in figure.name else figure.name.rsplit(", ", 1)[0]
-        baseline = next((f for f in figures if f.name == f"bare network best batch, around the job: {name}"), None)
+        baseline = next((f for f in figures if f.name == baseline_name(name)), None)
         out.append(ratio(f"batch {figure.name} / bare network best around the job", figure, baseline))
     memory = [f for f in figures if f.section == "memory" and f.detail.get("job") == "pandas engine"]
     if len(memory) == 2:

@@ -1,5 +1,5 @@
-"""``python -m registry``: the same as ``mnist-registry``."""
+"""``python -m mnist_mlops.registry``: the same as ``mnist-registry``."""
 
-from registry.cli import main
+from mnist_mlops.registry.cli import main
 
 main()

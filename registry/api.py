@@ -1,6 +1,6 @@
 """The registry's Python API, under the CLI and for ``serve/`` (the gateway follows aliases with it).
 
-    from registry import api
+    from mnist_mlops.registry import api
     api.resolve("mnist-cnn", "champion")              -> "3"
     api.aliases("mnist-cnn")                          -> {"champion": "3", "challenger": "4"}
     api.history("mnist-cnn")                          -> [Event, ...]
@@ -17,15 +17,16 @@ from pathlib import Path
 
 import mlflow
 
-from registry import abtest, versions
-from registry import history as history_module
-from registry import promote as promote_module
-from registry.datasets import LabelledData, load
-from registry.evaluate import Comparison, evaluate_versions
-from registry.store import RegistryError
-from registry.store import client as make_client
-from registry.store import tracking_uri as resolve_uri
-from registry.versions import CHAMPION
+from mnist_mlops.common.store import client as make_client
+from mnist_mlops.common.store import tracking_uri as resolve_uri
+from mnist_mlops.registry import abtest, versions
+from mnist_mlops.registry import history as history_module
+from mnist_mlops.registry import promote as promote_module
+from mnist_mlops.registry.datasets import LabelledData, load
+from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.evaluate import Comparison, evaluate_versions
+from mnist_mlops.registry.register import register_version
+from mnist_mlops.registry.versions import CHAMPION
 
 
 def connect(tracking_uri: str | None = None):
@@ -34,6 +35,22 @@ def connect(tracking_uri: str | None = None):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return make_client(uri)
+
+
+def register(
+    name: str,
+    model_uri: str,
+    run_id: str,
+    test_accuracy: float,
+    dataset_fingerprint: str,
+    model_id: str | None = None,
+    tracking_uri: str | None = None,
+):
+    """Register a logged model as the next version of ``name`` and point the aliases at it
+    (``registry.register``); the new ``ModelVersion``."""
+    return register_version(
+        connect(tracking_uri), name, model_uri, run_id, test_accuracy, dataset_fingerprint, model_id=model_id
+    )
 
 
 def resolve(name: str, alias_or_version: str, tracking_uri: str | None = None) -> str:

@@ -17,9 +17,17 @@ import os
 import sys
 from pathlib import Path
 
-from registry.cliargs import OneLineArgumentParser, add_option
-from registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU, CHAMPION, DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE
-from registry.store import RegistryError, describe_store_failure, tracking_uri
+from mnist_mlops.common.cli import OneLineArgumentParser, add_option
+from mnist_mlops.common.store import describe_store_failure, tracking_uri
+from mnist_mlops.registry.defaults import (
+    AB_ALPHA,
+    AB_MIN_FEEDBACK,
+    AB_TAU,
+    CHAMPION,
+    DEFAULT_MIN_ACCURACY,
+    DEFAULT_TOLERANCE,
+)
+from mnist_mlops.registry.errors import RegistryError
 
 PROG = "mnist-registry"
 EXIT_ERROR, EXIT_REFUSED = 1, 3
@@ -124,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before the logging set-up: importing MLflow sets its own loggers' level, which ours overrides.
     from mlflow.exceptions import MlflowException
 
-    from registry.commands import COMMANDS
-    from registry.promote import GateRefused
+    from mnist_mlops.registry.commands import COMMANDS
+    from mnist_mlops.registry.promote import GateRefused
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3"):

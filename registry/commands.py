@@ -9,13 +9,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry import api, render
-from registry import history as history_module
-from registry.abtest import Policy, analyse
-from registry.datasets import load
-from registry.promote import Gate, GateRefused, Move
-from registry.store import RegistryError
-from registry.versions import aliases, all_versions, require_model
+from mnist_mlops.registry import api, render
+from mnist_mlops.registry import history as history_module
+from mnist_mlops.registry.abtest import Policy, analyse
+from mnist_mlops.registry.datasets import load
+from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.promote import Gate, GateRefused, Move
+from mnist_mlops.registry.versions import aliases, all_versions, require_model
 
 
 def _mnist_root(args) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from registry.store import RegistryError
+from mnist_mlops.registry.errors import RegistryError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The registry's names and default thresholds, import-light: the command line's options show
 them in ``--help`` before MLflow is imported, and the modules that act on them import them here."""
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+from mnist_mlops.common.names import CHALLENGER, CHAMPION  # noqa: F401  (re-exported)
 
 # Promotion gate
 DEFAULT_TOLERANCE = 0.002  # the candidate may trail the champion by at most 0.2 points

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from registry.datasets import LabelledData
-from registry.store import RegistryError
-from train.dataset_inputs import link_dataset
+from mnist_mlops.common.dataset_link import link_dataset
+from mnist_mlops.registry.datasets import LabelledData
+from mnist_mlops.registry.errors import RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,15 @@ CHUNK_ROWS = 1024
 Z95 = 1.959963984540054
 
 
-def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of ``correct / total`` (SciPy's); (0, 1) when nothing was counted."""
     if total == 0:
         return (0.0, 1.0)
-    p = correct / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Imported here: scipy.stats costs every mnist-registry command most of a second to import.
+    from scipy.stats import binomtest
+
+    interval = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
-from registry.versions import aliases, require_model
+from mnist_mlops.registry.versions import aliases, require_model
 
 TAG_PREFIX = "mnist.history."
 OUTSIDE_REASON = "moved outside the CLI"
@@ -128,7 +128,7 @@ def previous_champions(events: list[Event], alias: str = "champion") -> list[str
 
 def reconciled(client: MlflowClient, name: str) -> list[Event]:
     """``reconcile`` under the registry lock, for readers (``list``, ``history``)."""
-    from registry.lock import registry_lock
+    from mnist_mlops.registry.lock import registry_lock
 
     with registry_lock(client, name):
         return reconcile(client, name)

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from registry.actor import current_actor
-from registry.store import RegistryError
+from mnist_mlops.registry.actor import current_actor
+from mnist_mlops.registry.errors import RegistryError
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from registry import history
-from registry.actor import current_actor
-from registry.defaults import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE
-from registry.evaluate import Comparison
-from registry.lock import registry_lock, still_held
-from registry.store import RegistryError
-from registry.versions import CHALLENGER, CHAMPION, aliases, mirror_stages, resolve
+from mnist_mlops.registry import history
+from mnist_mlops.registry.actor import current_actor
+from mnist_mlops.registry.defaults import DEFAULT_MIN_ACCURACY, DEFAULT_TOLERANCE
+from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.evaluate import Comparison
+from mnist_mlops.registry.lock import registry_lock, still_held
+from mnist_mlops.registry.versions import CHALLENGER, CHAMPION, aliases, mirror_stages, resolve
 
 
 @dataclass(frozen=True)

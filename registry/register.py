@@ -14,10 +14,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from registry import history
-from registry.actor import current_actor
-from registry.lock import registry_lock
-from registry.versions import CHALLENGER, CHAMPION, aliases, mirror_stages
+from mnist_mlops.registry import history
+from mnist_mlops.registry.actor import current_actor
+from mnist_mlops.registry.lock import registry_lock
+from mnist_mlops.registry.versions import CHALLENGER, CHAMPION, aliases, mirror_stages
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from registry.evaluate import Comparison
-from registry.history import Event
+from mnist_mlops.registry.evaluate import Comparison
+from mnist_mlops.registry.history import Event
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from registry.defaults import CHALLENGER, CHAMPION
-from registry.store import RegistryError
+from mnist_mlops.registry.defaults import CHALLENGER, CHAMPION
+from mnist_mlops.registry.errors import RegistryError
 
 STAGE_FOR_ALIAS = {CHAMPION: "Production", CHALLENGER: "Staging"}
 ARCHIVED, NO_STAGE = "Archived", "None"

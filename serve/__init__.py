@@ -1,5 +1,6 @@
-"""Serving: the pyfunc model (``serve.model``), the A/B gateway and batch scoring.
+"""Serving: the model package (``model``), the A/B gateway (``gateway``), batch scoring
+(``batch``), and the backend processes the gateway starts (``backend``, ``warm_pool``).
 
-``serve.model`` is shipped inside every logged model (its ``code_paths``), so it imports nothing
-from the rest of the project except ``train.transforms`` and ``train.network``, which ship with it.
+``model`` ships inside every logged model under a name of its own (``mnist_mlops.train.export``),
+so it imports nothing of the project: only itself, relatively, and the model's requirements.
 """

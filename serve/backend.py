@@ -1,6 +1,6 @@
 """A scoring backend without the ``mlflow`` CLI in front: MLflow's own scoring app, model preloaded.
 
-    python -m serve.backend --model_uri models:/mnist-cnn/3 --port 5001
+    python -m mnist_mlops.serve.backend --model_uri models:/mnist-cnn/3 --port 5001
 
 ``mlflow models serve`` spends seconds importing the CLI and then starts a second interpreter
 (``uvicorn mlflow.pyfunc.scoring_server.app:app``) that imports everything again. This runs
@@ -17,11 +17,11 @@ import logging
 import os
 import sys
 
-from registry.cliargs import OneLineArgumentParser, add_option, whole_number
+from mnist_mlops.common.cli import OneLineArgumentParser, add_option, whole_number
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="serve.backend", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="mnist_mlops.serve.backend", description=__doc__.splitlines()[0])
     add_option(parser, "model_uri", required=True, help="models:/NAME/VERSION, models:/NAME@ALIAS or a path")
     add_option(parser, "host", default="127.0.0.1")
     add_option(parser, "port", type=whole_number(1, 65535), required=True)
@@ -36,7 +36,7 @@ def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
-    from serve.model_loading import load_pyfunc
+    from mnist_mlops.serve.loading import load_pyfunc
 
     try:
         local_path = mlflow.artifacts.download_artifacts(model_uri)

@@ -1,14 +1,13 @@
 """A warm pool for scoring backends: an interpreter that has imported everything a backend needs
 and forks a copy of itself for each one.
 
-    python -m serve.warm_pool --socket /tmp/mnist-pool.sock
+    python -m mnist_mlops.serve.warm_pool --socket /tmp/mnist-pool.sock
 
 Most of a backend's cold start is importing MLflow, torch, pandas, SciPy and uvicorn (seconds),
 the same for every version. The pool pays it once; a new backend is then a ``fork`` that only
-fetches and loads its model and starts serving (``serve.backend.run``), so a promotion's new
-version answers in well under a second. The project's own modules are deliberately not imported
-here: each model brings its own code (``code_paths``), and a module cached in the pool would
-shadow it.
+fetches and loads its model and starts serving (``mnist_mlops.serve.backend.run``), so a
+promotion's new version answers in well under a second. Each model brings its own code under a
+name of its own (``mnist_mlops.train.export``), so nothing imported here can shadow it.
 
 Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "host", "port", "env",
 "log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
@@ -81,7 +80,7 @@ def _child(request: dict) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.environ.update(request.get("env") or {})
-    from serve.backend import run
+    from mnist_mlops.serve.backend import run
 
     try:
         run(request["model_uri"], request.get("host", "127.0.0.1"), int(request["port"]))
@@ -125,7 +124,7 @@ def serve_forever(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="serve.warm_pool", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mnist_mlops.serve.warm_pool", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="Unix socket to listen on")
     args = parser.parse_args(argv)
     serve_forever(args.socket)

@@ -22,7 +22,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from torchvision.datasets import MNIST
 
-from serve.model.export import save_model
+from mnist_mlops.train.export import save_model
 from tests.fullmodel import full_network
 from tests.helpers import PROJECT_ROOT, mnist_dir, subprocess_env
 
@@ -176,7 +176,7 @@ def weak_model(tmp_path_factory, mnist_root) -> LoggedModel:
     args = [
         sys.executable,
         "-m",
-        "train",
+        "mnist_mlops.train",
         "--epochs",
         "1",
         "--max_train_samples",

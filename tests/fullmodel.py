@@ -12,8 +12,8 @@ import json
 
 import torch
 
+from mnist_mlops.serve.model.network import build_network
 from tests.helpers import PROJECT_ROOT
-from train.network import build_network
 
 ASSET = PROJECT_ROOT / "tests" / "assets" / "full-model"
 

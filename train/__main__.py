@@ -1,5 +1,5 @@
-"""``python -m train``: the same as ``mnist-train``."""
+"""``python -m mnist_mlops.train``: the same as ``mnist-train``."""
 
-from train.cli import main
+from mnist_mlops.train.cli import main
 
 main()

@@ -12,10 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from train import interrupt
-from train.config import parse_config
-from train.errors import TrainingError
-from train.progress import interactive
+from mnist_mlops.common.progress import interactive
+from mnist_mlops.train import interrupt
+from mnist_mlops.train.config import parse_config
+from mnist_mlops.train.errors import TrainingError
 
 PROG = "mnist-train"
 
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from mlflow.exceptions import MlflowException
 
-    from registry.store import RegistryError, describe_store_failure, tracking_uri
-    from train.session import run
+    from mnist_mlops.common.store import describe_store_failure, tracking_uri
+    from mnist_mlops.registry.errors import RegistryError
+    from mnist_mlops.train.session import run
 
     setup_logging()
     if not interactive():

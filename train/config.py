@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
-from registry.cliargs import OneLineArgumentParser, boolean, non_negative_float, positive_float, whole_number
-
-DEFAULT_MODEL_NAME = "mnist-cnn"
-DATA_DIR_ENV = "MNIST_DATA_DIR"  # where the MNIST root is when --data_dir is empty
+from mnist_mlops.common.cli import OneLineArgumentParser, boolean, non_negative_float, positive_float, whole_number
+from mnist_mlops.common.names import DATA_DIR_ENV, DEFAULT_MODEL_NAME
 
 
 @dataclass(frozen=True)

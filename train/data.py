@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from train.config import DATA_DIR_ENV
-from train.errors import TrainingError
+from mnist_mlops.common.names import DATA_DIR_ENV
+from mnist_mlops.train.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from train.data import Split
-from train.loop import evaluate
-from train.network import NUM_CLASSES, DigitNet
+from mnist_mlops.serve.model.network import NUM_CLASSES, DigitNet
+from mnist_mlops.train.data import Split
+from mnist_mlops.train.loop import evaluate
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from train import interrupt
-from train.data import MnistData, Split
-from train.network import DigitNet, build_network
-from train.progress import batch_progress
-from train.transforms import normalize, random_affine, to_unit_range
+from mnist_mlops.common.progress import batch_progress
+from mnist_mlops.serve.model.network import DigitNet, build_network
+from mnist_mlops.serve.model.transforms import normalize, to_unit_range
+from mnist_mlops.train import interrupt
+from mnist_mlops.train.augment import random_affine
+from mnist_mlops.train.data import MnistData, Split
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,19 @@ def train(
             result.seconds,
             result.images_per_second,
         )
+        if epoch == 1 and hp.epochs > 1:
+            # Machines differ several-fold in speed: say early what this one makes of the run.
+            logger.info(
+                "the whole run will take about %s (%d epochs)", _duration(result.seconds * hp.epochs), hp.epochs
+            )
         on_epoch(result)
     model.eval()
     return model
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"7 min"``, ``"1 h 25 min"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from train.loop import EpochResult
+from mnist_mlops.train.loop import EpochResult
 
 
 def learning_curves(history: list[EpochResult]) -> Figure:

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import mlflow
 
-from registry.register import register_version
-from registry.store import client, describe_store_failure, tracking_uri
-from train import interrupt
-from train.config import TrainConfig
-from train.data import prepare, resolve_data_dir
-from train.errors import TrainingError
-from train.evaluation import test_report
-from train.loop import Hyperparameters, pick_device, train
-from train.tracking import RunLogger
+from mnist_mlops.common.store import client, describe_store_failure, tracking_uri
+from mnist_mlops.registry import api as registry
+from mnist_mlops.train import interrupt
+from mnist_mlops.train.config import TrainConfig
+from mnist_mlops.train.data import prepare, resolve_data_dir
+from mnist_mlops.train.errors import TrainingError
+from mnist_mlops.train.evaluation import test_report
+from mnist_mlops.train.loop import Hyperparameters, pick_device, train
+from mnist_mlops.train.tracking import RunLogger
 
 logger = logging.getLogger("mnist-train")
 
@@ -51,7 +51,7 @@ def run(config: TrainConfig, project_dir: Path) -> None:
         report = test_report(model, data.test, device)
         logger.info("test accuracy %.4f", report.accuracy)
         tracker.finish(report, data.test.images.numpy(), data.test.labels.numpy())
-        from serve.model.export import log_model  # imports mlflow.pyfunc machinery: only when needed
+        from mnist_mlops.train.export import log_model  # imports mlflow.pyfunc machinery: only when needed
 
         # A stop is honoured up to the last moments it leaves nothing behind: before the model is
         # logged, and before it is registered.
@@ -62,14 +62,14 @@ def run(config: TrainConfig, project_dir: Path) -> None:
         if config.register:
             interrupt.check()
             with tracker.timed():
-                version = register_version(
-                    client(uri),
+                version = registry.register(
                     config.model_name,
                     info.model_uri,
                     run_id,
                     report.accuracy,
                     data.fingerprint,
                     model_id=info.model_id,
+                    tracking_uri=uri,
                 )
         tracker.log_overhead(time.perf_counter() - started)
     _print_next_steps(uri, run_id, active.info.experiment_id, config, version)

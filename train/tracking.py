@@ -21,12 +21,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from train import plots
-from train.config import TrainConfig
-from train.data import MnistData, raw_dir
-from train.dataset_inputs import link_dataset
-from train.evaluation import TestReport
-from train.loop import EpochResult
+from mnist_mlops.common.dataset_link import link_dataset
+from mnist_mlops.train import plots
+from mnist_mlops.train.config import TrainConfig
+from mnist_mlops.train.data import MnistData, raw_dir
+from mnist_mlops.train.evaluation import TestReport
+from mnist_mlops.train.loop import EpochResult
 
 TAG_DATASET = "dataset_fingerprint"
 TAG_DATASET_VERIFIED = "dataset_verified"

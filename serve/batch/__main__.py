@@ -1,5 +1,5 @@
-"""``python -m serve.batch``: the same as ``mnist-batch``."""
+"""``python -m mnist_mlops.serve.batch``: the same as ``mnist-batch``."""
 
-from serve.batch.cli import main
+from mnist_mlops.serve.batch.cli import main
 
 main()

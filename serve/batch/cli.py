@@ -11,6 +11,7 @@ scored, the model could not be loaded, or the input/output was unusable (nothing
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from registry.cliargs import (
+from mnist_mlops.common.cli import (
     OneLineArgumentParser,
     add_option,
     boolean,
@@ -28,8 +29,15 @@ from registry.cliargs import (
     positive_float,
     whole_number,
 )
-from serve.batch.errors import BatchError
-from serve.batch.options import AUTO, DEFAULT_CHUNK_ROWS, FORMAT_CHOICES, output_format, path_text, spark_master
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.options import (
+    AUTO,
+    DEFAULT_CHUNK_ROWS,
+    FORMAT_CHOICES,
+    output_format,
+    path_text,
+    spark_master,
+)
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -113,18 +121,20 @@ def run(args, stop: threading.Event) -> int:
             raise BatchError("--input is required (or --watch FOLDER)")
         if not Path(args.input).exists():
             raise BatchError(f"input {args.input} does not exist")
+        if args.engine == "spark" and importlib.util.find_spec("pyspark") is None:
+            raise BatchError("the Spark engine needs pyspark, which is not installed: pip install 'mnist-mlops[spark]'")
         if args.engine == "pandas" and args.workers != 1:
-            from serve.batch import forkserver
+            from mnist_mlops.serve.batch import forkserver
 
             forkserver.start()  # its imports overlap with this process's own, below
     # Heavy imports here, not at the top: the signal handlers are in place before they start.
     import mlflow
 
-    from registry.store import tracking_uri
-    from serve.batch import pandas_engine
-    from serve.batch.scoring_model import resolve
-    from serve.batch.tracking import log_to_active_run
-    from serve.batch.writers import check_output
+    from mnist_mlops.common.store import tracking_uri
+    from mnist_mlops.serve.batch import pandas_engine
+    from mnist_mlops.serve.batch.scoring_model import resolve
+    from mnist_mlops.serve.batch.tracking import log_to_active_run
+    from mnist_mlops.serve.batch.writers import check_output
 
     # After the imports: importing mlflow sets its loggers' levels again.
     for noisy in ("mlflow", "alembic", "py4j", "pyspark"):
@@ -135,7 +145,7 @@ def run(args, stop: threading.Event) -> int:
     output = Path(args.output)
     fmt = output_format(args.format, output)
     if args.watch:
-        from serve.batch.watch import watch
+        from mnist_mlops.serve.batch.watch import watch
 
         scoring = resolve(args.model)
         summary = watch(
@@ -153,7 +163,7 @@ def run(args, stop: threading.Event) -> int:
         check_output(output, args.overwrite, source=input_path, writes_folder=args.engine == "spark")
         scoring = resolve(args.model)
         if args.engine == "spark":
-            from serve.batch import spark_engine
+            from mnist_mlops.serve.batch import spark_engine
 
             summary = spark_engine.run(
                 scoring,

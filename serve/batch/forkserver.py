@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 
-PRELOAD = ["torch", "scipy.ndimage", "PIL.Image", "mlflow.pyfunc", "serve.batch.workers"]
+PRELOAD = ["torch", "scipy.ndimage", "PIL.Image", "mlflow.pyfunc", "mnist_mlops.serve.batch.workers"]
 
 
 def context() -> multiprocessing.context.BaseContext:

@@ -20,13 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serve.batch.options import DEFAULT_CHUNK_ROWS
-from serve.batch.scoring_model import ScoringModel, cannot_load
-from serve.batch.sources import open_source
-from serve.batch.summary import Summary
-from serve.batch.workers import InProcessScorer, ProcessScorer, default_workers
-from serve.batch.writers import ResultWriter
-from train.progress import batch_progress, interactive
+from mnist_mlops.common.progress import batch_progress, interactive
+from mnist_mlops.serve.batch.options import DEFAULT_CHUNK_ROWS
+from mnist_mlops.serve.batch.scoring_model import ScoringModel, cannot_load
+from mnist_mlops.serve.batch.sources import open_source
+from mnist_mlops.serve.batch.summary import Summary
+from mnist_mlops.serve.batch.workers import InProcessScorer, ProcessScorer, default_workers
+from mnist_mlops.serve.batch.writers import ResultWriter
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serve.batch.scoring_model import ScoringModel
+from mnist_mlops.serve.batch.scoring_model import ScoringModel
 
 SCHEMA = pa.schema(
     [

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from serve.batch.errors import BatchError
-from serve.model_loading import load_pyfunc
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.loading import load_pyfunc
 
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serve.batch.errors import BatchError
-from serve.model.limits import MAX_ENCODED_BYTES, too_large_message
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES, too_large_message
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TABLE_SUFFIXES = frozenset({".parquet", ".pq", ".csv"})
@@ -53,7 +53,7 @@ def read_file(path: str | Path) -> tuple[bytes | None, str | None]:
     accepts is not read: one huge file must not fill the job's memory.
 
     ``os`` calls, not a file object: on a small image, setting up even an unbuffered ``FileIO``
-    cost as much as the reading (measured 3.9 us per file against 5.7).
+    cost about half as much again as the reading itself.
     """
     try:
         fd = os.open(path, _READ_ONLY)

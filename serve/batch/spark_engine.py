@@ -19,9 +19,10 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
-from serve.batch.errors import BatchError
-from serve.batch.scoring_model import ScoringModel, cannot_load
-from serve.batch.sources import (
+from mnist_mlops.common.progress import interactive
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.scoring_model import ScoringModel, cannot_load
+from mnist_mlops.serve.batch.sources import (
     IMAGE_SUFFIXES,
     MAX_ID_CHARS,
     IdxSource,
@@ -30,11 +31,10 @@ from serve.batch.sources import (
     open_source,
     read_file,
 )
-from serve.batch.spark_warmup import first_cause, warm_up
-from serve.batch.summary import Summary
-from serve.model import THREADS_ENV
-from serve.model.limits import MAX_ENCODED_BYTES
-from train.progress import interactive
+from mnist_mlops.serve.batch.spark_warmup import first_cause, warm_up
+from mnist_mlops.serve.batch.summary import Summary
+from mnist_mlops.serve.model import THREADS_ENV
+from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,12 @@ logger = logging.getLogger(__name__)
 OPEN_COST_BYTES = 8 * 1024
 ARROW_BATCH_ROWS = 256
 # Local masters only, where the JVM and the Python workers are ours and share a few cores: the
-# optimising JIT compiler's threads cost a short job more than they save, and the workers fork
-# from a daemon that imported the scoring stack once. Measured on 10,000 PNG files in local[2]
-# (`mnist-batch --engine spark`, the benchmark's model, three interleaved runs each): 19.3-19.9 s
-# as Spark ships, 16.6-18.1 s with both. The throughput collector, not G1, whose concurrent
-# threads take the cores from the Python workers: seven interleaved rounds of the same job, median
-# 2,433 images/s after start-up against 2,239 (more in 6 of 7 rounds), 18.5 s in all against 20.1.
+# optimising JIT compiler's threads cost a short job more than they save, the workers fork from a
+# daemon that imported the scoring stack once, and the throughput collector, unlike G1, does not
+# run threads beside the Python workers. Together a tenth off a 10,000-file job in local[2]
+# (``make bench``, section batch, measures the engine against Spark's own floor).
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
-DAEMON_MODULE = "serve.batch.spark_daemon"
+DAEMON_MODULE = "mnist_mlops.serve.batch.spark_daemon"
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
 
@@ -237,8 +235,8 @@ def image_cell_reader(base: str):
     """
     from pyspark import cloudpickle
 
-    from serve.batch import sources
-    from serve.model import limits
+    from mnist_mlops.serve.batch import sources
+    from mnist_mlops.serve.model import limits
 
     for module in (sources, limits):
         cloudpickle.register_pickle_by_value(module)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.errors import BatchError
 
 logger = logging.getLogger(__name__)
 

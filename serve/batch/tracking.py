@@ -17,8 +17,8 @@ import logging
 import os
 import time
 
-from serve.batch.scoring_model import ScoringModel
-from serve.batch.summary import Summary
+from mnist_mlops.serve.batch.scoring_model import ScoringModel
+from mnist_mlops.serve.batch.summary import Summary
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def log_to_active_run(summary: Summary, scoring: ScoringModel, tracking_uri: str
         return None
     from mlflow.entities import Metric, Param
 
-    from registry.store import client
+    from mnist_mlops.common.store import client
 
     now = int(time.time() * 1000)
     try:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from serve.batch.errors import BatchError
-from serve.batch.results import score_chunk
-from serve.batch.scoring_model import ScoringModel, load
-from serve.batch.sources import image_files, read_file, source_frame
-from serve.batch.summary import Summary
-from serve.batch.writers import cannot_write, csv_ready, probe_writable
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.results import score_chunk
+from mnist_mlops.serve.batch.scoring_model import ScoringModel, load
+from mnist_mlops.serve.batch.sources import image_files, read_file, source_frame
+from mnist_mlops.serve.batch.summary import Summary
+from mnist_mlops.serve.batch.writers import cannot_write, csv_ready, probe_writable
 
 logger = logging.getLogger(__name__)
 

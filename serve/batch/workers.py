@@ -1,12 +1,11 @@
 """Where the pandas engine scores its chunks: in worker processes, or in this process.
 
 On a CPU, scoring an image is Python-heavy (decoding, preprocessing) around a network that runs
-fastest one thread per core: measured on two cores, the network at batch 64 gave 6,000-6,100
-images/s on one thread in each of two processes at once (12,100 together) against 9,700-10,300
-with two threads in one, and decoding and preprocessing hold the GIL, so threads in one
-interpreter cannot overlap them. So by default each core gets a worker process that loads the
-model once (one torch thread each) and scores whole chunks; the parent only reads inputs and
-writes results.
+fastest one thread per core (two one-thread processes outrun one two-thread process), and
+decoding and preprocessing hold the GIL, so threads in one interpreter cannot overlap them
+(``make bench``, section batch: ``--workers 1`` against the default). So by default each core
+gets a worker process that loads the model once (one torch thread each) and scores whole chunks;
+the parent only reads inputs and writes results.
 
 Workers are forked from a server that has imported the scoring stack once
 (``serve.batch.forkserver``). The model is loaded from one local copy, downloaded once by the
@@ -29,13 +28,13 @@ from concurrent.futures.process import BrokenProcessPool
 import pandas as pd
 import pyarrow as pa
 
-from serve.batch import forkserver
-from serve.batch.errors import BatchError
-from serve.batch.results import score_chunk
-from serve.batch.scoring_model import ScoringModel, load
-from serve.cores import available_cores, threads_each
-from serve.model import THREADS_ENV
-from serve.model_loading import warn_about_environment
+from mnist_mlops.common.cores import available_cores, threads_each
+from mnist_mlops.serve.batch import forkserver
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.results import score_chunk
+from mnist_mlops.serve.batch.scoring_model import ScoringModel, load
+from mnist_mlops.serve.loading import warn_about_environment
+from mnist_mlops.serve.model import THREADS_ENV
 
 ORPHAN_CHECK_SECONDS = 1.0
 

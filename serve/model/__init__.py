@@ -1,7 +1,9 @@
-"""The inference pipeline inside the MLflow model: decode -> preprocess -> CNN -> postprocess.
+"""The model package: everything a logged model runs, decode -> preprocess -> CNN -> postprocess.
 
-Shipped in the model's ``code_paths``; depends on torch, numpy, pandas, scipy, Pillow and mlflow
-only (the logged requirements), never on the installed project.
+Self-contained: it imports only its own modules (relatively) and the model's logged requirements
+(torch, numpy, pandas, scipy, Pillow, mlflow). Training imports it as ``mnist_mlops.serve.model``
+(the network, the normalisation); every logged model carries a copy under the name
+``mnist_model_<hash of its files>`` (``mnist_mlops.train.export``), which no host process imports.
 """
 
 # Torch threads per process for the served model, when set (read by ``pyfunc.load_context``):

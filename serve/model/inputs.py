@@ -13,8 +13,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from serve.model.errors import InvalidModelInput, RowError
-from serve.model.preprocess import MIN_CONTRAST, NO_DIGIT
+from .errors import InvalidModelInput, RowError
+from .preprocess import MIN_CONTRAST, NO_DIGIT
 
 IMAGE, PIXELS = "image", "pixels"
 PIXEL_COUNT = 28 * 28

@@ -13,14 +13,14 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from serve.model import inputs
-from serve.model.decode import as_unit, decode_levels_many
-from serve.model.errors import RowError
-from serve.model.preprocess import to_mnist
-from serve.model.preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
+from . import inputs
+from .decode import as_unit, decode_levels_many
+from .errors import RowError
+from .preprocess import to_mnist
+from .preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
 
-# Images per vectorised stack: a stack's temporaries then stay in a core's cache. Per 28x28 image
-# (MNIST levels, best of 12): 29 us in stacks of 256 against 34 in stacks of 512, 31 at 128.
+# Images per vectorised stack: a stack's temporaries then stay in a core's cache (larger stacks
+# were slower per image, smaller ones pay the fixed cost per call more often).
 STACK_ROWS = 256
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from serve.model.errors import RowError
-from serve.model.levels import Levels
+from .errors import RowError
+from .levels import Levels
 
 FIELD = 28  # output side, pixels
 BOX = 20  # longer side of the digit inside the field, as in MNIST

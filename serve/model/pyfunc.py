@@ -20,20 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from serve.model import THREADS_ENV, inputs
-from serve.model.errors import InvalidModelInput
-from serve.model.postprocess import answers, probabilities_from_logits
-from serve.model.prepare import prepare_rows
-from train.network import build_network, fused_for_inference
-from train.transforms import normalize
+from . import THREADS_ENV, inputs
+from .errors import InvalidModelInput
+from .network import build_network, fused_for_inference
+from .postprocess import answers, probabilities_from_logits
+from .prepare import prepare_rows
+from .transforms import normalize
 
 ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
 # Rows per forward pass, per torch thread: each thread's share of the activations stays in its
-# core's cache, and a huge request never holds one giant activation tensor. Measured on two
-# cores with the channels_last network: one thread per process (batch scoring's workers, Spark's
-# Python workers), two such processes at once, 6,000-6,100 images/s each at 64 rows against
-# 5,500-5,700 at 32 and at 128; two threads in one process (a served model), 9,700-9,900 at
-# 64-128 rows against 8,900 at 32.
+# core's cache, and a huge request never holds one giant activation tensor. 64 is where the bare
+# network peaks per thread (``make bench``, section network: images/s by batch size).
 ROWS_PER_THREAD = 64
 MAX_REPORTED_ERRORS = 5
 

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from registry.history import read as read_history
+from mnist_mlops.registry.history import read as read_history
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
 
 EVAL = ["--max_samples", "1000"]
@@ -91,7 +91,7 @@ def add_version(uri: str, name: str, model) -> str:
 
 def registry(uri: str, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "registry", "--tracking_uri", uri, "--model", name, *args],
+        [sys.executable, "-m", "mnist_mlops.registry", "--tracking_uri", uri, "--model", name, *args],
         env=subprocess_env(uri, MNIST_ACTOR="test-actor"),
         capture_output=True,
         text=True,
@@ -192,7 +192,7 @@ def test_two_promotions_racing_leave_the_registry_consistent(store, tiny_model, 
             [
                 sys.executable,
                 "-m",
-                "registry",
+                "mnist_mlops.registry",
                 "--tracking_uri",
                 uri,
                 "--model",
@@ -229,7 +229,7 @@ def test_two_promotions_racing_leave_the_registry_consistent(store, tiny_model, 
 LINK_RACER = """
 import sys, time, warnings
 import mlflow, pandas as pd
-from train.dataset_inputs import link_dataset
+from mnist_mlops.common.dataset_link import link_dataset
 warnings.simplefilter("ignore")
 uri, start, slots = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 mlflow.set_tracking_uri(uri)
@@ -341,5 +341,7 @@ def test_a_tracking_server_that_is_down_fails_fast_with_one_line():
 
 @pytest.mark.parametrize("command", ["list", "evaluate", "promote", "rollback", "history"])
 def test_every_subcommand_has_help(command):
-    result = subprocess.run([sys.executable, "-m", "registry", command, "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_mlops.registry", command, "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "usage: mnist-registry" in result.stdout

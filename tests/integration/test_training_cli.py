@@ -18,7 +18,7 @@ SMALL = ["--epochs", "1", "--max_train_samples", "512", "--val_samples", "256", 
 
 def train(uri: str, *args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "train", *SMALL, *args],
+        [sys.executable, "-m", "mnist_mlops.train", *SMALL, *args],
         cwd=cwd,
         env=subprocess_env(uri),
         capture_output=True,
@@ -89,7 +89,7 @@ def test_an_interrupted_run_is_marked_failed_and_registers_nothing(tmp_path, sig
     args = [
         sys.executable,
         "-m",
-        "train",
+        "mnist_mlops.train",
         "--epochs",
         "50",
         "--max_train_samples",

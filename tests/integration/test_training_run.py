@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 from torchvision.datasets import MNIST
 
+from mnist_mlops.train.config import PARSERS, TrainConfig
+from mnist_mlops.train.data import fingerprint
 from tests.helpers import PROJECT_ROOT
-from train.config import PARSERS, TrainConfig
-from train.data import fingerprint
 
 
 def mlproject() -> dict:

@@ -8,14 +8,17 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
-from serve.model.errors import InvalidModelInput
-from tests.helpers import PROJECT_ROOT, png_bytes, subprocess_env
+from mnist_mlops.serve.loading import load_pyfunc
+from mnist_mlops.train.export import model_package_files, package_name
+from tests.helpers import png_bytes, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,9 @@ def test_an_empty_table_gets_an_empty_answer(model):
 
 def test_one_bad_row_fails_the_call_naming_the_row_the_column_and_what_is_accepted(model, mnist_test):
     frame = pd.DataFrame({"image": [png_bytes(mnist_test[0][0]), b"garbage", png_bytes(mnist_test[0][1])]})
-    with pytest.raises(InvalidModelInput) as error:
+    with pytest.raises(MlflowException) as error:  # the model's own InvalidModelInput, as callers see it
         model.predict(frame)
+    assert error.value.error_code == "INVALID_PARAMETER_VALUE"
     message = error.value.message
     assert (
         message.startswith("1 of 3 rows could not be scored: row 1, column 'image'")
@@ -64,7 +68,7 @@ def test_per_row_errors_on_request_score_the_good_rows(model, mnist_test):
 
 
 def test_many_errors_are_summarised(model):
-    with pytest.raises(InvalidModelInput) as error:
+    with pytest.raises(MlflowException) as error:
         model.predict(pd.DataFrame({"image": [b"x"] * 9}))
     assert error.value.message.startswith("9 of 9 rows could not be scored")
     assert "(and 4 more rows)" in error.value.message
@@ -90,35 +94,27 @@ def test_a_large_batch_runs_through_the_network_in_vectorised_chunks(model, mnis
 
 
 def test_the_logged_model_loads_where_the_project_cannot_be_imported(full_model_path, tmp_path, mnist_test):
-    """Load and predict in a process whose imports of train/serve/registry from the checkout fail."""
+    """Load and predict in a process where importing anything of this project fails."""
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"pixels": [mnist_test[0][0].ravel().tolist()]}))
     script = textwrap.dedent(
         f"""
-        import importlib.abc, json, os, sys
-        ROOT = {str(PROJECT_ROOT)!r}
-        PROJECT_PACKAGES = [os.path.join(ROOT, p) for p in ("train", "serve", "registry", "tests")]
+        import importlib.abc, json, sys
 
         class RefuseTheProject(importlib.abc.MetaPathFinder):
-            # Imports of train/serve/registry must come from the model's code_paths, never the checkout.
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("train", "serve", "registry", "tests"):
-                    from importlib.machinery import PathFinder
-                    search = path if path else [p for p in sys.path if p and p != {str(PROJECT_ROOT)!r}]
-                    spec = PathFinder.find_spec(name, search)
-                    if spec is None or any((spec.origin or "").startswith(p) for p in PROJECT_PACKAGES):
-                        raise ModuleNotFoundError(f"blocked: {{name}} from the checkout")
-                    return spec
+                if name.split(".")[0] in ("mnist_mlops", "tests"):
+                    raise ModuleNotFoundError(f"blocked: {{name}}")
                 return None
 
         sys.meta_path.insert(0, RefuseTheProject())
-        sys.path = [p for p in sys.path if p and p != {str(PROJECT_ROOT)!r}]
         import mlflow, pandas as pd
         model = mlflow.pyfunc.load_model({str(full_model_path)!r})
-        import serve.model.pyfunc as shipped
-        assert shipped.__file__.startswith({str(full_model_path)!r}), shipped.__file__
+        python_model = model.unwrap_python_model()
+        module = sys.modules[type(python_model).__module__]
+        assert module.__file__.startswith({str(full_model_path)!r}), module.__file__
         answer = model.predict(pd.DataFrame(json.load(open({str(request)!r}))))
-        print(json.dumps({{"label": int(answer["label"][0]), "module": shipped.__file__}}))
+        print(json.dumps({{"label": int(answer["label"][0]), "module": type(python_model).__module__}}))
         """
     )
     result = subprocess.run(
@@ -132,6 +128,7 @@ def test_the_logged_model_loads_where_the_project_cannot_be_imported(full_model_
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["label"] == int(mnist_test[1][0])
+    assert answer["module"].startswith("mnist_model_") and answer["module"].endswith(".pyfunc")
 
 
 def test_the_logged_requirements_pin_what_the_model_imports(full_model_path):
@@ -147,22 +144,42 @@ def test_the_weights_load_without_unpickling_code(full_model_path):
     assert "model_code_path" in python_function  # models from code: no pickled Python object
 
 
-def test_our_own_loaders_run_the_models_shipped_code_not_this_checkouts(full_model_path, tmp_path):
-    """A version logged with older code must run that code, even in a process (every CLI of ours)
-    that has imported this project's ``serve`` and ``train`` packages already."""
-    import serve.model.pyfunc as ours
-    from serve.model_loading import load_pyfunc
+def test_the_model_package_ships_under_a_name_no_host_process_imports(full_model_path):
+    (package,) = (full_model_path / "code").iterdir()
+    assert package.name.startswith("mnist_model_")
+    shipped = sorted(p.name for p in package.glob("*.py"))
+    assert shipped == sorted(p.name for p in model_package_files())
+    assert package.name == package_name(model_package_files())  # this checkout's code, by its content
 
-    copy = tmp_path / "model"
-    shutil.copytree(full_model_path, copy)
-    shipped = copy / "code" / "serve" / "model" / "pyfunc.py"
-    shipped.write_text(shipped.read_text() + '\nSHIPPED_MARKER = "the model\'s own copy"\n')
 
-    model = load_pyfunc(str(copy))
+def test_two_versions_with_different_code_each_run_their_own_in_one_process(full_model_path, tmp_path):
+    """Any process (the registry's evaluation loads a candidate and a baseline) can hold versions
+    logged with different code side by side: each keeps the code it was logged with, with no
+    module eviction (the package name is the hash of its files)."""
+    import mnist_mlops.serve.model.pyfunc as ours
 
-    python_model = model.unwrap_python_model()
-    assert type(python_model).load_context.__globals__.get("SHIPPED_MARKER") == "the model's own copy"
-    assert sys.modules["serve.model.pyfunc"] is ours  # the caller's modules are put back
-    assert not hasattr(ours, "SHIPPED_MARKER")
-    answer = model.predict(pd.DataFrame({"pixels": [np.zeros(784).tolist()]}), params={"on_error": "row"})
-    assert len(answer) == 1
+    older = marked_copy(full_model_path, tmp_path / "older", 'SHIPPED_MARKER = "older code"')
+    newer = marked_copy(full_model_path, tmp_path / "newer", 'SHIPPED_MARKER = "newer code"')
+
+    models = [load_pyfunc(str(path)) for path in (older, newer, full_model_path)]
+
+    markers = [type(m.unwrap_python_model()).load_context.__globals__.get("SHIPPED_MARKER") for m in models]
+    assert markers == ["older code", "newer code", None]
+    assert not hasattr(ours, "SHIPPED_MARKER")  # the host's own package is untouched
+    frame = pd.DataFrame({"pixels": [np.zeros(784).tolist()]})
+    assert all(len(m.predict(frame, params={"on_error": "row"})) == 1 for m in models)
+
+
+def marked_copy(model_path: Path, destination: Path, marker: str) -> Path:
+    """A copy of the model whose shipped ``pyfunc.py`` ends with ``marker``, shipped under the name
+    its changed files hash to (as the export names it)."""
+    shutil.copytree(model_path, destination)
+    (package,) = (destination / "code").iterdir()
+    (package / "pyfunc.py").write_text((package / "pyfunc.py").read_text() + f"\n{marker}\n")
+    renamed = package.with_name(package_name(sorted(package.glob("*.py"))))
+    package.rename(renamed)
+    for entry in destination.rglob("*"):
+        text = entry.read_text(errors="ignore") if entry.is_file() and entry.suffix in (".py", ".yaml", "") else ""
+        if package.name in text:
+            entry.write_text(text.replace(package.name, renamed.name))
+    return destination

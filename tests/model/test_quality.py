@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from mnist_mlops.serve.model.transforms import normalize, to_unit_range
 from tests.fullmodel import full_network
 from tests.helpers import png_bytes
 from tests.synthetic import canvas_export, pen_drawing, phone_photo, scan_16bit
-from train.transforms import normalize, to_unit_range
 
 
 def raw_tensor_accuracy(images: np.ndarray, labels: np.ndarray) -> float:

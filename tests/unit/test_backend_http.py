@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from serve.gateway.backend_http import BackendClient, ResponseTooLarge
+from mnist_mlops.serve.gateway.backend_http import BackendClient, ResponseTooLarge
 
 OK = b'{"predictions": [7]}'
 

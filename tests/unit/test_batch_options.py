@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve.batch.cli import READ_BY, build_parser, unread_option
-from serve.batch.options import output_format
+from mnist_mlops.serve.batch.cli import READ_BY, build_parser, unread_option
+from mnist_mlops.serve.batch.options import output_format
 from tests.helpers import PROJECT_ROOT
 
 
@@ -57,7 +57,7 @@ def test_the_mlproject_command_with_its_defaults_gives_no_option_its_way_of_runn
     values = {name: str(spec.get("default", "x")) for name, spec in entry["parameters"].items()}
     if "workers" in values:  # MLflow passes a float parameter as it is written, e.g. 0.0
         values["workers"] = str(float(values["workers"]))
-    argv = entry["command"].split()[3:]  # after "python -m serve.batch"
+    argv = entry["command"].split()[3:]  # after "python -m mnist_mlops.serve.batch"
     parser = build_parser()
     args = parser.parse_args([a.format(**values) for a in argv])
     assert unread_option(parser, args) is None

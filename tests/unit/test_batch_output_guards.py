@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from serve.batch.errors import BatchError
-from serve.batch.options import path_text, spark_master
-from serve.batch.writers import SPARK_SUCCESS_MARK, check_output
+from mnist_mlops.serve.batch.errors import BatchError
+from mnist_mlops.serve.batch.options import path_text, spark_master
+from mnist_mlops.serve.batch.writers import SPARK_SUCCESS_MARK, check_output
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import sys
 
 import pandas as pd
 
-from serve.batch.sources import ImageFilesSource, read_file
-from serve.model.limits import MAX_ENCODED_BYTES
+from mnist_mlops.serve.batch.sources import ImageFilesSource, read_file
+from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES
 
 
 def test_a_file_is_read_whole(tmp_path):
@@ -52,7 +52,7 @@ def test_a_folder_becomes_rows_with_the_huge_file_as_an_error_row(tmp_path):
 def test_a_file_that_grew_past_its_size_is_read_to_its_end(tmp_path):
     """``read_file`` reads the size ``fstat`` gave and one byte more: a file longer by then (still
     being appended to) is read on to its end, not cut at the size first seen."""
-    import serve.batch.sources as sources
+    import mnist_mlops.serve.batch.sources as sources
 
     data = os.urandom(300_000)
     (tmp_path / "growing.png").write_bytes(data)
@@ -77,7 +77,7 @@ def test_spark_reads_a_tables_paths_with_code_that_travels_by_value(tmp_path):
     project: it still answers as the pandas engine's ``image_cell`` does."""
     from pyspark import cloudpickle
 
-    from serve.batch.spark_engine import image_cell_reader
+    from mnist_mlops.serve.batch.spark_engine import image_cell_reader
 
     (tmp_path / "a.png").write_bytes(b"\x89PNG, or so it says")
     payload = cloudpickle.dumps(image_cell_reader(str(tmp_path)))

@@ -17,14 +17,14 @@ from tests.helpers import PROJECT_ROOT
 
 HEAVY = ("torch", "mlflow", "pandas", "pyspark")
 CASES = {
-    "mnist-train --help": ("train.cli", ["--help"], 0),
-    "mnist-train bad option": ("train.cli", ["--epochs", "x"], 2),
-    "mnist-gateway --help": ("serve.gateway.cli", ["--help"], 0),
-    "mnist-gateway bad option": ("serve.gateway.cli", ["--port", "x"], 2),
-    "mnist-batch --help": ("serve.batch.cli", ["--help"], 0),
-    "mnist-registry --help": ("registry.cli", ["--help"], 0),
-    "mnist-registry promote --help": ("registry.cli", ["promote", "--help"], 0),
-    "mnist-registry bad option": ("registry.cli", ["promote", "3", "--tolerance", "x"], 2),
+    "mnist-train --help": ("mnist_mlops.train.cli", ["--help"], 0),
+    "mnist-train bad option": ("mnist_mlops.train.cli", ["--epochs", "x"], 2),
+    "mnist-gateway --help": ("mnist_mlops.serve.gateway.cli", ["--help"], 0),
+    "mnist-gateway bad option": ("mnist_mlops.serve.gateway.cli", ["--port", "x"], 2),
+    "mnist-batch --help": ("mnist_mlops.serve.batch.cli", ["--help"], 0),
+    "mnist-registry --help": ("mnist_mlops.registry.cli", ["--help"], 0),
+    "mnist-registry promote --help": ("mnist_mlops.registry.cli", ["promote", "--help"], 0),
+    "mnist-registry bad option": ("mnist_mlops.registry.cli", ["promote", "3", "--tolerance", "x"], 2),
 }
 
 

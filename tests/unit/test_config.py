@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from mnist_mlops.train.config import TrainConfig, parse_config
 from tests.helpers import PROJECT_ROOT, subprocess_env
-from train.config import TrainConfig, parse_config
 
 
 def test_defaults_are_the_documented_ones():
@@ -45,7 +45,7 @@ def test_invalid_parameters_exit_2_with_one_line(capsys, argv, flag, accepted):
 
 def test_the_cli_reports_a_bad_parameter_in_one_line_and_exits_non_zero():
     result = subprocess.run(
-        [sys.executable, "-m", "train", "--epochs", "-3"],
+        [sys.executable, "-m", "mnist_mlops.train", "--epochs", "-3"],
         cwd=PROJECT_ROOT,
         env=subprocess_env(),
         capture_output=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from serve.cores import available_cores, threads_each
+from mnist_mlops.common.cores import available_cores, threads_each
 
 
 def test_each_process_gets_its_share_of_the_cores_and_at_least_one():

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_mlops.train import data as data_module
+from mnist_mlops.train.data import RAW_FILES, Split, load_mnist, resolve_data_dir, split_train_val
+from mnist_mlops.train.errors import TrainingError
 from tests.helpers import write_idx_images, write_idx_labels
-from train import data as data_module
-from train.data import RAW_FILES, Split, load_mnist, resolve_data_dir, split_train_val
-from train.errors import TrainingError
 
 
 def write_fake_mnist(root, train_count=60_000, test_count=10_000, seed=0):

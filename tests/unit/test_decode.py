@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from serve.model.decode import MAX_ENCODED_BYTES, WORKING_SIDE, as_bytes, as_unit, decode_image, decode_levels
-from serve.model.errors import RowError
+from mnist_mlops.serve.model.decode import (
+    MAX_ENCODED_BYTES,
+    WORKING_SIDE,
+    as_bytes,
+    as_unit,
+    decode_image,
+    decode_levels,
+)
+from mnist_mlops.serve.model.errors import RowError
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

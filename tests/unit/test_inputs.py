@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serve.model import inputs
-from serve.model.errors import InvalidModelInput, RowError
+from mnist_mlops.serve.model import inputs
+from mnist_mlops.serve.model.errors import InvalidModelInput, RowError
 
 
 def test_rows_may_mix_image_and_pixels():

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from train import interrupt
+from mnist_mlops.train import interrupt
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from train.network import DEFAULT_BLOCKS, DigitNet, build_network, count_parameters
+from mnist_mlops.serve.model.network import DEFAULT_BLOCKS, DigitNet, build_network, count_parameters
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
@@ -35,7 +35,7 @@ def test_default_network_is_compact():
 
 
 def test_the_fused_inference_form_gives_the_same_logits():
-    from train.network import fused_for_inference
+    from mnist_mlops.serve.model.network import fused_for_inference
 
     net = DigitNet()
     with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
@@ -53,7 +53,7 @@ def test_the_fused_inference_form_gives_the_same_logits():
 
 def test_the_fused_inference_form_keeps_its_convolutions_in_channels_last_layout():
     """The layout that selects the faster NHWC kernels; the answer is the same for either input layout."""
-    from train.network import fused_for_inference
+    from mnist_mlops.serve.model.network import fused_for_inference
 
     fused = fused_for_inference(DigitNet().eval())
     convolutions = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]

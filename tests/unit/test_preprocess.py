@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from torchvision.datasets import MNIST
 
-from serve.model.errors import RowError
-from serve.model.preprocess import NO_DIGIT, to_mnist
+from mnist_mlops.serve.model.errors import RowError
+from mnist_mlops.serve.model.preprocess import NO_DIGIT, to_mnist
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 from scipy import ndimage
 from torchvision.datasets import MNIST
 
-from serve.model.decode import as_unit
-from serve.model.errors import RowError
-from serve.model.preprocess import to_mnist
-from serve.model.preprocess_batch import (
+from mnist_mlops.serve.model.decode import as_unit
+from mnist_mlops.serve.model.errors import RowError
+from mnist_mlops.serve.model.preprocess import to_mnist
+from mnist_mlops.serve.model.preprocess_batch import (
     _ONLY_WITHIN_AN_IMAGE,
     _dilate_square,
     _interior_counts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registry.sequential import paired_log_lambda, run_sequence, unpaired_log_lambda
+from mnist_mlops.registry.sequential import paired_log_lambda, run_sequence, unpaired_log_lambda
 
 
 def unpaired_path(rng, p_a: float, p_b: float, n: int, tau: float = 0.05, min_n: int = 30):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from serve.model import small_png
-from serve.model.decode import MIN_SIDE, WORKING_SIDE, decode_levels, decode_levels_many, decode_with_pillow
-from serve.model.errors import RowError
+from mnist_mlops.serve.model import small_png
+from mnist_mlops.serve.model.decode import MIN_SIDE, WORKING_SIDE, decode_levels, decode_levels_many, decode_with_pillow
+from mnist_mlops.serve.model.errors import RowError
 
 
 def short_way(data: bytes) -> np.ndarray | None:

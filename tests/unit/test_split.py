@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from serve.gateway.split import SplitError, parse_split, random_choice, sticky_choice, validate_split
+from mnist_mlops.serve.gateway.split import SplitError, parse_split, random_choice, sticky_choice, validate_split
 
 KEYS = [f"user-{i}" for i in range(20_000)]
 

@@ -1,6 +1,7 @@
 import torch
 
-from train.transforms import MNIST_MEAN, MNIST_STD, normalize, random_affine, to_unit_range
+from mnist_mlops.serve.model.transforms import MNIST_MEAN, MNIST_STD, normalize, to_unit_range
+from mnist_mlops.train.augment import random_affine
 
 
 def test_normalize_uses_the_mnist_constants():

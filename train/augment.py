@@ -1,8 +1,8 @@
-"""Input normalisation and on-tensor augmentation.
+"""On-tensor augmentation for training: each image of a batch gets its own random transform.
 
-``MNIST_MEAN`` and ``MNIST_STD`` are defined here and nowhere else: training, the served model's
-preprocessing and the benchmarks import them, so online and offline inputs are normalised alike.
-This module depends on torch only; the served model ships it.
+Runs on whole batches (one ``affine_grid``/``grid_sample`` call), so augmentation costs a fraction
+of a training step; the random draws come from a CPU ``torch.Generator``, so a run is reproducible
+from its seed.
 """
 
 from __future__ import annotations
@@ -11,22 +11,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-# Mean and standard deviation of the 60,000 MNIST training images scaled to [0, 1].
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-
-IMAGE_SIZE = 28
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Map images in [0, 1] (ink bright, background 0) to the network's input scale."""
-    return (images - MNIST_MEAN) / MNIST_STD
-
-
-def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1]."""
-    return images_uint8.unsqueeze(1).float().div_(255.0)
 
 
 def random_affine(

@@ -1,9 +1,10 @@
 """Argument parsing shared by every command of the project (``mnist-train``, ``mnist-registry``,
-``mnist-batch``, ``mnist-gateway``); it lives in ``registry`` because every other package already
-depends on it.
+``mnist-batch``, ``mnist-gateway``, ``mnist-replay``).
 
 A usage error is one line (``prog: error: ...``) and exit status 2. Each option is spelled with
-underscores, the way MLproject keys and logged params are, and also accepted with dashes.
+underscores, the way MLproject keys and logged params are, and also accepted with dashes. No
+option may be abbreviated: argparse's prefix matching would take ``-P epoch=1`` (a typo in an
+MLproject parameter) as ``--epochs 1`` and silently set another parameter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import sys
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)

@@ -17,13 +17,6 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
-class RegistryError(Exception):
-    """A problem the user can fix (unknown version, store unreachable, gate refused...).
-
-    Entry points print ``str(error)`` as one line and exit non-zero; nothing was changed.
-    """
-
-
 def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
 

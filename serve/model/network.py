@@ -1,10 +1,9 @@
 """The CNN: a compact batch-normalised network for 28x28 greyscale digits.
 
 Five 3x3 conv-BN-ReLU blocks (two of them strided, so no max-pooling), global average pooling and
-one linear layer: about 0.15M parameters and 11M multiply-adds per image. Measured on the 2-core
-CPU machines this project targets, it trains about twice as fast per epoch as the classic
-pytorch/examples MNIST CNN in ``channels_last`` layout, which is what makes a 99.5% run fit in
-minutes. This module depends on torch only; the served model ships it.
+one linear layer: about 0.15M parameters and 11M multiply-adds per image; in ``channels_last``
+layout it trains about twice as fast per epoch as the classic pytorch/examples MNIST CNN on a
+2-core CPU, which is what makes a 99.5% run fit in minutes. Depends on torch only.
 """
 
 from __future__ import annotations
@@ -60,13 +59,11 @@ def fused_for_inference(model: DigitNet) -> nn.Module:
     """An eval-only copy with each BatchNorm folded into the conv before it, its weights in
     ``channels_last`` layout (as in training).
 
-    Same outputs (to float rounding), one layer fewer per block: measured here 1.5x the eager
-    module's throughput at batch 1 and 1.2x at batch 64 on two CPU cores. ``channels_last``
-    weights make the convolutions take oneDNN's NHWC kernels whatever the input's layout (a
-    one-channel image is the same bytes either way): measured on one and on two threads, 1.15x
-    at batch 32, 1.2x at batch 1 and 1.2-2x from batch 64 up, logits equal to 4e-6.
-    (TorchScript freezing ran faster still but is deprecated in this torch; ``torch.compile``
-    would add tens of seconds to every backend's cold start.)
+    Same outputs (to float rounding), one layer fewer per block; ``channels_last`` weights make
+    the convolutions take oneDNN's NHWC kernels whatever the input's layout (a one-channel image
+    is the same bytes either way). ``make bench`` measures both against the module as trained
+    (section network: "eager module as trained"). TorchScript freezing is deprecated in this torch;
+    ``torch.compile`` would add tens of seconds to every backend's cold start.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 

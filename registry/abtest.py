@@ -10,16 +10,17 @@ rate and p99 latency. Only rows of the versions the aliases hold now count, so a
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU
-from registry.evaluate import Comparison, VersionScore, wilson_interval
-from registry.sequential import SequentialResult, paired_log_lambda, run_sequence, unpaired_log_lambda
-from registry.store import RegistryError
+from mnist_mlops.common.names import CHALLENGER, CHAMPION
+from mnist_mlops.registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU
+from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.evaluate import Comparison, VersionScore, wilson_interval
+from mnist_mlops.registry.inference_log.queries import LogMissing, LogReader
+from mnist_mlops.registry.sequential import SequentialResult, paired_log_lambda, run_sequence, unpaired_log_lambda
 
 PROMOTE, ROLLBACK, KEEP = "promote", "rollback", "keep testing"
 
@@ -110,50 +111,25 @@ class Report:
         )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not Path(path).is_file():
-        raise RegistryError(f"no inference log at {path} (the gateway writes it; see --inference_log)")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    return connection
-
-
-def _arm(connection, variant: str, role: str, version: str | None, since: float) -> Arm:
+def _arm(log: LogReader, variant: str, role: str, version: str | None, since: float) -> Arm:
     arm = Arm(variant, role, version)
-    rows = connection.execute(
-        "SELECT status, latency_ms, confidence, request_id, row FROM predictions "
-        "WHERE variant = ? AND role = ? AND (? IS NULL OR model_version = ?) AND time >= ?",
-        (variant, role, version, version, since),
-    ).fetchall()
-    requests = {(r[3]) for r in rows}
-    arm.requests = len(requests)
-    arm.errors = len({r[3] for r in rows if r[0] != 200})
-    latencies = np.array([r[1] for r in rows if r[4] == 0 and r[1] is not None], dtype=float)
+    rows = log.arm_rows(variant, role, version, since)
+    arm.requests = len({r.request_id for r in rows})
+    arm.errors = len({r.request_id for r in rows if r.status != 200})
+    latencies = np.array([r.latency_ms for r in rows if r.row == 0 and r.latency_ms is not None], dtype=float)
     if latencies.size:
         arm.p50_ms, arm.p99_ms = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
-    confidences = [r[2] for r in rows if r[2] is not None]
+    confidences = [r.confidence for r in rows if r.confidence is not None]
     arm.mean_confidence = float(np.mean(confidences)) if confidences else None
-    joined = connection.execute(
-        "SELECT p.label = f.label FROM feedback f JOIN predictions p ON p.request_id = f.request_id "
-        "AND p.row = f.row WHERE p.variant = ? AND p.role = ? AND (? IS NULL OR p.model_version = ?) "
-        "AND p.status = 200 AND p.time >= ?",
-        (variant, role, version, version, since),
-    ).fetchall()
-    arm.feedback, arm.correct = len(joined), sum(int(r[0]) for r in joined)
+    right = log.arm_feedback(variant, role, version, since)
+    arm.feedback, arm.correct = len(right), sum(right)
     return arm
 
 
-def _unpaired_steps(connection, report: Report, policy: Policy):
+def _unpaired_steps(log: LogReader, report: Report, policy: Policy):
     a, b = report.champion, report.challenger
-    events = connection.execute(
-        "SELECT p.variant, p.label = f.label FROM feedback f JOIN predictions p ON p.request_id = f.request_id "
-        "AND p.row = f.row AND p.role = 'serve' WHERE p.status = 200 AND p.time >= ? AND "
-        "((p.variant = ? AND (? IS NULL OR p.model_version = ?)) "
-        "OR (p.variant = ? AND (? IS NULL OR p.model_version = ?))) "
-        "ORDER BY f.time, f.request_id",
-        (report.since, a.variant, a.version, a.version, b.variant, b.version, b.version),
-    ).fetchall()
     counts = {a.variant: [0, 0], b.variant: [0, 0]}
-    for variant, correct in events:
+    for variant, correct in log.split_feedback([(a.variant, a.version), (b.variant, b.version)], report.since):
         counts[variant][0] += int(correct)
         counts[variant][1] += 1
         (ka, na), (kb, nb) = counts[a.variant], counts[b.variant]
@@ -164,18 +140,10 @@ def _unpaired_steps(connection, report: Report, policy: Policy):
         yield unpaired_log_lambda(ka, na, kb, nb, policy.tau), direction
 
 
-def _paired_steps(connection, report: Report, policy: Policy):
+def _paired_steps(log: LogReader, report: Report, policy: Policy):
     a, b = report.champion, report.challenger
-    events = connection.execute(
-        "SELECT s.label = f.label, h.label = f.label FROM feedback f "
-        "JOIN predictions s ON s.request_id = f.request_id AND s.row = f.row AND s.role = 'serve' "
-        "JOIN predictions h ON h.request_id = f.request_id AND h.row = f.row AND h.role = 'shadow' "
-        "WHERE s.status = 200 AND h.status = 200 AND s.time >= ? AND s.variant = ? "
-        "AND (? IS NULL OR s.model_version = ?) AND (? IS NULL OR h.model_version = ?) ORDER BY f.time, f.request_id",
-        (report.since, a.variant, a.version, a.version, b.version, b.version),
-    ).fetchall()
     a_wins = b_wins = 0
-    for champion_right, challenger_right in events:
+    for champion_right, challenger_right in log.paired_feedback(a.variant, a.version, b.version, report.since):
         if champion_right and not challenger_right:
             a_wins += 1
         elif challenger_right and not champion_right:
@@ -186,14 +154,9 @@ def _paired_steps(connection, report: Report, policy: Policy):
         yield paired_log_lambda(b_wins, a_wins), int(np.sign(b_wins - a_wins))
 
 
-def _agreement(connection, report: Report) -> tuple[float | None, int]:
-    rows = connection.execute(
-        "SELECT s.label = h.label FROM predictions s JOIN predictions h ON h.request_id = s.request_id "
-        "AND h.row = s.row AND h.role = 'shadow' WHERE s.role = 'serve' AND s.status = 200 AND h.status = 200 "
-        "AND s.time >= ? AND (? IS NULL OR h.model_version = ?)",
-        (report.since, report.challenger.version, report.challenger.version),
-    ).fetchall()
-    return (sum(int(r[0]) for r in rows) / len(rows) if rows else None), len(rows)
+def _agreement(log: LogReader, report: Report) -> tuple[float | None, int]:
+    same = log.agreement(report.challenger.version, report.since)
+    return (sum(same) / len(same) if same else None), len(same)
 
 
 def _guardrails(report: Report, policy: Policy) -> list[str]:
@@ -214,39 +177,34 @@ def _guardrails(report: Report, policy: Policy) -> list[str]:
 
 
 def analyse(
-    log_path: Path,
+    log_location: str | Path,
     champion_version: str | None,
     challenger_version: str | None,
     since: float = 0.0,
     shadow: bool | None = None,
     policy: Policy | None = None,
 ) -> Report:
-    """Read the log and decide. ``shadow=None`` detects the mode from the log."""
+    """Read the log (a database URL or a SQLite file) and decide. ``shadow=None`` detects the
+    mode from the log."""
     policy = policy or Policy()
-    connection = _connect(log_path)
     try:
+        log = LogReader(log_location)
+    except LogMissing as missing:
+        raise RegistryError(str(missing)) from None
+    with log:
         if shadow is None:
-            shadow = (
-                connection.execute(
-                    "SELECT 1 FROM predictions WHERE role = 'shadow' AND time >= ? "
-                    "AND (? IS NULL OR model_version = ?) LIMIT 1",
-                    (since, challenger_version, challenger_version),
-                ).fetchone()
-                is not None
-            )
-        champion = _arm(connection, "champion", "serve", champion_version, since)
-        challenger = _arm(connection, "challenger", "shadow" if shadow else "serve", challenger_version, since)
+            shadow = log.has_shadow(challenger_version, since)
+        champion = _arm(log, CHAMPION, "serve", champion_version, since)
+        challenger = _arm(log, CHALLENGER, "shadow" if shadow else "serve", challenger_version, since)
         report = Report(since, shadow, champion, challenger)
         if shadow:
-            report.agreement, report.agreement_pairs = _agreement(connection, report)
+            report.agreement, report.agreement_pairs = _agreement(log, report)
             report.test = f"binomial mSPRT on discordant pairs (Beta(1,1) mixture), alpha={policy.alpha}"
-            steps = _paired_steps(connection, report, policy)
+            steps = _paired_steps(log, report, policy)
         else:
             report.test = f"normal-mixture mSPRT on the accuracy difference (tau={policy.tau}), alpha={policy.alpha}"
-            steps = _unpaired_steps(connection, report, policy)
+            steps = _unpaired_steps(log, report, policy)
         report.sequential = run_sequence(steps, policy.alpha)
-    finally:
-        connection.close()
     guardrails = _guardrails(report, policy)
     if guardrails:
         report.decision, report.reasons = ROLLBACK, guardrails

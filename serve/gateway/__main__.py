@@ -1,5 +1,5 @@
-"""``python -m serve.gateway``: the same as ``mnist-gateway``."""
+"""``python -m mnist_mlops.serve.gateway``: the same as ``mnist-gateway``."""
 
-from serve.gateway.cli import main
+from mnist_mlops.serve.gateway.cli import main
 
 main()

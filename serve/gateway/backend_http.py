@@ -1,10 +1,9 @@
 """The data path's HTTP client: pooled keep-alive HTTP/1.1 POSTs to model backends.
 
-Why not aiohttp or httpx: at concurrency 1 the gateway's whole budget is 1 ms over calling the
-backend directly, and on these machines every request runs with cold caches (the process sleeps
-in epoll for the backend's 5 ms). Measured with a uvicorn front and a backend that answers after
-5 ms, the same proxy spent 0.38-0.64 ms of CPU per request with aiohttp's client and 0.25-0.29 ms
-with this one, which does only what a call to a backend needs. The HTTP parsing is httptools'
+Why not httpx: at concurrency 1 the gateway's whole budget is a fraction of a millisecond over
+calling the backend directly, and a general client's CPU per request is a large part of it.
+``make bench`` measures this client against ``httpx.AsyncClient`` on the same backend (section
+clients); it stays only while that figure says it is worth it. The HTTP parsing is httptools'
 (the parser uvicorn serves with); what is ours is the connection pool and the request line.
 
 Contract of :meth:`BackendClient.post`:

@@ -12,13 +12,13 @@ import signal
 import sys
 from pathlib import Path
 
-from registry.cliargs import OneLineArgumentParser, add_option, non_negative_float, positive_float, whole_number
-from registry.store import tracking_uri
-from serve.gateway.auth import ROLES, KeyFileError, new_key_entry
-from serve.gateway.backends import MODES
-from serve.gateway.logsetup import setup_logging
-from serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
-from serve.gateway.split import SplitError, parse_split
+from mnist_mlops.common.cli import OneLineArgumentParser, add_option, non_negative_float, positive_float, whole_number
+from mnist_mlops.common.store import tracking_uri
+from mnist_mlops.serve.gateway.access_log import setup_logging
+from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, new_key_entry
+from mnist_mlops.serve.gateway.control.launcher import MODES
+from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
+from mnist_mlops.serve.gateway.split import SplitError, parse_split
 
 PROG = "mnist-gateway"
 
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         default="mlflow",
         help=(
-            "mlflow: `mlflow models serve`; fast: MLflow's scoring app without the CLI; warm: forked from a "
-            "preloaded interpreter, ~0.2 s to a new backend (one worker each) (default mlflow)"
+            "mlflow: `mlflow models serve`; warm: forked from a preloaded interpreter, well under a second "
+            "to a new backend (default mlflow)"
         ),
     )
     add_option(parser, "backend_workers", type=whole_number(1), default=1, help="worker processes per backend")
@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         parser,
         "inference_log",
-        type=Path,
-        default=Path("mnist-inference.db"),
-        help="SQLite file of every prediction and its feedback (default mnist-inference.db)",
+        default="mnist-inference.db",
+        help="where every prediction and its feedback are kept: a SQLite file or a database URL "
+        "(default mnist-inference.db)",
     )
     add_option(
         parser,
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     # Before setup_logging: importing MLflow (the app does) sets its own loggers' level, which ours overrides.
     import uvicorn
 
-    from serve.gateway.app import create_app
+    from mnist_mlops.serve.gateway.app import create_app
 
     setup_logging()
     try:
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # the gateway writes its own access line (request id, key name, variant)
         log_config=None,
         # Nothing here reads the client's address; uvicorn's X-Forwarded-For middleware would
-        # still run on every request (measured: a few percent of the gateway's CPU per request).
+        # still run on every request, a few percent of the gateway's CPU per request.
         proxy_headers=False,
         ssl_certfile=str(settings.certfile) if settings.certfile else None,
         ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,

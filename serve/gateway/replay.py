@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from registry.cliargs import OneLineArgumentParser, add_option, whole_number
+from mnist_mlops.common.cli import OneLineArgumentParser, add_option, whole_number
 
 
 @dataclass

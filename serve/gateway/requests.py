@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
 
-from serve.gateway.auth import ApiKey, KeyRing, presented_key
-from serve.gateway.errors import Forbidden, PayloadTooLarge, Unauthenticated
+from mnist_mlops.serve.gateway.auth import ApiKey, KeyRing, presented_key
+from mnist_mlops.serve.gateway.errors import Forbidden, PayloadTooLarge, Unauthenticated
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 

@@ -29,8 +29,8 @@ class GatewaySettings:
     start_timeout: float = 180.0
     """Seconds a new backend has to answer /ping before its version counts as failed."""
     backend_mode: str = "mlflow"
-    """``mlflow``: ``mlflow models serve``; ``fast``: MLflow's scoring app without the CLI
-    (``serve.backend``); ``warm``: forked from a preloaded interpreter (``serve.warm_pool``)."""
+    """``mlflow``: ``mlflow models serve``; ``warm``: forked from a preloaded interpreter
+    (``mnist_mlops.serve.warm_pool``)."""
     backend_workers: int = 1
     backend_urls: dict[str, str] = field(default_factory=dict)
     """alias -> URL of a backend that runs elsewhere (not started here)."""
@@ -42,8 +42,9 @@ class GatewaySettings:
     """Rows per backend call when concurrent requests are merged; 1 turns micro-batching off."""
     batch_max_delay: float = 0.010
     """Seconds a request may wait for a busy backend before an extra batch is sent."""
-    inference_log: Path = Path("mnist-inference.db")
-    """SQLite file of every prediction returned and the feedback on it (``serve.gateway.inference_log``)."""
+    inference_log: str = "mnist-inference.db"
+    """Where every prediction returned and the feedback on it are kept: a SQLite file, or a database
+    URL (``mnist_mlops.registry.inference_log``)."""
     inference_log_days: float = 30.0
     """Predictions and feedback older than this are deleted from the inference log; 0 keeps all."""
     shadow: str | None = None
@@ -77,9 +78,11 @@ class GatewaySettings:
             raise ValueError("--max_body_bytes and --poll_interval must be positive")
         if self.shadow and self.shadow == "champion":
             raise ValueError("--shadow names the alias that shadows the champion, not the champion itself")
-        unknown = set(self.backend_urls) - set(self.split)
+        unknown = set(self.backend_urls) - set(self.served_split())
         if unknown:
-            raise ValueError(f"--backend names aliases that are not in the split: {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"--backend names aliases that are not in the split or the shadow: {', '.join(sorted(unknown))}"
+            )
 
 
 def is_loopback(host: str) -> bool:

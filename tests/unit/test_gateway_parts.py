@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from serve.cores import threads_each
-from serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key_entry, presented_key
-from serve.gateway.backends import Launcher
-from serve.gateway.proxy import client_error_body
-from serve.gateway.settings import GatewaySettings
-from serve.gateway.variants import VariantPool
-from serve.model import THREADS_ENV
+from mnist_mlops.common.cores import threads_each
+from mnist_mlops.serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key_entry, presented_key
+from mnist_mlops.serve.gateway.control.launcher import Launcher
+from mnist_mlops.serve.gateway.control.pool import VariantPool
+from mnist_mlops.serve.gateway.protocol import client_error_body
+from mnist_mlops.serve.gateway.settings import GatewaySettings
+from mnist_mlops.serve.model import THREADS_ENV
 
 
 def test_a_new_key_is_stored_only_as_its_hash_and_identifies_its_owner(tmp_path):

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import time
 
-from serve.gateway.inference_log import DAY, Answer, InferenceLog
+from mnist_mlops.registry.inference_log.writer import DAY, Answer, InferenceLog
 
 BODY = b'{"predictions": [{"label": 3, "confidence": 0.9, "probabilities": []}]}'
 
@@ -39,7 +39,7 @@ def write(path, answers: list[Answer], feedback_ages: dict[str, float] | None = 
 def test_records_older_than_keep_days_go_at_start_up_and_newer_ones_stay(tmp_path, caplog):
     path = tmp_path / "log.db"
     write(path, [answer("old", 40), answer("older", 31), answer("new", 29)], {"old": 35, "new": 1})
-    caplog.set_level(logging.INFO, logger="serve.gateway.inference_log")
+    caplog.set_level(logging.INFO, logger="mnist_mlops.registry.inference_log.writer")
     log = InferenceLog(path, keep_days=30)
     log.flush().result(10)  # the first wake-up prunes, then drains
     assert ids(path, "predictions") == {"new"} and ids(path, "feedback") == {"new"}

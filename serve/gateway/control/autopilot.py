@@ -12,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-from registry import abtest, api
-from registry.promote import Gate
-from serve.gateway.inference_log import InferenceLog
-from serve.gateway.variants import CHAMPION, VariantPool
+from mnist_mlops.common.names import CHALLENGER, CHAMPION
+from mnist_mlops.registry import abtest, api
+from mnist_mlops.registry.inference_log.writer import InferenceLog
+from mnist_mlops.registry.promote import Gate
+from mnist_mlops.serve.gateway.control.pool import VariantPool
 
 logger = logging.getLogger(__name__)
-CHALLENGER = "challenger"
 
 
 @dataclass
 class Autopilot:
     pool: VariantPool
     log: InferenceLog
-    log_path: Path
+    log_location: str
     model_name: str
     tracking_uri: str
     interval: float
@@ -53,7 +52,7 @@ class Autopilot:
             return None
         await asyncio.wrap_future(self.log.flush())
         report = await asyncio.to_thread(
-            abtest.analyse, self.log_path, champion.version, challenger.version, 0.0, self.shadow, self.policy
+            abtest.analyse, self.log_location, champion.version, challenger.version, 0.0, self.shadow, self.policy
         )
         self.last_report = report
         return report

@@ -1,14 +1,13 @@
 """Backend processes: one scoring server per model version, on a free loopback port.
 
-Three ways to start one (``--backend_mode``), all serving MLflow's scoring protocol for a
-registry model URI:
+Two ways to start one (``--backend_mode``), both serving MLflow's scoring protocol for a registry
+model URI:
 
 - ``mlflow``: ``mlflow models serve -m models:/NAME/VERSION --env-manager local``, the way a user
   starts it;
-- ``fast``: MLflow's scoring app under uvicorn without the ``mlflow`` CLI in front
-  (``python -m serve.backend``): one interpreter instead of two;
-- ``warm``: forked from a warm pool that has imported everything already (``serve.warm_pool``),
-  so a new version only loads its model.
+- ``warm``: forked from a warm pool that has imported everything already
+  (``mnist_mlops.serve.warm_pool``), so a new version only loads its model; with several workers,
+  MLflow's scoring app under uvicorn's workers (``python -m mnist_mlops.serve.backend``).
 
 Backends given as URLs (``--backend alias=URL``) run elsewhere and are only health-checked.
 """
@@ -25,16 +24,17 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
-from serve.cores import threads_each
-from serve.model import THREADS_ENV
+from mnist_mlops.common.cores import threads_each
+from mnist_mlops.serve.gateway.state import Backend
+from mnist_mlops.serve.model import THREADS_ENV
 
 logger = logging.getLogger(__name__)
 
-MODES = ("mlflow", "fast", "warm")
+MODES = ("mlflow", "warm")
 
 
 def free_port() -> int:
@@ -95,61 +95,45 @@ class Forked:
         return True
 
 
-@dataclass
-class Backend:
-    """A scoring server for one model version."""
+async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
+    if not backend.alive():
+        return False
+    try:
+        return (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    version: str
-    url: str
-    handle: Spawned | Forked | None = None  # None for a backend that runs elsewhere
-    started: float = field(default_factory=time.monotonic)
-    in_flight: int = 0  # requests being answered by this backend right now
 
-    @property
-    def pid(self) -> int | None:
-        return self.handle.pid if self.handle else None
-
-    def alive(self) -> bool:
-        return self.handle is None or self.handle.alive()
-
-    def exit_status(self) -> str:
-        return self.handle.exit_status() if self.handle else "unreachable"
-
-    async def healthy(self, client: httpx.AsyncClient) -> bool:
-        if not self.alive():
-            return False
-        try:
-            return (await client.get(f"{self.url}/ping", timeout=2.0)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    async def wait_healthy(self, client: httpx.AsyncClient, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"backend for v{self.version} {self.exit_status()}")
-            if await self.healthy(client):
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"backend for v{self.version} did not answer /ping within {timeout:.0f}s")
-
-    async def drain(self, timeout: float) -> None:
-        """Wait until the requests in flight on this backend have finished (or ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop the backend's whole process group (``mlflow models serve`` runs uvicorn as a child,
-        which outlives its parent when only the parent is killed)."""
-        if self.handle is None:
+async def wait_healthy(backend: Backend, client: httpx.AsyncClient, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not backend.alive():
+            raise RuntimeError(f"backend for v{backend.version} {backend.exit_status()}")
+        if await healthy(backend, client):
             return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"backend for v{backend.version} did not answer /ping within {timeout:.0f}s")
+
+
+async def drain(backend: Backend, timeout: float) -> None:
+    """Wait until the requests in flight on ``backend`` have finished (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while backend.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def stop(backend: Backend, grace: float = 10.0) -> None:
+    """Stop a backend's whole process group (``mlflow models serve`` runs uvicorn as a child, which
+    outlives its parent when only the parent is killed); nothing for one that runs elsewhere."""
+    handle = backend.handle
+    if handle is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(handle.pid, signal.SIGTERM)
+    if not await handle.wait(grace):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.handle.pid, signal.SIGTERM)
-        if not await self.handle.wait(grace):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.handle.pid, signal.SIGKILL)
-            await self.handle.wait(grace)
+            os.killpg(handle.pid, signal.SIGKILL)
+        await handle.wait(grace)
 
 
 class WarmPool:
@@ -168,7 +152,7 @@ class WarmPool:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "serve.warm_pool",
+                "mnist_mlops.serve.warm_pool",
                 "--socket",
                 self.socket,
                 env=self.env,
@@ -219,10 +203,9 @@ class Launcher:
         """Give the backends started from now on their share of the cores, for ``backends``
         backends started here (each with ``workers`` processes).
 
-        Torch's default is a thread per core in every process: on two cores, at concurrency 32,
-        an A/B split's two backends answered a median 1.09x the single-image requests with one
-        thread each (8 of 8 interleaved pairs above 1x, p99 0.88x), one backend's two workers
-        1.10x (6 of 8). A backend already running keeps its threads: torch fixes them at load.
+        Torch's default is a thread per core in every process, and the threads of several
+        processes on the same cores spin against each other (``make bench``: the A/B split and
+        two-worker gateways). A backend already running keeps its threads: torch fixes them at load.
         """
         self.torch_threads = threads_each(max(backends, 1) * self.workers)
 
@@ -236,11 +219,11 @@ class Launcher:
     def command(self, version: str, port: int) -> list[str]:
         uri = f"models:/{self.model_name}/{version}"
         # A warm pool forks one interpreter per backend; several workers need their own processes.
-        if self.mode == "fast" or (self.mode == "warm" and self.workers > 1):
+        if self.mode == "warm":
             return [
                 sys.executable,
                 "-m",
-                "serve.backend",
+                "mnist_mlops.serve.backend",
                 "--model_uri",
                 uri,
                 "--port",

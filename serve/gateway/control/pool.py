@@ -1,69 +1,28 @@
-"""Variants: one per alias in the split, each with the backend that serves its current version.
+"""The control plane's hold on the variants: the split, and a backend per variant in step with the
+registry.
 
-Routing reads the pool; the follower (``serve.gateway.follower``) changes it. Everything runs on
-the gateway's event loop, so swapping a variant's backend is a single assignment: a request
-picks a backend once and keeps it, and the old backend is stopped only after its requests
-in flight have finished.
+``VariantPool`` owns the ``state.Table`` the data plane routes by. ``configure`` sets the split;
+``sync`` brings every variant in line with the versions its alias names in the registry: a new
+version is started, gets traffic once it answers, and the old backend is retired after its
+requests in flight have finished; a backend that died is restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass, field
 
 import httpx
 
-from serve.gateway.backends import Backend, Launcher
-from serve.gateway.errors import Unavailable
-from serve.gateway.metrics import GatewayMetrics
-from serve.gateway.split import random_choice, sticky_choice, validate_split
+from mnist_mlops.serve.gateway.control import launcher
+from mnist_mlops.serve.gateway.control.launcher import Launcher
+from mnist_mlops.serve.gateway.metrics import GatewayMetrics
+from mnist_mlops.serve.gateway.split import validate_split
+from mnist_mlops.serve.gateway.state import Backend, Table, Variant
+from mnist_mlops.serve.gateway.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
-
-CHAMPION = "champion"
-
-
-@dataclass
-class Variant:
-    alias: str
-    weight: float
-    backend: Backend | None = None
-    state: str = "starting"  # starting | ready | down | failed | absent
-    pending_version: str | None = None  # a new version being started for this alias
-    failed_version: str | None = None  # a version that would not start: not retried on every poll
-    last_error: str | None = None
-    external_url: str | None = None  # a backend that runs elsewhere (not started or stopped here)
-    requests: int = 0
-    errors: int = 0
-    restarts: int = 0
-    batcher: object | None = None  # serve.gateway.batching.Batcher, when micro-batching is on
-
-    @property
-    def version(self) -> str | None:
-        return self.backend.version if self.backend else None
-
-    @property
-    def ready(self) -> bool:
-        return self.backend is not None and self.state == "ready"
-
-    def describe(self) -> dict:
-        return {
-            "alias": self.alias,
-            "version": self.version,
-            "weight": self.weight,
-            "state": self.state,
-            "backend": self.backend.url if self.backend else None,
-            "pid": self.backend.pid if self.backend else None,
-            "pending_version": self.pending_version,
-            "failed_version": self.failed_version,
-            "last_error": self.last_error,
-            "requests": self.requests,
-            "errors": self.errors,
-            "in_flight": self.backend.in_flight if self.backend else 0,
-            "restarts": self.restarts,
-        }
 
 
 @dataclass
@@ -73,37 +32,16 @@ class VariantPool:
     client: httpx.AsyncClient
     start_timeout: float = 180.0
     drain_timeout: float = 60.0
-    variants: dict[str, Variant] = field(default_factory=dict)
-    rng: random.Random = field(default_factory=random.Random)
-    _tasks: set[asyncio.Task] = field(default_factory=set)
+    table: Table = field(default_factory=Table)
+    tasks: TaskSet = field(default_factory=TaskSet)
 
-    # --- routing -----------------------------------------------------------------------------
+    @property
+    def variants(self) -> dict[str, Variant]:
+        return self.table.variants
+
     def weights(self) -> dict[str, float]:
-        return {alias: v.weight for alias, v in self.variants.items()}
+        return self.table.weights()
 
-    def route(self, user_key: str | None) -> Variant:
-        """The variant for a request: sticky per ``user_key``, weighted random without one.
-
-        The choice uses the configured weights whatever the backends' state, so stickiness does
-        not depend on health; a variant that is not ready hands its request to the champion.
-        """
-        weights = self.weights()
-        alias = sticky_choice(weights, user_key) if user_key else random_choice(weights, self.rng)
-        chosen = self.variants[alias]
-        if chosen.ready:
-            return chosen
-        fallback = self.variants.get(CHAMPION)
-        if fallback is not None and fallback.ready:
-            return fallback
-        ready = [v for v in self.variants.values() if v.ready]
-        if ready:
-            return ready[0]
-        raise Unavailable("no model backend is ready yet; retry shortly", headers={"Retry-After": "2"})
-
-    def is_ready(self) -> bool:
-        return all(v.ready for v in self.variants.values() if v.weight > 0)
-
-    # --- changes -----------------------------------------------------------------------------
     def configure(self, weights: dict[str, float], external: dict[str, str] | None = None) -> None:
         """Set the split; new aliases get variants (their backends start on the next sync), and
         the backends started from now on the share of the cores of the new number of backends."""
@@ -130,13 +68,16 @@ class VariantPool:
         jobs = [self._sync_variant(variant, resolved.get(alias)) for alias, variant in list(self.variants.items())]
         await asyncio.gather(*jobs)
 
+    def no_model(self, reason: str) -> None:
+        """The registry holds nothing to serve yet: say so on every variant that has no backend."""
+        for variant in self.variants.values():
+            if variant.backend is None:
+                variant.state, variant.last_error = "absent", reason
+
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
         if version is None:
             if variant.backend is None:
-                variant.state, variant.last_error = (
-                    "absent",
-                    f"alias {variant.alias!r} is not set in the registry",
-                )
+                variant.state, variant.last_error = "absent", f"alias {variant.alias!r} is not set in the registry"
             return
         if variant.backend is not None and not variant.backend.alive():
             await self._restart(variant)
@@ -152,9 +93,9 @@ class VariantPool:
         else:
             backend = await self.launcher.start(version)
         try:
-            await backend.wait_healthy(self.client, self.start_timeout)
+            await launcher.wait_healthy(backend, self.client, self.start_timeout)
         except BaseException:
-            await backend.stop()
+            await launcher.stop(backend)
             raise
         return backend
 
@@ -162,7 +103,7 @@ class VariantPool:
         """Start ``version``, wait until it answers, move traffic to it, then retire the old one."""
         variant.pending_version = version
         if variant.backend is None:
-            variant.state = "starting"
+            variant.state, variant.last_error = "starting", None
         try:
             backend = await self._start(variant, version)
         except Exception as exc:  # a version that will not start: traffic stays where it was
@@ -181,14 +122,14 @@ class VariantPool:
             self.spawn(self._retire(old))
 
     async def _restart(self, variant: Variant) -> None:
-        """A backend died: restart the same version; meanwhile its share goes to the champion."""
+        """A backend died: restart the same version (meanwhile the data plane's fallback rules hold)."""
         dead = variant.backend
         variant.state = "down"
         variant.last_error = f"backend for v{dead.version} {dead.exit_status()}; restarting"
         variant.restarts += 1
         self.metrics.backend_restarts.labels(variant.alias).inc()
         logger.warning("alias %s: %s", variant.alias, variant.last_error)
-        await dead.stop()  # whatever is left of its process group
+        await launcher.stop(dead)  # whatever is left of its process group
         try:
             backend = await self._start(variant, dead.version)
         except Exception as exc:
@@ -197,17 +138,14 @@ class VariantPool:
         variant.backend, variant.state, variant.last_error = backend, "ready", None
 
     async def _retire(self, backend: Backend) -> None:
-        await backend.drain(self.drain_timeout)
-        await backend.stop()
+        await launcher.drain(backend, self.drain_timeout)
+        await launcher.stop(backend)
         logger.info("stopped backend for v%s (%s)", backend.version, backend.url)
 
     def spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(coroutine)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await task
-        await asyncio.gather(*(v.backend.stop() for v in self.variants.values() if v.backend))
+        await self.tasks.wait()
+        await asyncio.gather(*(launcher.stop(v.backend) for v in self.variants.values() if v.backend))
         await self.launcher.close()

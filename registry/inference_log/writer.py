@@ -1,0 +1,308 @@
+"""Writing the inference log off the request path.
+
+The request handler only appends to an in-memory queue; one writer thread owns the database
+connection and, every ``max_delay`` seconds, turns what has queued up into rows and commits them in
+one transaction. It is not woken per record: a thread waking hundreds of times a second takes the
+GIL from the event loop and shows up in every request's latency. A store that is briefly locked
+delays a batch (it is retried, never dropped); ``close()`` drains the queue, so a graceful shutdown
+(SIGTERM, SIGINT) loses no accepted prediction. Feedback goes through the same queue, so it always
+sees the predictions logged before it.
+
+Retention: with ``keep_days``, the writer deletes predictions and feedback older than that, at
+start-up and then hourly, ``prune_batch`` rows per table per wake-up, so that new records never
+wait behind a long delete (a first pass over a large old log takes many small steps).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, exists, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from mnist_mlops.registry.inference_log.schema import (
+    TABLES,
+    create,
+    database_url,
+    engine_for,
+    feedback,
+    predictions,
+)
+
+logger = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0  # seconds between retention passes
+PRUNE_BATCH = 5000  # rows deleted per table and transaction
+DAY = 86400.0
+
+
+def client_hash(key: str | None) -> str | None:
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered request, as the handler enqueues it.
+
+    ``predictions`` is the answer's rows when the caller has parsed them already (the
+    micro-batching path splits a batch's answer); otherwise the writer parses ``body`` once, off
+    the request path.
+    """
+
+    request_id: str
+    role: str
+    time: float
+    variant: str
+    model_version: str | None
+    client_hash: str | None
+    latency_ms: float
+    status: int
+    body: bytes = b""
+    predictions: list | None = None
+
+    def rows(self) -> list[dict]:
+        parsed = self.predictions
+        if parsed is None and self.status == 200:
+            parsed = _predictions(self.body)
+        base = {
+            "request_id": self.request_id,
+            "role": self.role,
+            "time": self.time,
+            "variant": self.variant,
+            "model_version": self.model_version,
+            "client_hash": self.client_hash,
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+        }
+        if self.status != 200 or not parsed:
+            return [base | {"row": 0, "label": None, "confidence": None}]
+        return [
+            base | {"row": row, "label": _int(p.get("label")), "confidence": _float(p.get("confidence"))}
+            for row, p in enumerate(p if isinstance(p, dict) else {} for p in parsed)
+        ]
+
+
+def _predictions(body: bytes) -> list | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    found = payload.get("predictions") if isinstance(payload, dict) else None
+    return found if isinstance(found, list) else None
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class FeedbackError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Feedback:
+    request_id: str
+    row: int
+    label: int
+    result: concurrent.futures.Future
+
+
+@dataclass(frozen=True)
+class _Flush:
+    done: concurrent.futures.Future
+
+
+def _insert_new(engine: Engine):
+    """An INSERT that skips rows whose key is already logged: a record is never overwritten."""
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(predictions).on_conflict_do_nothing()
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(predictions).on_conflict_do_nothing()
+    return insert(predictions)
+
+
+class InferenceLog:
+    """Batched, off-path writes; thread-safe ``record``, ``feedback``, ``flush`` and ``close``."""
+
+    def __init__(
+        self,
+        location: str | Path,
+        max_delay: float = 0.2,
+        busy_timeout: float = 5.0,
+        keep_days: float = 0.0,
+        prune_batch: int = PRUNE_BATCH,
+    ) -> None:
+        """``location``: a database URL or a SQLite file; ``keep_days``: how long records are
+        kept (0: for ever). The tables are created now: a bad location fails at start-up."""
+        self.url = database_url(location)
+        self.max_delay = max_delay
+        self.keep_days, self.prune_batch = keep_days, prune_batch
+        self._engine = engine_for(self.url, busy_timeout)
+        create(self._engine)
+        self._insert = _insert_new(self._engine)
+        self._pruned = {table.name: 0 for table in TABLES}  # rows deleted by the retention pass under way
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()  # feedback, flush and close wake the writer at once
+        self._closed = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._thread.start()
+
+    # --- called from the event loop ----------------------------------------------------------
+    def record(self, answer: Answer) -> None:
+        self._queue.put(answer)
+
+    def feedback(self, request_id: str, row: int, label: int) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Feedback(request_id, row, label, future))
+        self._urgent.set()
+        return future
+
+    def flush(self) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Flush(future))
+        self._urgent.set()
+        return future
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Write everything queued so far, then stop the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._urgent.set()
+        self._thread.join(timeout)
+        self._engine.dispose()
+
+    # --- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        next_prune = time.monotonic()
+        while True:
+            self._urgent.wait(self.max_delay)
+            self._urgent.clear()
+            if self.keep_days and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self._prune_step()
+            if not self._drain():
+                return
+
+    def _prune_step(self) -> float:
+        """Delete up to ``prune_batch`` expired rows from each table; the seconds until the next
+        step (none while a pass has rows left, an hour once it is done)."""
+        cutoff = time.time() - self.keep_days * DAY
+        try:
+            left = False
+            for table in TABLES:
+                key = tuple_(*table.primary_key.columns)
+                oldest = select(*table.primary_key.columns).where(table.c.time < cutoff).limit(self.prune_batch)
+                with self._engine.begin() as connection:
+                    deleted = connection.execute(delete(table).where(key.in_(oldest))).rowcount
+                self._pruned[table.name] += deleted
+                left |= deleted == self.prune_batch
+        except SQLAlchemyError as exc:  # busy, or the disk: the records matter more; try again later
+            logger.warning("inference log: retention pass failed (%s); retrying in a minute", _one_line(exc))
+            return 60.0
+        if left:
+            return 0.0
+        if any(self._pruned.values()):
+            logger.info(
+                "inference log: deleted %d predictions and %d feedback older than %g days",
+                self._pruned["predictions"],
+                self._pruned["feedback"],
+                self.keep_days,
+            )
+            self._pruned = dict.fromkeys(self._pruned, 0)
+        return PRUNE_EVERY
+
+    def _drain(self) -> bool:
+        """Store everything queued, in order; False once ``close`` was asked for."""
+        pending: list[dict] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                self._write(pending)
+                return True
+            if isinstance(item, Answer):
+                pending += item.rows()
+                continue
+            self._write(pending)  # commands see every prediction queued before them
+            pending = []
+            if item is None:
+                return False
+            try:
+                if isinstance(item, _Feedback):
+                    self._store_feedback(item)
+                elif isinstance(item, _Flush):
+                    item.done.set_result(True)
+            except Exception:  # a failed command must not stop the writer
+                logger.exception("inference log command failed")
+
+    def _write(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        delay = 0.05
+        while True:
+            try:
+                with self._engine.begin() as connection:
+                    connection.execute(self._insert, rows)
+                self.written += len(rows)
+                return
+            except OperationalError as exc:  # locked or busy beyond the timeout: keep the rows, retry
+                logger.warning("inference log busy (%s); retrying %d rows", _one_line(exc), len(rows))
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _store_feedback(self, item: _Feedback) -> None:
+        try:
+            with self._engine.begin() as connection:
+                _check_known(connection, item)
+                connection.execute(
+                    insert(feedback).values(
+                        request_id=item.request_id, row=item.row, label=item.label, time=time.time()
+                    )
+                )
+            item.result.set_result(True)
+        except FeedbackError as exc:
+            item.result.set_exception(exc)
+        except IntegrityError:
+            item.result.set_exception(
+                FeedbackError(409, f"feedback for request_id {item.request_id!r} row {item.row} was already recorded")
+            )
+        except SQLAlchemyError as exc:
+            item.result.set_exception(FeedbackError(503, f"the inference log is unavailable: {_one_line(exc)}"))
+
+
+def _check_known(connection: Connection, item: _Feedback) -> None:
+    """Feedback joins a prediction the client was answered with (role 'serve', status 200)."""
+    known = connection.execute(
+        select(
+            exists().where(
+                predictions.c.request_id == item.request_id,
+                predictions.c.row == item.row,
+                predictions.c.role == "serve",
+                predictions.c.status == 200,
+            )
+        )
+    ).scalar()
+    if not known:
+        raise FeedbackError(404, f"no logged prediction has request_id {item.request_id!r} and row {item.row}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]

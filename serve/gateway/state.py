@@ -1,0 +1,107 @@
+"""What the two planes of the gateway share: the variants of the split and the backends serving them.
+
+The control plane (``mnist_mlops.serve.gateway.control``) writes these objects: it starts and stops
+backends, follows the registry and changes the split. The data plane only reads them, on the same
+event loop, so a variant's backend changes in a single assignment: a request picks a backend once
+and keeps it, and an old backend is stopped only after its requests in flight have finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class ProcessHandle(Protocol):
+    """A backend process the control plane started (``control.launcher``)."""
+
+    pid: int
+
+    def alive(self) -> bool: ...
+
+    def exit_status(self) -> str: ...
+
+
+@dataclass
+class Backend:
+    """A scoring server for one model version, reached at ``url``."""
+
+    version: str
+    url: str
+    handle: ProcessHandle | None = None  # None: a backend that runs elsewhere (not started here)
+    started: float = field(default_factory=time.monotonic)
+    in_flight: int = 0  # requests being answered by this backend right now
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle else None
+
+    def alive(self) -> bool:
+        return self.handle is None or self.handle.alive()
+
+    def exit_status(self) -> str:
+        return self.handle.exit_status() if self.handle else "unreachable"
+
+
+@dataclass
+class Variant:
+    """One alias of the split and the backend serving its current version."""
+
+    alias: str
+    weight: float
+    backend: Backend | None = None
+    state: str = "starting"  # starting | ready | down | failed | absent
+    pending_version: str | None = None  # a new version being started for this alias
+    failed_version: str | None = None  # a version that would not start: not retried on every poll
+    last_error: str | None = None
+    external_url: str | None = None  # a backend that runs elsewhere (not started or stopped here)
+    requests: int = 0
+    errors: int = 0
+    restarts: int = 0
+    batcher: object | None = None  # the data plane's micro-batcher for this variant, made on first use
+
+    @property
+    def version(self) -> str | None:
+        return self.backend.version if self.backend else None
+
+    @property
+    def ready(self) -> bool:
+        return self.backend is not None and self.state == "ready"
+
+    def describe(self) -> dict:
+        return {
+            "alias": self.alias,
+            "version": self.version,
+            "weight": self.weight,
+            "state": self.state,
+            "backend": self.backend.url if self.backend else None,
+            "pid": self.backend.pid if self.backend else None,
+            "pending_version": self.pending_version,
+            "failed_version": self.failed_version,
+            "last_error": self.last_error,
+            "requests": self.requests,
+            "errors": self.errors,
+            "in_flight": self.backend.in_flight if self.backend else 0,
+            "restarts": self.restarts,
+        }
+
+
+@dataclass
+class Table:
+    """The split as the data plane routes it: alias -> variant."""
+
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    def weights(self) -> dict[str, float]:
+        return {alias: variant.weight for alias, variant in self.variants.items()}
+
+    def get(self, alias: str | None) -> Variant | None:
+        return self.variants.get(alias) if alias else None
+
+    def is_ready(self) -> bool:
+        """Every variant that takes live traffic (weight above 0) has a ready backend."""
+        return all(v.ready for v in self.variants.values() if v.weight > 0)
+
+    def describe(self) -> list[dict]:
+        return [variant.describe() for variant in self.variants.values()]

@@ -1,0 +1,67 @@
+"""The data plane's decision, without sockets: which variant answers, and when none may."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mnist_mlops.serve.gateway.errors import Unavailable
+from mnist_mlops.serve.gateway.routing import choose, fallback
+from mnist_mlops.serve.gateway.state import Backend, Table, Variant
+
+
+def table(**states: str) -> Table:
+    """A table of variants of equal weight in the given states ('ready', 'down', 'starting'...)."""
+    variants = {}
+    for alias, state in states.items():
+        variant = Variant(alias, 50.0, state=state)
+        if state in ("ready", "down"):
+            variant.backend = Backend(version="1" if alias == "champion" else "2", url=f"http://{alias}")
+        variants[alias] = variant
+    return Table(variants)
+
+
+def routed(t: Table, users: int = 400) -> set[str]:
+    rng = random.Random(0)
+    return {choose(t, f"user-{i}", rng).alias for i in range(users)}
+
+
+def test_ready_variants_answer_their_own_share():
+    assert routed(table(champion="ready", challenger="ready")) == {"champion", "challenger"}
+
+
+def test_a_challenger_that_is_not_ready_hands_its_requests_to_the_champion():
+    assert routed(table(champion="ready", challenger="down")) == {"champion"}
+    assert routed(table(champion="ready", challenger="starting")) == {"champion"}
+
+
+def test_the_champions_traffic_never_moves_to_the_challenger():
+    """A champion that is down answers 503 with Retry-After: a candidate is not what production promised."""
+    t = table(champion="down", challenger="ready")
+    rng = random.Random(0)
+    answered, refused = set(), 0
+    for i in range(400):
+        try:
+            answered.add(choose(t, f"user-{i}", rng).alias)
+        except Unavailable as error:
+            refused += 1
+            assert error.headers["Retry-After"] and "the champion cannot answer" in error.message
+    assert answered == {"challenger"}  # the challenger's own users only
+    assert 100 < refused < 300
+
+
+def test_a_variant_says_why_it_cannot_answer():
+    t = table(champion="absent")
+    t.variants["champion"].last_error = "no registered model named 'mnist-cnn'; train one first (make quickstart)"
+    with pytest.raises(Unavailable, match="no registered model named 'mnist-cnn'"):
+        choose(t, None, random.Random(0))
+    with pytest.raises(Unavailable, match="is starting"):
+        choose(table(champion="starting"), None, random.Random(0))
+
+
+def test_fallback_is_the_champion_only_for_other_variants():
+    t = table(champion="ready", challenger="ready")
+    assert fallback(t, t.variants["challenger"]) is t.variants["champion"]
+    assert fallback(t, t.variants["champion"]) is None
+    assert fallback(table(champion="down", challenger="ready"), t.variants["challenger"]) is None

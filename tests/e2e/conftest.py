@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from serve.model.export import log_model
+from mnist_mlops.train.export import log_model
 from tests.fullmodel import full_network
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
 

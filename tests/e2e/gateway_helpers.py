@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from serve.gateway.auth import new_key_entry
+from mnist_mlops.serve.gateway.auth import new_key_entry
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
 
 PIXELS = {
@@ -99,7 +99,7 @@ def start_gateway(
         [
             sys.executable,
             "-m",
-            "serve.gateway",
+            "mnist_mlops.serve.gateway",
             "--api_keys",
             str(keys),
             "--port",

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import httpx
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
-from registry.history import read as read_history
-from serve.cores import threads_each
-from serve.model import THREADS_ENV
-from tests.e2e.gateway_helpers import PIXELS, model_location, samples, start_gateway
+from mnist_mlops.common.cores import threads_each
+from mnist_mlops.registry.history import read as read_history
+from mnist_mlops.serve.model import THREADS_ENV
+from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
 FAST = ["--backend_mode", "warm", "--poll_interval", "1"]
@@ -44,7 +43,7 @@ def replay(gateway, count: int, offset: int = 0, feedback: float = 1.0) -> dict:
         [
             sys.executable,
             "-m",
-            "serve.gateway.replay",
+            "mnist_mlops.serve.gateway.replay",
             "--url",
             gateway.url,
             "--key",
@@ -73,7 +72,7 @@ def abtest(gateway, log, *args: str) -> dict:
         [
             sys.executable,
             "-m",
-            "registry",
+            "mnist_mlops.registry",
             "--tracking_uri",
             gateway.uri,
             "abtest",
@@ -207,68 +206,6 @@ def test_an_injected_failure_rate_rolls_the_challenger_back_automatically(traine
         assert all(r.status_code == 200 for r in responses)
     finally:
         assert gateway.stop() == 0
-
-
-def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champion(trained_store, weak_model, tmp_path):
-    uri = store_with(trained_store, tmp_path, "tiny", weak_model)
-    log = tmp_path / "inference.db"
-    gateway = start_gateway(
-        uri, tmp_path, "--split", "champion=100", "--shadow", "challenger", "--inference_log", str(log), *FAST
-    )
-    try:
-        # Until the shadow is up the gateway skips its copies (a shadow never delays the champion),
-        # and /ready does not wait for it.
-        gateway.wait_for_variant("challenger")
-        summary = replay(gateway, 200)
-        assert summary["failed"] == {} and list(summary["variants"]) == ["champion"]  # the client sees the champion
-        report = httpx.get(f"{gateway.url}/abtest", headers=gateway.headers(), timeout=30).json()
-        assert report["shadow"] is True and report["challenger"]["role"] == "shadow"
-        assert report["agreement_pairs"] >= 150 and 0 < report["agreement"] < 1
-        assert report["challenger"]["feedback"] >= 150  # feedback joins the shadow answers too
-        assert report["decision"] == "rollback" and "discordant" in report["test"]
-        # The copies took the shadow's micro-batcher, as live requests to it would.
-        metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=30).text
-        batched = samples(metrics, "gateway_batch_rows_sum", variant="challenger")
-        assert batched and batched[0].value >= 150, metrics[-2000:]
-    finally:
-        assert gateway.stop() == 0
-    with sqlite3.connect(log) as db:
-        roles = dict(db.execute("SELECT role, COUNT(*) FROM predictions GROUP BY role").fetchall())
-    assert roles["serve"] == 200 and roles["shadow"] >= 150
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "message"),
-    [
-        ({"request_id": "never-seen", "label": 3}, 404, "no logged prediction"),
-        ({"request_id": "x", "label": 10}, 400, "from 0 to 9"),
-        ({"request_id": "x", "label": "3"}, 400, "from 0 to 9"),
-        ({"label": 3}, 400, "request_id"),
-        ([1, 2], 400, "expected a JSON object"),
-    ],
-)
-def test_bad_feedback_gets_a_clear_4xx(feedback_gateway, body, status, message):
-    response = httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers())
-    assert response.status_code == status and message in response.json()["message"]
-
-
-def test_duplicate_feedback_is_refused(feedback_gateway):
-    answer = httpx.post(f"{feedback_gateway.url}/invocations", json=PIXELS, headers=feedback_gateway.headers())
-    body = {"request_id": answer.headers["X-Request-ID"], "label": 1}
-    assert (
-        httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers()).status_code == 200
-    )
-    again = httpx.post(f"{feedback_gateway.url}/feedback", json=body, headers=feedback_gateway.headers())
-    assert again.status_code == 409 and "already recorded" in again.json()["message"]
-
-
-@pytest.fixture(scope="module")
-def feedback_gateway(trained_store, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("feedback")
-    uri = trained_store.copy_to(directory)
-    gateway = start_gateway(uri, directory, "--inference_log", str(directory / "log.db"), *FAST)
-    yield gateway
-    gateway.stop()
 
 
 async def _load(gateway, count: int, concurrency: int = 8) -> list[httpx.Response]:

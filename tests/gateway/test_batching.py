@@ -1,0 +1,104 @@
+"""Adaptive micro-batching in an in-process gateway over a real backend: merged answers equal
+unmerged ones row for row, a bad row fails alone, requests arriving during a batch form the next
+one, and an idle gateway adds no wait (read off the batch histograms, not a clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.gateway.harness import champion_only, in_process
+from tests.helpers import png_bytes
+from tests.synthetic import phone_photo
+
+pytestmark = pytest.mark.anyio
+
+
+def image_body(image) -> dict:
+    return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png_bytes(image)).decode()]]}}
+
+
+async def histogram(gw, name: str) -> dict[str, float]:
+    """The champion's histogram ``name``: count, sum and the cumulative buckets used here."""
+    values = {kind: await gw.metric(f"{name}_{kind}", variant="champion") for kind in ("count", "sum")}
+    for le in ("0.0005", "1.0", "2.0", "4.0"):
+        values[f"bucket@{le}"] = await gw.metric(f"{name}_bucket", variant="champion", le=le)
+    return values
+
+
+async def test_merged_answers_equal_unmerged_answers_row_for_row(backends, tmp_path, mnist_test):
+    images, _ = mnist_test
+    bodies = [image_body(images[i]) for i in range(48)]
+    async with in_process(champion_only(backends, tmp_path), backends.keys) as gw:
+        before = await histogram(gw, "gateway_batch_rows")
+        merged = await asyncio.gather(*(gw.score(body) for body in bodies))
+        after = await histogram(gw, "gateway_batch_rows")
+    assert after["sum"] - before["sum"] == 48
+    assert after["count"] - before["count"] < 48, "some requests were merged"
+    async with httpx.AsyncClient(base_url=backends.urls["champion"], timeout=30) as backend:
+        alone = await asyncio.gather(*(backend.post("/invocations", json=body) for body in bodies))
+    for single, answer in zip(alone, merged, strict=True):
+        assert answer.status_code == 200
+        ((together,), (unmerged,)) = answer.json()["predictions"], single.json()["predictions"]
+        assert together["label"] == unmerged["label"]
+        # float32 convolutions over a batch of 48 and a batch of 1 round differently, in the 8th digit
+        np.testing.assert_allclose(together["probabilities"], unmerged["probabilities"], atol=1e-6)
+
+
+async def test_a_bad_row_among_good_ones_fails_alone(backends, tmp_path, mnist_test):
+    images, _ = mnist_test
+    bodies = [image_body(images[i]) for i in range(24)]
+    bad = {5, 11, 17}
+    for i in bad:
+        bodies[i] = {"dataframe_split": {"columns": ["image"], "data": [["this is not base64!"]]}}
+    async with in_process(champion_only(backends, tmp_path), backends.keys) as gw:
+        answers = await asyncio.gather(*(gw.score(body) for body in bodies))
+    for i, answer in enumerate(answers):
+        if i in bad:
+            assert answer.status_code == 400
+            assert answer.json()["message"].startswith("1 of 1 rows could not be scored: row 0")
+        else:
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"]) == 1
+
+
+async def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(backends, tmp_path, mnist_test):
+    """Three requests that arrive while a 60-row batch is at the backend go out together next.
+
+    Queued requests may wait for the busy backend as long as the test runs (``batch_max_delay``),
+    and the first batch keeps the backend busy for most of a second (60 phone photos), so the
+    followers form one batch whatever the machine's speed.
+    """
+    images, _ = mnist_test
+    rng = np.random.default_rng(5)
+    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
+    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
+    async with in_process(champion_only(backends, tmp_path, batch_max_delay=60.0), backends.keys) as gw:
+        champion = gw.gateway.pool.variants["champion"]
+        before = await histogram(gw, "gateway_batch_rows")
+        first = asyncio.create_task(gw.score(slow))
+        while not first.done() and champion.backend.in_flight == 0:
+            await asyncio.sleep(0.002)
+        followers = [asyncio.create_task(gw.score(image_body(images[i]))) for i in range(3)]
+        answers = await asyncio.gather(first, *followers)
+        after = await histogram(gw, "gateway_batch_rows")
+    assert [a.status_code for a in answers] == [200] * 4
+    assert after["count"] - before["count"] == 2, "the 60-row request, then the three followers together"
+    assert after["sum"] - before["sum"] == 63
+    assert after["bucket@4.0"] - before["bucket@4.0"] == 1 and after["bucket@2.0"] == before["bucket@2.0"]
+
+
+async def test_an_idle_gateway_sends_each_request_at_once(backends, tmp_path, mnist_test):
+    images, _ = mnist_test
+    async with in_process(champion_only(backends, tmp_path), backends.keys) as gw:
+        rows, waits = await histogram(gw, "gateway_batch_rows"), await histogram(gw, "gateway_batch_wait_seconds")
+        for i in range(20):  # one at a time: nothing to merge, nothing to wait for
+            assert (await gw.score(image_body(images[i]))).status_code == 200
+        rows_after = await histogram(gw, "gateway_batch_rows")
+        waits_after = await histogram(gw, "gateway_batch_wait_seconds")
+    assert rows_after["bucket@1.0"] - rows["bucket@1.0"] == 20
+    assert waits_after["bucket@0.0005"] - waits["bucket@0.0005"] == 20, "no request waited half a millisecond"

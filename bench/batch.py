@@ -60,7 +60,7 @@ def run_job(model: ModelUnderTest, folder: Path, *extra: str) -> tuple[dict, flo
     """(the job's JSON summary, the command's wall seconds, the sum of its processes' peak
     resident sets in MiB)."""
     output = Path(tempfile.mkdtemp(prefix="scores-")) / "out"
-    command = [sys.executable, "-m", "serve.batch", "--model", model.model_uri]
+    command = [sys.executable, "-m", "mnist_mlops.serve.batch", "--model", model.model_uri]
     command += ["--input", str(folder), "--output", str(output), "--json", *extra]
     log = output.parent / "job.log"
     started = time.perf_counter()

@@ -52,7 +52,7 @@ class Pool:
         self.path = os.path.join(tempfile.mkdtemp(prefix="bench-pool-"), "pool.sock")
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serve.warm_pool", "--socket", self.path],
+            [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.path],
             env=processes.environment(tracking_uri),
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -92,7 +92,7 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
             )
             for _ in range(runs)
         ],
-        "serve.backend (MLflow's scoring app, fresh interpreter)": [
+        "mnist_mlops.serve.backend (MLflow's scoring app, fresh interpreter)": [
             process_cold_start(
                 processes.fast_backend(model.model_uri, model.tracking_uri, model.directory), body, label
             )

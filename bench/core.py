@@ -74,7 +74,7 @@ def throughput(step: Callable[[], int], seconds: float, warmup: int = 2) -> tupl
 def mnist_test(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import MNIST
 
-    from train.data import raw_dir, resolve_data_dir
+    from mnist_mlops.train.data import raw_dir, resolve_data_dir
 
     root = resolve_data_dir(None)
     try:
@@ -104,7 +104,7 @@ def request_body(images: np.ndarray) -> bytes:
 def full_network():
     import torch
 
-    from train.network import build_network
+    from mnist_mlops.serve.model.network import build_network
 
     network = build_network(json.loads((ASSET / "architecture.json").read_text()))
     network.load_state_dict(torch.load(ASSET / "weights.pt", map_location="cpu", weights_only=True))
@@ -127,7 +127,7 @@ def prepare_model() -> ModelUnderTest:
     import mlflow
     from mlflow import MlflowClient
 
-    from serve.model.export import log_model, save_model
+    from mnist_mlops.train.export import log_model, save_model
 
     directory = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     uri = f"sqlite:///{directory / 'mlflow.db'}"

@@ -154,7 +154,7 @@ def fast_backend(model_uri: str, tracking_uri: str, workdir: Path, workers: int 
     command = [
         sys.executable,
         "-m",
-        "serve.backend",
+        "mnist_mlops.serve.backend",
         "--model_uri",
         model_uri,
         "--port",
@@ -163,7 +163,7 @@ def fast_backend(model_uri: str, tracking_uri: str, workdir: Path, workers: int 
         str(workers),
     ]
     return Server(
-        f"serve.backend (-w {workers})",
+        f"mnist_mlops.serve.backend (-w {workers})",
         command,
         environment(tracking_uri),
         f"http://127.0.0.1:{port}",
@@ -176,7 +176,7 @@ def gateway(tracking_uri: str, workdir: Path, *extra: str) -> Server:
     command = [
         sys.executable,
         "-m",
-        "serve.gateway",
+        "mnist_mlops.serve.gateway",
         "--no_auth",
         "--port",
         str(port),

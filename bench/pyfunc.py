@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from bench.core import Figure, Mode, ModelUnderTest, mnist_test, png, throughput
+from bench.core import Figure, Mode, ModelUnderTest, mnist_test, png, ratio, throughput
 
 BATCH = 64
 
@@ -35,3 +35,38 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
             Figure("pyfunc", f"pyfunc in-process, {name}", rate, "images/s", {"rows_per_call": len(batches[0])})
         )
     return figures
+
+
+def measure_fast_paths(mode: Mode) -> list[Figure]:
+    """What the model package's two fast paths buy, each against the general path it short-cuts,
+    on the same 64 MNIST test digits as PNG files: decoding (Pillow's ``Image.open`` for every file,
+    against the short way for small plain greyscale PNGs, decoded together) and preprocessing
+    (``to_mnist`` one image at a time, against the vectorised stack)."""
+    import numpy as np
+
+    from mnist_mlops.serve.model.decode import as_unit, decode_levels_many, decode_with_pillow
+    from mnist_mlops.serve.model.preprocess import to_mnist
+    from mnist_mlops.serve.model.preprocess_batch import to_mnist_batch
+
+    images, _ = mnist_test(BATCH)
+    files = [png(image) for image in images]
+    levels = np.stack(decode_levels_many(files))
+    ways = {
+        "decoding 64 PNGs: Image.open each": lambda: [decode_with_pillow(f) for f in files],
+        "decoding 64 PNGs: the PNG fast path": lambda: decode_levels_many(files),
+        "preprocessing 64 digits: one by one": lambda: [to_mnist(as_unit(x)) for x in levels],
+        "preprocessing 64 digits: vectorised": lambda: to_mnist_batch(levels),
+    }
+    rates = {}
+    for name, work in ways.items():
+
+        def step(work=work) -> int:
+            work()
+            return BATCH
+
+        rates[name], _ = throughput(step, mode.seconds(3.0, 0.5))
+    figures = [Figure("pyfunc", name, rate, "images/s") for name, rate in rates.items()]
+    general_decode, fast_decode, general_prepare, fast_prepare = figures
+    decoding = ratio("PNG fast path / Image.open, decoding", fast_decode, general_decode)
+    preprocessing = ratio("vectorised / one by one, preprocessing", fast_prepare, general_prepare)
+    return [*figures, decoding, preprocessing]

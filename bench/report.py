@@ -91,7 +91,10 @@ def ratios(
             )
     cold = {f.name.split(":")[0]: f for f in figures if f.section == "cold start"}
     stock = cold.get("mlflow models serve")
-    for name in ("serve.backend (MLflow's scoring app, fresh interpreter)", "warm pool fork (serve.warm_pool)"):
+    for name in (
+        "mnist_mlops.serve.backend (MLflow's scoring app, fresh interpreter)",
+        "warm pool fork (serve.warm_pool)",
+    ):
         out.append(ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     out += batch.ratios(figures)
     return [

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serve.batch.spark_engine import ARROW_BATCH_ROWS
+from mnist_mlops.serve.batch.spark_engine import ARROW_BATCH_ROWS
 
 MASTER = "local[2]"
 SLOTS = 2  # local[2]: the cores the floor and the model share
@@ -45,7 +45,7 @@ def constant_answers():
     """
     from pyspark.sql.functions import pandas_udf
 
-    from serve.batch.spark_engine import RESULT_TYPE
+    from mnist_mlops.serve.batch.spark_engine import RESULT_TYPE
 
     def answer(rows: pd.DataFrame) -> pd.DataFrame:
         n = len(rows)
@@ -60,7 +60,7 @@ def floor_seconds(folder: Path, runs: int = 4) -> list[float]:
     """Seconds of each of ``runs`` floor jobs over ``folder``, in one Spark session (first: cold)."""
     from pyspark.sql import functions as F
 
-    from serve.batch.spark_engine import literal_path, session
+    from mnist_mlops.serve.batch.spark_engine import literal_path, session
 
     spark = session(MASTER)
     answer = constant_answers()
@@ -89,7 +89,7 @@ def model_one_thread(folder: Path, model_path: Path, seconds: float) -> float:
     import torch
 
     from bench.core import throughput
-    from serve.model import THREADS_ENV
+    from mnist_mlops.serve.model import THREADS_ENV
 
     os.environ[THREADS_ENV] = "1"
     torch.set_num_threads(1)

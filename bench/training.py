@@ -14,10 +14,10 @@ import mlflow
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, mnist_test
-from train.data import prepare, resolve_data_dir
-from train.evaluation import test_report
-from train.loop import Hyperparameters, pick_device, train
-from train.tracking import RunLogger
+from mnist_mlops.train.data import prepare, resolve_data_dir
+from mnist_mlops.train.evaluation import test_report
+from mnist_mlops.train.loop import Hyperparameters, pick_device, train
+from mnist_mlops.train.tracking import RunLogger
 
 
 def _session(samples: int, tracked: bool) -> float:
@@ -30,8 +30,8 @@ def _session(samples: int, tracked: bool) -> float:
         model = train(data, hp, device=device)
         test_report(model, data.test, device)
         return len(data.train) / (time.perf_counter() - started)
-    from serve.model.export import log_model
-    from train.config import TrainConfig
+    from mnist_mlops.train.config import TrainConfig
+    from mnist_mlops.train.export import log_model
 
     tracker = RunLogger()
     with mlflow.start_run():

@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import batch, clients, coldstart, machine, network, online, pyfunc, report, training
+from bench import batch, clients, coldstart, machine, network, online, pyfunc, quality, report, training
 from bench.core import BenchError, Mode, prepare_model
 
-SECTIONS = ("training", "network", "pyfunc", "online", "coldstart", "batch")
+SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch")
 # The gateway tuned for throughput: adaptive micro-batching over backends forked from the warm pool.
 OPTIMISED = "gateway (micro-batching) -> warm backend"
 OPTIMISED_ARGS = ["--backend_mode", "warm", "--batch_max_size", "64"]
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     figures = []
     try:
-        model = prepare_model() if set(args.only) & {"pyfunc", "online", "coldstart", "batch"} else None
+        model = prepare_model() if set(args.only) & {"pyfunc", "quality", "online", "coldstart", "batch"} else None
         for section in args.only:
             print(f"bench: {section} ...", file=sys.stderr, flush=True)
             if section == "training":
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures += network.measure(mode)
             elif section == "pyfunc":
                 figures += pyfunc.measure(mode, model) + pyfunc.measure_fast_paths(mode)
+            elif section == "quality":
+                figures += quality.measure(mode, model)
             elif section == "online":
                 figures += clients.measure(mode, model) + online.measure(mode, model, extra_gateways(mode))
             elif section == "coldstart":

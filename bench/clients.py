@@ -86,9 +86,9 @@ async def _rounds(url: str, body: bytes, rounds: int, seconds: float) -> dict[st
             for client in clients:
                 cpu, p50 = await _sequential(client, url, body, seconds)
                 rps = await _concurrent(client, url, body, seconds)
-                figures = results.setdefault(client.name, {"cpu_ms": [], "p50_ms": [], "rps": []})
+                figures = results.setdefault(client.name, {"cpu_ms": [], "median_ms": [], "rps": []})
                 figures["cpu_ms"].append(cpu)
-                figures["p50_ms"].append(p50)
+                figures["median_ms"].append(p50)
                 figures["rps"].append(rps)
     finally:
         for client in clients:
@@ -113,7 +113,11 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
                 detail,
             ),
             Figure(
-                "clients", f"{name}: median latency, concurrency 1", statistics.median(values["p50_ms"]), "ms", detail
+                "clients",
+                f"{name}: median latency, concurrency 1",
+                statistics.median(values["median_ms"]),
+                "ms",
+                detail,
             ),
             Figure(
                 "clients", f"{name}: requests/s, concurrency 32", statistics.median(values["rps"]), "requests/s", detail

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.machine import PROJECT_ROOT
-
-ASSET = PROJECT_ROOT / "tests" / "assets" / "full-model"
+from tests.fullmodel import full_network, full_temperature
 
 
 class BenchError(Exception):
@@ -101,16 +99,6 @@ def request_body(images: np.ndarray) -> bytes:
     return json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
 
 
-def full_network():
-    import torch
-
-    from mnist_mlops.serve.model.network import build_network
-
-    network = build_network(json.loads((ASSET / "architecture.json").read_text()))
-    network.load_state_dict(torch.load(ASSET / "weights.pt", map_location="cpu", weights_only=True))
-    return network.eval()
-
-
 @dataclass
 class ModelUnderTest:
     """The full default model, logged and registered in a store of the benchmark's own: version 1
@@ -134,11 +122,11 @@ def prepare_model() -> ModelUnderTest:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     example = mnist_test(1)[0][0]
-    network = full_network()
+    network, temperature = full_network(), full_temperature()
     # Artifacts beside the store: a new experiment's default, ./mlruns, is the caller's folder.
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", (directory / "artifacts").as_uri()))
     with mlflow.start_run() as run:
-        info = log_model(network, example)
+        info = log_model(network, example, temperature)
     client = MlflowClient(uri, uri)
     client.create_registered_model("mnist-cnn")
     client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id)
@@ -146,5 +134,5 @@ def prepare_model() -> ModelUnderTest:
     client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id)
     client.set_registered_model_alias("mnist-cnn", "challenger", "2")
     local = directory / "model"
-    save_model(network, example, local)
+    save_model(network, example, local, temperature)
     return ModelUnderTest(directory, uri, "models:/mnist-cnn/1", local)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.core import Figure, Mode, full_network, mnist_test, throughput
+from bench.core import Figure, Mode, mnist_test, throughput
 from mnist_mlops.serve.model.network import fused_for_inference
 from mnist_mlops.serve.model.transforms import normalize, to_unit_range
+from tests.fullmodel import full_network
 
 BATCH_SIZES = (1, 32, 64, 256, 1024)
 

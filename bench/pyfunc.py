@@ -69,4 +69,4 @@ def measure_fast_paths(mode: Mode) -> list[Figure]:
     general_decode, fast_decode, general_prepare, fast_prepare = figures
     decoding = ratio("PNG fast path / Image.open, decoding", fast_decode, general_decode)
     preprocessing = ratio("vectorised / one by one, preprocessing", fast_prepare, general_prepare)
-    return [*figures, decoding, preprocessing]
+    return [f for f in (*figures, decoding, preprocessing) if f is not None]

@@ -23,6 +23,7 @@ from mnist_mlops.registry import abtest, versions
 from mnist_mlops.registry import history as history_module
 from mnist_mlops.registry import promote as promote_module
 from mnist_mlops.registry.datasets import LabelledData, load
+from mnist_mlops.registry.defaults import DEFAULT_MIN_ACCURACY
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.registry.evaluate import Comparison, evaluate_versions
 from mnist_mlops.registry.register import register_version
@@ -45,11 +46,20 @@ def register(
     dataset_fingerprint: str,
     model_id: str | None = None,
     tracking_uri: str | None = None,
+    min_accuracy: float = DEFAULT_MIN_ACCURACY,
 ):
     """Register a logged model as the next version of ``name`` and point the aliases at it
-    (``registry.register``); the new ``ModelVersion``."""
+    (``registry.register``: a first version becomes champion at ``min_accuracy`` or above); the
+    new ``ModelVersion``."""
     return register_version(
-        connect(tracking_uri), name, model_uri, run_id, test_accuracy, dataset_fingerprint, model_id=model_id
+        connect(tracking_uri),
+        name,
+        model_uri,
+        run_id,
+        test_accuracy,
+        dataset_fingerprint,
+        model_id=model_id,
+        min_accuracy=min_accuracy,
     )
 
 
@@ -83,6 +93,28 @@ def evaluate(
     baseline_version = versions.resolve(client, name, baseline) if baseline else None
     data = data or load(None, mnist_root or Path("data"))
     return evaluate_versions(candidate_version, baseline_version, data, log=log)
+
+
+def evaluate_sets(
+    name: str, candidates: list[str], mnist_root: Path, samples: int, tracking_uri: str | None = None
+) -> dict[str, list]:
+    """Each version's figures on the evaluation sets (``registry.evalsets``), scored through its own
+    pyfunc: ``"v<number>" -> [SetScore, ...]``."""
+    from mnist_mlops.registry.evalsets.scoring import score_all
+    from mnist_mlops.registry.evalsets.sets import REPORT_SEED, Sources
+
+    client = connect(tracking_uri)
+    sources = Sources.load(mnist_root)
+    scores = {}
+    for candidate in candidates:
+        version = versions.resolve(client, name, candidate)
+        uri = f"models:/{name}/{version.version}"
+        try:
+            model = mlflow.pyfunc.load_model(uri)
+        except Exception as exc:  # deleted artifacts, an incompatible model
+            raise RegistryError(f"cannot load {uri}: {' '.join(str(exc).split())[:160]}") from None
+        scores[f"v{version.version}"] = score_all(model, sources, REPORT_SEED, samples)
+    return scores
 
 
 def promote(

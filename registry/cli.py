@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from mnist_mlops.common.cli import OneLineArgumentParser, add_option
-from mnist_mlops.common.store import describe_store_failure, tracking_uri
+from mnist_mlops.common.store import describe_store_failure, missing_store, tracking_uri
 from mnist_mlops.registry.defaults import (
     AB_ALPHA,
     AB_MIN_FEEDBACK,
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("candidate", help="version number or alias")
     evaluate.add_argument("--baseline", default=CHAMPION, help="version or alias, or 'none' (default: champion)")
     _data_options(evaluate)
+    evaluate.add_argument(
+        "--sets",
+        action="store_true",
+        help="also score both on the evaluation sets (other writers, canvas, faint ink, paper, no digit)",
+    )
+    add_option(evaluate, "set_samples", type=int, default=300, help="images per evaluation set (default 300)")
     evaluate.add_argument("--json", action="store_true")
 
     promote = commands.add_parser("promote", help="gated move of an alias to a version")
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if (missing := missing_store(tracking_uri(args.tracking_uri))) is not None:
+        sys.stderr.write(f"{PROG}: error: {missing}\n")  # and create no empty store on the way
+        raise SystemExit(EXIT_ERROR)
     try:
         # MLflow prints run links to stdout when it talks to a tracking server; stdout is kept for
         # our output alone, so that --json stays parseable.

@@ -71,10 +71,17 @@ def cmd_list(args) -> Output:
 
 
 def cmd_evaluate(args) -> Output:
+    require_model(api.connect(args.tracking_uri), args.model)  # the model first: it is the likelier miss
     data = load(args.data, _mnist_root(args), args.max_samples)
     baseline = None if args.baseline.lower() == "none" else args.baseline
     comparison = api.evaluate(args.model, args.candidate, baseline, data=data, tracking_uri=args.tracking_uri)
-    return (comparison.to_dict(), render.comparison_report(comparison))
+    payload, text = comparison.to_dict(), render.comparison_report(comparison)
+    if args.sets:
+        versions = [args.candidate] + ([baseline] if baseline else [])
+        scores = api.evaluate_sets(args.model, versions, _mnist_root(args), args.set_samples, args.tracking_uri)
+        payload["sets"] = {version: [s.to_dict() for s in figures] for version, figures in scores.items()}
+        text += "\n\n" + render.sets_report(scores)
+    return payload, text
 
 
 def _move_text(move: Move) -> str:
@@ -86,6 +93,9 @@ def _move_text(move: Move) -> str:
 
 
 def cmd_promote(args) -> Output:
+    client = api.connect(args.tracking_uri)
+    require_model(client, args.model)  # the model first: it is the likelier miss, and the data is slow to read
+    api.resolve(args.model, args.candidate, args.tracking_uri)
     data = load(args.data, _mnist_root(args), args.max_samples)
     gate = Gate(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
     try:

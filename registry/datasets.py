@@ -50,13 +50,19 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     return body.reshape(shape)
 
 
-def from_idx_folder(root: Path, name: str) -> LabelledData:
+def mnist_test_set(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test set under ``root``: (uint8 images ``[N, 28, 28]``, int64 labels)."""
     found = _find_idx(root)
     if found is None:
         raise RegistryError(f"no t10k-images-idx3-ubyte / t10k-labels-idx1-ubyte under {root}")
     images, labels = _read_idx(found[0], 3), _read_idx(found[1], 1)
     if len(images) != len(labels):
         raise RegistryError(f"{root}: {len(images)} images but {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+def from_idx_folder(root: Path, name: str) -> LabelledData:
+    images, labels = mnist_test_set(root)
     inputs = pd.DataFrame({"pixels": list(images.reshape(len(images), -1))})
     return LabelledData(name, inputs, labels.astype(np.int64))
 

@@ -132,3 +132,17 @@ def ab_report(report) -> str:
     lines.append(f"test: {report.test}")
     lines.append(f"decision: {report.decision.upper()} - " + "; ".join(report.reasons))
     return "\n".join(lines)
+
+
+def sets_report(scores: dict[str, list]) -> str:
+    """Versions side by side on the evaluation sets: accuracy (and refusals) per set."""
+    names = [s.name for s in next(iter(scores.values()))]
+    rows = []
+    for index, name in enumerate(names):
+        row = [name]
+        for figures in scores.values():
+            s = figures[index]
+            ece = "" if s.ece is None else f", ECE {s.ece:.3f}"
+            row.append(f"{percent(s.accuracy)} ({percent(s.refused, 1)} refused{ece})")
+        rows.append(row)
+    return "evaluation sets (seed of record)\n" + table(["set", *scores], rows)

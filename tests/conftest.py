@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from torchvision.datasets import MNIST
 
 from mnist_mlops.train.export import save_model
-from tests.fullmodel import full_network
+from tests.fullmodel import full_network, full_temperature
 from tests.helpers import PROJECT_ROOT, mnist_dir, subprocess_env
 
 MODEL_NAME = "mnist-cnn"
@@ -36,6 +36,8 @@ TINY_PARAMS = {
     "val_samples": "1000",
     "max_train_samples": "3000",
     "model_name": MODEL_NAME,
+    "card_samples": "20",
+    "champion_gate": "0",  # the tiny model (about 95%) serves the tests as champion
 }
 
 
@@ -152,7 +154,7 @@ def mnist_test(mnist_root) -> tuple[np.ndarray, np.ndarray]:
 def full_model_path(tmp_path_factory, mnist_test) -> Path:
     """The full model saved as the real pyfunc, in a local folder."""
     path = tmp_path_factory.mktemp("full-model") / "model"
-    save_model(full_network(), mnist_test[0][0], path)
+    save_model(full_network(), mnist_test[0][0], path, full_temperature())
     return path
 
 
@@ -191,6 +193,8 @@ def weak_model(tmp_path_factory, mnist_root) -> LoggedModel:
         "3",
         "--register",
         "false",
+        "--card_samples",
+        "0",
     ]
 
     def train(directory: Path) -> None:

@@ -22,3 +22,8 @@ def full_network() -> torch.nn.Module:
     network = build_network(json.loads((ASSET / "architecture.json").read_text()))
     network.load_state_dict(torch.load(ASSET / "weights.pt", map_location="cpu", weights_only=True))
     return network.eval()
+
+
+def full_temperature() -> float:
+    """The calibration temperature the full run fitted (1.0 for weights saved without one)."""
+    return float(json.loads((ASSET / "architecture.json").read_text()).get("temperature", 1.0))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from mnist_mlops.common.cli import OneLineArgumentParser, boolean, non_negative_float, positive_float, whole_number
 from mnist_mlops.common.names import DATA_DIR_ENV, DEFAULT_MODEL_NAME
+from mnist_mlops.registry.defaults import DEFAULT_MIN_ACCURACY
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class TrainConfig:
     max_train_samples: int = 0
     model_name: str = DEFAULT_MODEL_NAME
     register: bool = True
+    card_samples: int = 300
+    champion_gate: float = DEFAULT_MIN_ACCURACY
 
     def as_params(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}
@@ -42,6 +45,8 @@ HELP = {
     "max_train_samples": "cap on training images, 0 for all (the fast mode for tests and CI)",
     "model_name": "registered model that receives the new version",
     "register": "register the model as a new version (true/false)",
+    "card_samples": "images per evaluation set in the run's model card (0: no card)",
+    "champion_gate": "lowest test accuracy at which a model's first version becomes champion (the promotion gate's)",
 }
 
 
@@ -49,6 +54,13 @@ def _model_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a registered model name, got an empty string")
     return text.strip()
+
+
+def unit_fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
 
 
 PARSERS = {
@@ -62,6 +74,8 @@ PARSERS = {
     "max_train_samples": whole_number(0),
     "model_name": _model_name,
     "register": boolean,
+    "card_samples": whole_number(0),
+    "champion_gate": unit_fraction,
 }
 
 

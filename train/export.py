@@ -111,7 +111,7 @@ def _importable(folder: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _model_parts(network: torch.nn.Module, example_digit: np.ndarray) -> Iterator[dict]:
+def _model_parts(network: torch.nn.Module, example_digit: np.ndarray, temperature: float) -> Iterator[dict]:
     """The keyword arguments of ``log_model``/``save_model``, staged in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -119,7 +119,8 @@ def _model_parts(network: torch.nn.Module, example_digit: np.ndarray) -> Iterato
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         torch.save(state, weights)
         architecture = tmp_path / "architecture.json"
-        architecture.write_text(json.dumps(network.architecture()))
+        # The temperature the logits are divided by: fitted after training (``train.calibration``).
+        architecture.write_text(json.dumps(network.architecture() | {"temperature": temperature}))
         package, entry_point = stage_code(tmp_path / "code")
         with _importable(Path(package).parent):
             yield {
@@ -132,13 +133,15 @@ def _model_parts(network: torch.nn.Module, example_digit: np.ndarray) -> Iterato
             }
 
 
-def log_model(network: torch.nn.Module, example_digit: np.ndarray) -> mlflow.models.model.ModelInfo:
+def log_model(
+    network: torch.nn.Module, example_digit: np.ndarray, temperature: float = 1.0
+) -> mlflow.models.model.ModelInfo:
     """Log ``network`` as the pyfunc under the active run's ``model`` artifact path."""
-    with _model_parts(network, example_digit) as parts:
+    with _model_parts(network, example_digit, temperature) as parts:
         return mlflow.pyfunc.log_model(name=ARTIFACT_PATH, **parts)
 
 
-def save_model(network: torch.nn.Module, example_digit: np.ndarray, path: Path) -> None:
+def save_model(network: torch.nn.Module, example_digit: np.ndarray, path: Path, temperature: float = 1.0) -> None:
     """Save ``network`` as the same pyfunc to a local folder (no tracking store involved)."""
-    with _model_parts(network, example_digit) as parts:
+    with _model_parts(network, example_digit, temperature) as parts:
         mlflow.pyfunc.save_model(path=str(path), **parts)

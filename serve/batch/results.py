@@ -17,6 +17,7 @@ SCHEMA = pa.schema(
         ("label", pa.int64()),
         ("confidence", pa.float64()),
         ("probabilities", pa.list_(pa.float64())),
+        ("uncertain", pa.bool_()),
         ("error", pa.string()),
         ("model_name", pa.string()),
         ("model_version", pa.string()),
@@ -25,7 +26,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-ANSWER_COLUMNS = ("label", "confidence", "probabilities", "error")  # what the model answers per row
+# What the model answers per row (a model logged before ``uncertain`` existed leaves it null).
+ANSWER_COLUMNS = ("label", "confidence", "probabilities", "uncertain", "error")
 
 
 def score_chunk(model, chunk: pd.DataFrame, scoring: ScoringModel) -> pa.Table:

@@ -53,6 +53,8 @@ LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
 DAEMON_MODULE = "mnist_mlops.serve.batch.spark_daemon"
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
+# Models logged since the answer gained ``uncertain`` (spark_udf wants exactly the model's columns).
+RESULT_TYPE_UNCERTAIN = "label double, confidence double, probabilities array<double>, uncertain boolean, error string"
 
 
 def _local_driver_options() -> str:
@@ -249,7 +251,7 @@ def image_cell_reader(base: str):
     return cells
 
 
-def _output_columns(scoring: ScoringModel, label, confidence, probabilities, error) -> list:
+def _output_columns(scoring: ScoringModel, label, confidence, probabilities, uncertain, error) -> list:
     """The output's columns, in order, over a frame with an ``id``."""
     from pyspark.sql import functions as F
 
@@ -258,6 +260,7 @@ def _output_columns(scoring: ScoringModel, label, confidence, probabilities, err
         label.alias("label"),
         confidence.alias("confidence"),
         probabilities.alias("probabilities"),
+        uncertain.alias("uncertain"),
         error.alias("error"),
         F.lit(scoring.name).alias("model_name"),
         F.lit(scoring.version).alias("model_version"),
@@ -273,7 +276,14 @@ def _error_rows(spark, scoring: ScoringModel, errors: list[tuple[str, str]]):
     frame = spark.createDataFrame(errors, "id string, error string")
     none = F.lit(None)
     return frame.select(
-        *_output_columns(scoring, none.cast("long"), none.cast("double"), none.cast("array<double>"), F.col("error"))
+        *_output_columns(
+            scoring,
+            none.cast("long"),
+            none.cast("double"),
+            none.cast("array<double>"),
+            none.cast("boolean"),
+            F.col("error"),
+        )
     )
 
 
@@ -319,7 +329,7 @@ def run(
         udf = mlflow.pyfunc.spark_udf(
             spark,
             scoring.uri,
-            result_type=RESULT_TYPE,
+            result_type=RESULT_TYPE_UNCERTAIN if _answers_uncertain(scoring.uri) else RESULT_TYPE,
             env_manager=env_manager,
             params={"on_error": "row"},
             # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
@@ -335,8 +345,20 @@ def run(
     label = F.when(F.isnan("r.label"), F.lit(None)).otherwise(F.col("r.label").cast("long"))
     confidence = F.when(F.isnan("r.confidence"), F.lit(None)).otherwise(F.col("r.confidence"))
     error = F.when(F.col("r.error") == "None", F.lit(None)).otherwise(F.col("r.error"))
+    # A failed row's uncertain comes back False (numpy casts its null so): null again here.
+    has_uncertain = "uncertain" in result.select("r.*").columns
+    uncertain = F.when(label.isNull() | ~F.lit(has_uncertain), F.lit(None)).otherwise(
+        F.col("r.uncertain") if has_uncertain else F.lit(None)
+    )
     out = result.select(
-        *_output_columns(scoring, label, confidence, F.col("r.probabilities"), F.coalesce("read_error", error))
+        *_output_columns(
+            scoring,
+            label,
+            confidence,
+            F.col("r.probabilities"),
+            uncertain.cast("boolean"),
+            F.coalesce("read_error", error),
+        )
     )
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -362,3 +384,14 @@ def run(
     summary.scored, summary.failed = rows - failed, failed
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _answers_uncertain(model_uri: str) -> bool:
+    """Whether the model's signature lists ``uncertain`` among its outputs."""
+    import mlflow
+
+    try:
+        signature = mlflow.models.get_model_info(model_uri).signature
+    except Exception:  # the loading that follows names what is wrong with the model
+        return False
+    return signature is not None and "uncertain" in signature.outputs.input_names()

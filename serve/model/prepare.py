@@ -1,8 +1,10 @@
-"""Every input row -> a 28x28 field, or the reason it cannot be scored.
+"""Every input row -> its 28x28 fields (one or more readings of it), or why it cannot be scored.
 
-Pixel rows are parsed; image rows are decoded, then preprocessed: small images of the same size
-(the MNIST-like inputs of batch jobs and apps) together, vectorised (``preprocess_batch``), and
-everything else one by one (``preprocess.to_mnist``). The answer is the same either way.
+Pixel rows are parsed; image rows are decoded, then preprocessed. Images whose paper is one flat
+level (MNIST digits, drawings, scans) take MNIST's own recipe (``preprocess.to_mnist``): small ones
+of one size together, vectorised (``preprocess_batch``), the same answer either way. Photos take
+``photo.fields``, which reads the digit at two smoothings; the pyfunc averages the network's
+answers over a row's fields.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from . import inputs
+from . import inputs, photo
 from .decode import as_unit, decode_levels_many
 from .errors import RowError
-from .preprocess import to_mnist
+from .preprocess import paper_is_flat, to_mnist
 from .preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
 
 # Images per vectorised stack: a stack's temporaries then stay in a core's cache (larger stacks
@@ -29,7 +31,8 @@ def _message(column: str | None, error: RowError) -> str:
 
 
 def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None]]:
-    """(the fields of the rows that can be scored, in row order; per row, None or why not)."""
+    """(per row that can be scored, in row order, its fields ``[k, 28, 28]``; per row, None or
+    why not)."""
     fields: list[np.ndarray | None] = [None] * len(frame)
     errors: list[str | None] = [None] * len(frame)
     images: list[tuple[int, object]] = []
@@ -42,7 +45,7 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
             images.append((row, value))
             continue
         try:
-            fields[row] = inputs.pixels_to_image(value)
+            fields[row] = inputs.pixels_to_image(value)[None]
         except RowError as error:
             errors[row] = _message(column, error)
     # Small images by size and by kind of levels (8-bit or float), each group stacked and converted at once.
@@ -54,7 +57,7 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
             if max(levels.shape) <= MAX_SIDE:
                 small[levels.shape, levels.dtype].append((row, levels))
             else:
-                fields[row] = to_mnist(as_unit(levels))
+                fields[row] = _readings(as_unit(levels))
         except RowError as error:
             errors[row] = _message(inputs.IMAGE, error)
     for group in small.values():
@@ -80,11 +83,18 @@ def _prepare_small(group: list[tuple[int, np.ndarray]], fields: list, errors: li
             if error is not None:
                 errors[row] = _message(inputs.IMAGE, error)
             elif handled:
-                fields[row] = field
+                fields[row] = field[None]
         done = done | np.array([e is not None for e in batch_errors])
     for (row, _), gray, handled in zip(group, grays, done, strict=True):
         if not handled:
             try:
-                fields[row] = to_mnist(as_unit(gray))
+                fields[row] = _readings(as_unit(gray))
             except RowError as error:
                 errors[row] = _message(inputs.IMAGE, error)
+
+
+def _readings(gray: np.ndarray) -> np.ndarray:
+    """The fields ``[k, 28, 28]`` of one image: MNIST's recipe for flat paper, else the photo's."""
+    if paper_is_flat(gray):
+        return to_mnist(gray)[None]
+    return np.stack(photo.fields(gray))

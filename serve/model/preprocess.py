@@ -61,7 +61,7 @@ def ink_polarity(gray: np.ndarray, levels: Levels) -> tuple[np.ndarray, Levels]:
     return gray, levels
 
 
-def _stroke_width(mask: np.ndarray) -> float:
+def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width of a binary mask: area over half the boundary length."""
     area = int(np.count_nonzero(mask))
     if area == 0:
@@ -129,7 +129,7 @@ def digit_region(ink: np.ndarray) -> tuple[np.ndarray, float]:
         keep = areas >= SPECK_FRACTION * areas.max()
         keep[0] = False
         strokes = keep[labels]
-    width = _stroke_width(strokes)
+    width = stroke_width(strokes)
     grow = max(1, round(width / 2))
     # Growing by ``grow`` steps of the 8-neighbourhood is a square maximum filter (separable, fast).
     return ndimage.maximum_filter(strokes, size=2 * grow + 1), width
@@ -174,6 +174,15 @@ def centre_by_mass(digit: np.ndarray, field: int = FIELD) -> np.ndarray:
     out = np.zeros((field, field), dtype=np.float32)
     out[top : top + h, left : left + w] = digit
     return out
+
+
+def paper_is_flat(gray: np.ndarray) -> bool:
+    """Whether ``gray`` is a drawing, a scan or an MNIST digit rather than a photo: its paper one
+    flat level, and that level black once the ink is made bright (white paper inverted). Such
+    images take ``to_mnist``; photos take ``photo.fields``. Raises ``RowError`` for a blank image."""
+    _, levels = ink_polarity(gray, Levels.of(gray))
+    paper = levels.below(levels.otsu())
+    return paper.total > 0 and paper.percentile(75) - paper.percentile(5) < 0.05 and paper.percentile(50) < 0.03
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:

@@ -3,6 +3,10 @@
 One implementation for every way of scoring: ``mlflow models serve``, the A/B gateway, pandas batch
 scoring and ``mlflow.pyfunc.spark_udf`` all call this ``predict``.
 
+Params: ``uncertain_below`` (0.8) marks answers whose calibrated confidence is below it
+``uncertain``; ``return_input`` (false) adds ``input``, the 28x28 image the network saw (784
+numbers in [0, 1], row by row), so a person can see why it answered what it did.
+
 Errors: with the default ``params={"on_error": "raise"}`` a bad row fails the call with
 ``InvalidModelInput`` (HTTP 400 from the scoring server) naming the row, the problem and what is
 accepted. With ``{"on_error": "row"}`` every row is answered: a bad row gets ``error`` set and null
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import mlflow.pyfunc
 import numpy as np
@@ -25,6 +30,7 @@ from .errors import InvalidModelInput
 from .network import build_network, fused_for_inference
 from .postprocess import answers, probabilities_from_logits
 from .prepare import prepare_rows
+from .schema import UNCERTAIN_BELOW
 from .transforms import normalize
 
 ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
@@ -33,6 +39,32 @@ ON_ERROR_RAISE, ON_ERROR_ROW = "raise", "row"
 # network peaks per thread (``make bench``, section network: images/s by batch size).
 ROWS_PER_THREAD = 64
 MAX_REPORTED_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a request's ``params`` may set (MLflow checks their types against the signature)."""
+
+    on_error: str = ON_ERROR_RAISE
+    uncertain_below: float = UNCERTAIN_BELOW
+    return_input: bool = False
+
+    @classmethod
+    def of(cls, params: dict | None) -> Options:
+        params = params or {}
+        options = cls(
+            on_error=params.get("on_error", ON_ERROR_RAISE),
+            uncertain_below=params.get("uncertain_below", UNCERTAIN_BELOW),
+            return_input=params.get("return_input", False),
+        )
+        if options.on_error not in (ON_ERROR_RAISE, ON_ERROR_ROW):
+            raise InvalidModelInput(f"params.on_error is {options.on_error!r}; expected 'raise' or 'row'")
+        threshold = options.uncertain_below
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise InvalidModelInput(f"params.uncertain_below is {threshold!r}; expected a number from 0 to 1")
+        if not isinstance(options.return_input, bool):
+            raise InvalidModelInput(f"params.return_input is {options.return_input!r}; expected true or false")
+        return options
 
 
 class DigitClassifier(mlflow.pyfunc.PythonModel):
@@ -44,6 +76,8 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
             torch.set_num_threads(int(threads))
         with open(context.artifacts["architecture"]) as f:
             architecture = json.load(f)
+        # Fitted on the validation split after training (models logged before it have none: 1).
+        self.temperature = float(architecture.get("temperature", 1.0))
         network = build_network(architecture)
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         network.load_state_dict(state)
@@ -53,26 +87,39 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
 
     # pd.DataFrame is a hint MLflow derives no schema from: the logged signature stays the contract.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        on_error = (params or {}).get("on_error", ON_ERROR_RAISE)
-        if on_error not in (ON_ERROR_RAISE, ON_ERROR_ROW):
-            raise InvalidModelInput(f"params.on_error is {on_error!r}; expected 'raise' or 'row'")
+        options = Options.of(params)
         frame = inputs.as_frame(model_input)
         images, errors = prepare_rows(frame)
-        if on_error == ON_ERROR_RAISE and any(errors):
+        if options.on_error == ON_ERROR_RAISE and any(errors):
             raise _summarise(errors)
         probabilities = self._classify(images)
-        return answers(probabilities, errors if on_error == ON_ERROR_ROW else None)
+        return answers(
+            probabilities,
+            errors if options.on_error == ON_ERROR_ROW else None,
+            options.uncertain_below,
+            [fields[0] for fields in images] if options.return_input else None,
+        )
 
     @torch.inference_mode()
-    def _classify(self, images: list[np.ndarray]) -> np.ndarray:
-        if not images:
+    def _classify(self, readings: list[np.ndarray]) -> np.ndarray:
+        """Calibrated probabilities ``[rows, 10]``: every reading of every row through the network
+        in one pass, each row's logits averaged over its readings, then the calibrated softmax.
+        (Averaging logits, not probabilities, keeps the answer independent of the temperature.)"""
+        if not readings:
             return np.zeros((0, 10))
-        batch = normalize(torch.from_numpy(np.stack(images)).unsqueeze(1))
+        counts = np.array([len(fields) for fields in readings])
+        batch = normalize(torch.from_numpy(np.concatenate(readings)).unsqueeze(1))
         logits = [
             self.network(batch[start : start + self.inference_batch].to(self.device)).float().cpu()
             for start in range(0, len(batch), self.inference_batch)
         ]
-        return probabilities_from_logits(torch.cat(logits))
+        logits = torch.cat(logits)
+        if not (counts == 1).all():
+            per_row = torch.from_numpy(counts)
+            owners = torch.repeat_interleave(torch.arange(len(counts)), per_row)
+            summed = torch.zeros(len(counts), logits.shape[1]).index_add_(0, owners, logits)
+            logits = summed / per_row.unsqueeze(1)
+        return probabilities_from_logits(logits, self.temperature)
 
 
 def _summarise(errors: list[str | None]) -> InvalidModelInput:

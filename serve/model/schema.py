@@ -32,9 +32,19 @@ OUTPUT_SCHEMA = Schema(
         ColSpec("long", "label"),
         ColSpec("double", "confidence"),
         ColSpec(Array("double"), "probabilities"),
+        ColSpec("boolean", "uncertain"),
         ColSpec("string", "error", required=False),
+        ColSpec(Array("double"), "input", required=False),
     ]
 )
-PARAMS_SCHEMA = ParamSchema([ParamSpec("on_error", "string", "raise")])
+# The defaults a request gets unless its ``params`` say otherwise (``pyfunc.Params``).
+UNCERTAIN_BELOW = 0.8
+PARAMS_SCHEMA = ParamSchema(
+    [
+        ParamSpec("on_error", "string", "raise"),
+        ParamSpec("uncertain_below", "double", UNCERTAIN_BELOW),
+        ParamSpec("return_input", "boolean", False),
+    ]
+)
 
 SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=PARAMS_SCHEMA)

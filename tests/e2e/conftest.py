@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mnist_mlops.train.export import log_model
-from tests.fullmodel import full_network
+from tests.fullmodel import full_network, full_temperature
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
 
 
@@ -20,7 +20,7 @@ def full_store(tmp_path_factory, mnist_test) -> str:
     # Artifacts beside the store, not in ./mlruns of the checkout (the session's working folder).
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("full-model", (directory / "artifacts").as_uri()))
     with mlflow.start_run() as run:
-        info = log_model(full_network(), mnist_test[0][0])
+        info = log_model(full_network(), mnist_test[0][0], full_temperature())
     client = MlflowClient(uri, uri)
     client.create_registered_model("mnist-cnn")
     version = client.create_model_version("mnist-cnn", info.model_uri, run.info.run_id, model_id=info.model_id)

@@ -56,7 +56,7 @@ def test_a_scoring_request_is_answered_with_the_variant_version_and_request_id(g
     assert response.headers["X-Variant"] in ("champion", "challenger")
     assert response.headers["X-Model-Version"] in ("1", "2")
     (prediction,) = response.json()["predictions"]  # MLflow's protocol, unchanged
-    assert set(prediction) == {"label", "confidence", "probabilities"}
+    assert set(prediction) == {"label", "confidence", "probabilities", "uncertain"}
 
 
 def test_an_alias_moved_in_the_registry_under_load_switches_traffic_without_a_failed_request(gateway):

@@ -33,7 +33,7 @@ async def test_a_scoring_request_is_answered_with_the_variant_version_and_reques
         ("challenger", "2"),
     }
     (prediction,) = response.json()["predictions"]  # MLflow's protocol, unchanged
-    assert set(prediction) == {"label", "confidence", "probabilities"}
+    assert set(prediction) == {"label", "confidence", "probabilities", "uncertain"}
 
 
 async def test_traffic_splits_by_weight_without_a_user_key(backends, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -103,7 +104,7 @@ def test_the_challenger_loads_by_alias_and_predicts(trained_store, mnist_root):
     images, labels = test.data[:300].numpy(), test.targets[:300].numpy()
     frame = pd.DataFrame({"pixels": [image.ravel().tolist() for image in images]})
     predictions = model.predict(frame)
-    assert list(predictions.columns) == ["label", "confidence", "probabilities"]
+    assert list(predictions.columns) == ["label", "confidence", "probabilities", "uncertain"]
     assert (predictions["label"].to_numpy() == labels).mean() > 0.85
     sums = np.array([sum(p) for p in predictions["probabilities"]])
     np.testing.assert_allclose(sums, 1.0, atol=1e-9)
@@ -124,3 +125,18 @@ def test_the_input_example_scores(trained_store, form):
     example = model.input_example
     assert example is not None and "image" in example.columns
     assert len(model.predict(example)) == 1
+
+
+def test_the_run_logs_a_model_card_over_every_evaluation_set(trained_store):
+    """The card: the served model's figures on each set, as artifacts and as metrics."""
+    client = trained_store.client()
+    card = json.loads(Path(client.download_artifacts(trained_store.run_id, "model_card.json")).read_text())
+    assert [row["name"] for row in card] == ["mnist-png", "writers", "canvas", "faint", "paper", "nodigit"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["refused"] <= 1.0 for row in card)
+    assert card[0]["count"] == 10_000 and card[1]["count"] == 20
+    metrics = client.get_run(trained_store.run_id).data.metrics
+    wanted = {"card_writers_accuracy", "card_nodigit_refused", "card_faint_ece", "temperature", "test_ece"}
+    assert wanted <= set(metrics)
+    assert metrics["temperature"] > 0
+    markdown = Path(client.download_artifacts(trained_store.run_id, "model_card.md")).read_text()
+    assert "| writers | 20 |" in markdown

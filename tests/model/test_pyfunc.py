@@ -183,3 +183,32 @@ def marked_copy(model_path: Path, destination: Path, marker: str) -> Path:
         if package.name in text:
             entry.write_text(text.replace(package.name, renamed.name))
     return destination
+
+
+def test_an_answer_is_uncertain_below_the_requests_threshold(model, mnist_test):
+    frame = pd.DataFrame({"pixels": [mnist_test[0][i].ravel() for i in range(20)]})
+    default = model.predict(frame)
+    assert default["uncertain"].dtype == bool
+    assert (default["uncertain"] == (default["confidence"] < 0.8)).all()
+    everyone = model.predict(frame, params={"uncertain_below": 1.0})
+    assert everyone["uncertain"].all()
+    nobody = model.predict(frame, params={"uncertain_below": 0.0})
+    assert not nobody["uncertain"].any()
+
+
+def test_the_28x28_image_the_network_saw_comes_back_on_request(model, mnist_test):
+    image = mnist_test[0][0]
+    answer = model.predict(pd.DataFrame({"image": [png_bytes(image)]}), params={"return_input": True})
+    seen = np.array(answer["input"][0]).reshape(28, 28)
+    assert seen.min() >= 0.0 and seen.max() <= 1.0
+    np.testing.assert_allclose(seen, image / 255.0, atol=0.02)  # an MNIST digit comes through unchanged
+    assert "input" not in model.predict(pd.DataFrame({"image": [png_bytes(image)]}))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"uncertain_below": 1.5}, "from 0 to 1"), ({"on_error": "skip"}, "'raise' or 'row'")],
+)
+def test_a_bad_param_is_refused_naming_what_is_accepted(model, mnist_test, params, message):
+    with pytest.raises(MlflowException, match=message):
+        model.predict(pd.DataFrame({"pixels": [mnist_test[0][0].ravel()]}), params=params)

@@ -18,10 +18,10 @@ PYTEST_ARGS ?=
 # fill in. xdist's default order, most tests per file first, started the benchmark last.
 TEST_WORKERS ?= 2
 
-.PHONY: help quickstart test lint format bench bench-quick serve ui clean install install-test system-deps
+.PHONY: help quickstart test lint format bench bench-quick serve ui clean install install-test install-spark system-deps
 
 help:
-	@echo "make quickstart   create the venv, train with 'mlflow run', register the model"
+	@echo "make quickstart   create the venv, train with 'mlflow run', register the model (EPOCHS=2: a first look)"
 	@echo "make test         create the venv with test extras and run the whole test suite"
 	@echo "make lint         ruff"
 	@echo "make bench        full benchmarks (bench-quick: a few seconds each)"
@@ -41,11 +41,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
 	@touch $@ $(VENV)/.installed-core
 
+$(VENV)/.installed-spark: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[spark]'
+	@touch $@
+
 install: $(VENV)/.installed-core
 install-test: $(VENV)/.installed-test
+install-spark: $(VENV)/.installed-spark
+
+# Training parameters for `make quickstart`, spelled in capitals: make quickstart EPOCHS=2
+TRAIN_PARAMETERS := EPOCHS:epochs BATCH_SIZE:batch_size LR:lr WEIGHT_DECAY:weight_decay SEED:seed \
+	VAL_SAMPLES:val_samples DATA_DIR:data_dir MAX_TRAIN_SAMPLES:max_train_samples MODEL_NAME:model_name \
+	REGISTER:register CARD_SAMPLES:card_samples
+variable = $(word 1,$(subst :, ,$(1)))
+TRAIN_ARGS = $(foreach pair,$(TRAIN_PARAMETERS),$(if $($(call variable,$(pair))),-P $(word 2,$(subst :, ,$(pair)))=$($(call variable,$(pair)))))
 
 quickstart: install
-	mlflow run . --env-manager local --experiment-name $(EXPERIMENT)
+	mlflow run . --env-manager local --experiment-name $(EXPERIMENT) $(TRAIN_ARGS)
 	@echo
 	@echo "Next: source $(VENV)/bin/activate  (the commands below are the venv's)"
 	@echo "      mnist-registry list        (versions, aliases, stages)"
@@ -76,11 +88,13 @@ bench: install-test system-deps
 bench-quick: install-test system-deps
 	$(BIN)/python -m bench --quick $(if $(ONLY),--only $(ONLY))
 
+PORT ?= 5001
 serve: install
-	mlflow models serve -m models:/mnist-cnn@champion -p 5001 --env-manager local
+	@$(BIN)/python -m mnist_mlops.serve.preflight --model_uri models:/mnist-cnn@champion --port $(PORT)
+	mlflow models serve -m models:/mnist-cnn@champion -p $(PORT) --env-manager local
 
 ui: install
-	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+	@$(BIN)/python -m mnist_mlops.registry.ui --port 5000
 
 clean:
 	rm -rf mlruns mlflow.db .pytest_cache

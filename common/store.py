@@ -8,6 +8,7 @@ their options, and ``--help`` should not wait a second for MLflow.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,4 +37,24 @@ def describe_store_failure(uri: str, exc: BaseException) -> str:
     return (
         f"cannot use the tracking store {uri} ({reason}); check that it is reachable and "
         f"writable, or set {TRACKING_URI_ENV}"
+    )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (None for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def missing_store(uri: str) -> str | None:
+    """Why the store at ``uri`` cannot hold a model yet, without creating it: a SQLite file that
+    does not exist (opening it would create an empty one). None when it exists or is not SQLite."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return None
+    return (
+        f"no tracking store at {path} ({uri}): train a model first (make quickstart), or set "
+        f"{TRACKING_URI_ENV} to the store that holds it"
     )

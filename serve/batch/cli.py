@@ -121,6 +121,10 @@ def run(args, stop: threading.Event) -> int:
             raise BatchError("--input is required (or --watch FOLDER)")
         if not Path(args.input).exists():
             raise BatchError(f"input {args.input} does not exist")
+        from mnist_mlops.serve.batch.sources import nothing_to_score
+
+        if Path(args.input).is_dir() and (empty := nothing_to_score(Path(args.input))):
+            raise BatchError(empty)
         if args.engine == "spark" and importlib.util.find_spec("pyspark") is None:
             raise BatchError("the Spark engine needs pyspark, which is not installed: pip install 'mnist-mlops[spark]'")
         if args.engine == "pandas" and args.workers != 1:

@@ -204,6 +204,29 @@ class IdxSource:
             yield source_frame([(str(start + i), None, block[i], None) for i in range(len(block))])
 
 
+SHOWN_SKIPPED = 3  # files named in the message for a folder with nothing to score
+
+
+def nothing_to_score(folder: Path) -> str | None:
+    """Why ``folder`` holds nothing to score (no image file, no IDX file), naming what was skipped;
+    None when it holds something."""
+    if next(image_files(folder), None) is not None or list(folder.glob("*-images-idx3-ubyte")):
+        return None
+    if (folder / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        return None
+    skipped = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    if not skipped:
+        return f"the folder {folder} is empty: nothing to score"
+    shown = ", ".join(skipped[:SHOWN_SKIPPED]) + (
+        f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+    )
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    return (
+        f"no image files under {folder}: skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} "
+        f"without an image suffix ({shown}); images end in {suffixes}"
+    )
+
+
 def open_source(path: Path) -> ImageFilesSource | TableSource | IdxSource:
     """The right source for ``path``: a folder, one image file, a .parquet/.csv table, or an IDX
     images file."""

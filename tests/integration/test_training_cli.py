@@ -13,7 +13,18 @@ from mlflow import MlflowClient
 from tests.helpers import PROJECT_ROOT, start_process, stop_process, subprocess_env
 
 # Smaller still than the session's training: these tests check plumbing, not quality.
-SMALL = ["--epochs", "1", "--max_train_samples", "512", "--val_samples", "256", "--batch_size", "64"]
+SMALL = [
+    "--epochs",
+    "1",
+    "--max_train_samples",
+    "512",
+    "--val_samples",
+    "256",
+    "--batch_size",
+    "64",
+    "--card_samples",
+    "0",
+]
 
 
 def train(uri: str, *args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
@@ -38,6 +49,25 @@ def test_a_second_run_becomes_challenger_and_leaves_the_champion(trained_store, 
     assert stages == {"1": "Production", "2": "Staging"}
     assert "registered mnist-cnn version 2" in result.stdout
     assert "mlflow ui --backend-store-uri" in result.stdout
+
+
+def test_a_first_version_below_the_gate_is_registered_but_not_made_champion(tmp_path):
+    """One optimisation step: a model near chance says so, is registered as challenger, and serves
+    no traffic until someone promotes it on purpose (the history says why)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train(uri, "--max_train_samples", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the network learned next to nothing" in result.stderr
+    assert "only 1 optimisation steps" in result.stderr
+    (refusal,) = [line for line in result.stdout.splitlines() if line.startswith("not made champion:")]
+    assert "below the promotion gate's minimum 0.9700" in refusal and "--force" in refusal
+    client = MlflowClient(uri, uri)
+    assert {a: str(v) for a, v in client.get_registered_model("mnist-cnn").aliases.items()} == {"challenger": "1"}
+    from mnist_mlops.registry.history import read
+
+    assert [e.action for e in read(client, "mnist-cnn")] == ["register", "gate-refused"]
+    run = client.get_run(client.get_model_version("mnist-cnn", "1").run_id)
+    assert "learned next to nothing" in run.data.tags["warning"]
 
 
 def test_register_false_logs_the_run_but_registers_nothing(trained_store, tmp_path):

@@ -7,9 +7,11 @@ torchvision's layout, ``<root>/MNIST/raw/*-ubyte``. When the files are absent th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +91,35 @@ def fingerprint(root: Path) -> tuple[str, bool]:
 
 
 def _download(root: Path) -> None:
+    """Download MNIST under ``root``; on failure, remove the folders the attempt created (a
+    mistyped path must not be left behind) and quote the whole error."""
     from torchvision.datasets import MNIST
 
     logger.info("MNIST not found under %s: downloading it with torchvision", root)
+    created = _missing_ancestors(raw_dir(root))
     try:
         MNIST(root=str(root), train=True, download=True)
     except Exception as exc:  # network errors come in many types; all mean the same to the user
-        reason = " ".join(str(exc).split())[:160]
+        if created:  # the raw folder with what the attempt left in it, then its empty parents
+            shutil.rmtree(created[0], ignore_errors=True)
+            for folder in created[1:]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        reason = " ".join(str(exc).split())
         raise TrainingError(
             f"MNIST is not under {raw_dir(root)} and could not be downloaded ({reason}); "
             "set MNIST_DATA_DIR or --data_dir to a folder holding MNIST/raw/*-ubyte"
         ) from None
+
+
+def _missing_ancestors(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
 
 
 def _read(root: Path, train: bool) -> Split:

@@ -31,7 +31,11 @@ def _backend_url(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog=PROG, description="A/B gateway over registry aliases.")
+    parser = OneLineArgumentParser(
+        prog=PROG,
+        description="A/B gateway over registry aliases.",
+        epilog="API keys: mnist-gateway keys add NAME --role predict|admin --file keys.toml (prints the key once)",
+    )
     add_option(parser, "model", default="mnist-cnn", help="registered model (default mnist-cnn)")
     add_option(parser, "split", default="champion=100", help="alias=weight,... (default champion=100)")
     add_option(parser, "api_keys", type=Path, default=None, help="TOML file of hashed API keys")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mnist_mlops.common.store import missing_store
 from mnist_mlops.registry import api
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.serve.gateway.control.pool import VariantPool
@@ -27,13 +28,13 @@ async def resolve_aliases(model_name: str, tracking_uri: str) -> dict[str, str]:
 async def sync_once(pool: VariantPool, model_name: str, tracking_uri: str) -> bool:
     """One read of the registry and the pool brought in step; False when the registry could not
     be read (the reason is on the variants without a backend, and in the log)."""
+    if (missing := missing_store(tracking_uri)) is not None:  # reading it would create an empty one
+        _unavailable(pool, missing)
+        return False
     try:
         resolved = await resolve_aliases(model_name, tracking_uri)
-    except RegistryError as exc:  # no such registered model (yet): a user's to fix, said once per change
-        reason = str(exc)
-        if any(v.last_error != reason for v in pool.variants.values() if v.backend is None):
-            logger.warning("%s; the gateway serves it as soon as it exists", reason)
-        pool.no_model(reason)
+    except RegistryError as exc:  # no such registered model (yet): a user's to fix
+        _unavailable(pool, str(exc))
         return False
     except Exception as exc:  # a registry that is briefly unreachable must not stop serving
         reason = f"cannot read the registry at {tracking_uri}: {' '.join(str(exc).split())[:200]}"
@@ -42,6 +43,13 @@ async def sync_once(pool: VariantPool, model_name: str, tracking_uri: str) -> bo
         return False
     await pool.sync(resolved)
     return True
+
+
+def _unavailable(pool: VariantPool, reason: str) -> None:
+    """Nothing to serve yet: said on the variants, and in the log once per change of reason."""
+    if any(v.last_error != reason for v in pool.variants.values() if v.backend is None):
+        logger.warning("%s; the gateway serves it as soon as it exists", reason)
+    pool.no_model(reason)
 
 
 async def follow(pool: VariantPool, model_name: str, tracking_uri: str, interval: float) -> None:

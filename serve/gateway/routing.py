@@ -25,6 +25,11 @@ RETRY_AFTER_SECONDS = "2"
 def assigned(table: Table, user: str | None, rng: random.Random) -> Variant:
     """The variant the split assigns (sticky per ``user``), ready or not."""
     weights = table.weights()
+    if not any(weight > 0 for weight in weights.values()):
+        why = "; ".join(v.last_error for v in table.variants.values() if v.last_error) or "every weight is 0"
+        raise Unavailable(
+            f"no alias of the split can take traffic: {why}", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
     alias = sticky_choice(weights, user) if user else random_choice(weights, rng)
     return table.variants[alias]
 

@@ -55,6 +55,7 @@ class Variant:
     pending_version: str | None = None  # a new version being started for this alias
     failed_version: str | None = None  # a version that would not start: not retried on every poll
     last_error: str | None = None
+    in_registry: bool = True  # False once the alias is gone from the registry: no traffic then
     external_url: str | None = None  # a backend that runs elsewhere (not started or stopped here)
     requests: int = 0
     errors: int = 0
@@ -74,6 +75,7 @@ class Variant:
             "alias": self.alias,
             "version": self.version,
             "weight": self.weight,
+            "in_registry": self.in_registry,
             "state": self.state,
             "backend": self.backend.url if self.backend else None,
             "pid": self.backend.pid if self.backend else None,
@@ -94,14 +96,16 @@ class Table:
     variants: dict[str, Variant] = field(default_factory=dict)
 
     def weights(self) -> dict[str, float]:
-        return {alias: variant.weight for alias, variant in self.variants.items()}
+        """The weights traffic is split by: an alias gone from the registry (a rolled-back
+        challenger) gets none, whatever its configured weight."""
+        return {alias: variant.weight if variant.in_registry else 0.0 for alias, variant in self.variants.items()}
 
     def get(self, alias: str | None) -> Variant | None:
         return self.variants.get(alias) if alias else None
 
     def is_ready(self) -> bool:
         """Every variant that takes live traffic (weight above 0) has a ready backend."""
-        return all(v.ready for v in self.variants.values() if v.weight > 0)
+        return all(v.ready for v in self.variants.values() if v.weight > 0 and v.in_registry)
 
     def describe(self) -> list[dict]:
         return [variant.describe() for variant in self.variants.values()]

@@ -65,3 +65,13 @@ def test_fallback_is_the_champion_only_for_other_variants():
     assert fallback(t, t.variants["challenger"]) is t.variants["champion"]
     assert fallback(t, t.variants["champion"]) is None
     assert fallback(table(champion="down", challenger="ready"), t.variants["challenger"]) is None
+
+
+def test_an_alias_gone_from_the_registry_takes_no_traffic():
+    t = table(champion="ready", challenger="ready")
+    t.variants["challenger"].in_registry = False  # rolled back: the alias was removed
+    assert routed(t) == {"champion"}
+    t.variants["champion"].in_registry = False
+    t.variants["champion"].last_error = "alias 'champion' is not set in the registry"
+    with pytest.raises(Unavailable, match="no alias of the split can take traffic: alias 'champion' is not set"):
+        choose(t, None, random.Random(0))

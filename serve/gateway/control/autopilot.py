@@ -68,5 +68,5 @@ class Autopilot:
             api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
         )
         if move is not None and report.decision == abtest.ROLLBACK:
-            challenger.weight = 0.0  # out of the split now; the alias is gone from the registry too
+            challenger.in_registry = False  # out of the split now, before the follower reads the registry
         return report

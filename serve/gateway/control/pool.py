@@ -40,7 +40,8 @@ class VariantPool:
         return self.table.variants
 
     def weights(self) -> dict[str, float]:
-        return self.table.weights()
+        """The configured split (``PUT /admin/split``'s), whatever the registry holds now."""
+        return {alias: variant.weight for alias, variant in self.variants.items()}
 
     def configure(self, weights: dict[str, float], external: dict[str, str] | None = None) -> None:
         """Set the split; new aliases get variants (their backends start on the next sync), and
@@ -75,9 +76,11 @@ class VariantPool:
                 variant.state, variant.last_error = "absent", reason
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
+        variant.in_registry = version is not None
         if version is None:
+            variant.last_error = f"alias {variant.alias!r} is not set in the registry"
             if variant.backend is None:
-                variant.state, variant.last_error = "absent", f"alias {variant.alias!r} is not set in the registry"
+                variant.state = "absent"
             return
         if variant.backend is not None and not variant.backend.alive():
             await self._restart(variant)

@@ -1,7 +1,9 @@
 """Online serving: ``mlflow models serve`` alone and through the gateway, under wrk.
 
-The direct baseline is the very ``mlflow models serve`` process the gateway fronts (its URL is
-read from ``/variants``), so "direct" and "through the gateway" differ only by the gateway. The two
+The proxy's direct baseline is the very ``mlflow models serve`` process the gateway fronts (given
+to it with ``--backend champion=URL``), so "direct" and "through the gateway" differ only by the
+gateway. A gateway that starts its own backends keeps them on private unix sockets, out of wrk's
+reach; its direct baseline is a backend of the same kind and workers on TCP beside it. The two
 loads the gateway's targets are about (concurrency 1 and 32, single images) are measured in
 alternating rounds: on a shared two-core machine, drift between two runs minutes apart is larger
 than what is being measured (one full run put the same proxy at 0.81x and the next at 1.08x of
@@ -12,8 +14,6 @@ the per-round differences.
 from __future__ import annotations
 
 import statistics
-
-import httpx
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
@@ -116,9 +116,10 @@ def bodies() -> dict[int, bytes]:
     return {1: request_body(images[:1]), 64: request_body(images[:64])}
 
 
-def backend_url(gateway_url: str) -> str:
-    variants = httpx.get(f"{gateway_url}/variants", timeout=10).json()["variants"]
-    return variants[0]["backend"]
+def direct_reference(model: ModelUnderTest, arguments: list[str]) -> processes.Server:
+    """A backend of the kind the gateway configured by ``arguments`` starts, on a TCP port."""
+    workers = int(arguments[arguments.index("--backend_workers") + 1]) if "--backend_workers" in arguments else 1
+    return processes.fast_backend(model.model_uri, model.tracking_uri, model.directory, workers)
 
 
 def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[str]] | None = None) -> list[Figure]:
@@ -126,29 +127,40 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
     requests = bodies()
     figures: list[Figure] = []
     proxy = "gateway (proxy) -> mlflow models serve"
-    plain = processes.gateway(model.tracking_uri, model.directory, "--backend_mode", "mlflow", "--batch_max_size", "1")
-    with processes.running(plain, "/ready"):
-        direct = backend_url(plain.url)
-        figures += load_series(mode, DIRECT, direct, requests, skip=(SINGLE_32,))
-        rounds = alternate(direct, plain.url, requests[1], 32, mode.count(4, 1), mode.seconds(5.0, 1.0))
-        for name, results in zip((DIRECT, proxy), rounds, strict=True):
-            figures += _figures(name, SINGLE_32, 1, _combine(results), {"rounds": len(results), "alternating": True})
-        figures += alternating_c1(mode, proxy, plain.url, direct, requests[1], DIRECT)
-        figures += load_series(mode, proxy, plain.url, requests, skip=(SINGLE_32,))
-        figures.append(
-            Figure(
-                "memory",
-                "gateway + its mlflow models serve backend, peak RSS",
-                plain.peak_rss_mib(),
-                "MiB",
-                {"note": "sum of VmHWM over the gateway and the processes it started"},
-            )
+    stock = processes.mlflow_serve(model.model_uri, model.tracking_uri, model.directory)
+    with processes.running(stock, "/ping"):
+        plain = processes.gateway(
+            model.tracking_uri, model.directory, "--backend", f"champion={stock.url}", "--batch_max_size", "1"
         )
+        with processes.running(plain, "/ready"):
+            figures += _proxy_figures(mode, stock, plain, requests, proxy)
     for target, arguments in (extra_gateways or {}).items():
+        reference = direct_reference(model, arguments)
         server = processes.gateway(model.tracking_uri, model.directory, *arguments)
-        with processes.running(server, "/ready"):
-            direct = backend_url(server.url)
-            figures += alternating_c1(mode, target, server.url, direct, requests[1], "its backend")
+        with processes.running(reference, "/ping"), processes.running(server, "/ready"):
+            figures += alternating_c1(mode, target, server.url, reference.url, requests[1], "its backend")
             figures += load_series(mode, target, server.url, requests)
             figures.append(Figure("memory", f"{target}: gateway and backend, peak RSS", server.peak_rss_mib(), "MiB"))
+    return figures
+
+
+def _proxy_figures(
+    mode: Mode, stock: processes.Server, plain: processes.Server, requests: dict[int, bytes], proxy: str
+) -> list[Figure]:
+    """The stock server alone and through the plain gateway in front of it."""
+    figures = load_series(mode, DIRECT, stock.url, requests, skip=(SINGLE_32,))
+    rounds = alternate(stock.url, plain.url, requests[1], 32, mode.count(4, 1), mode.seconds(5.0, 1.0))
+    for name, results in zip((DIRECT, proxy), rounds, strict=True):
+        figures += _figures(name, SINGLE_32, 1, _combine(results), {"rounds": len(results), "alternating": True})
+    figures += alternating_c1(mode, proxy, plain.url, stock.url, requests[1], DIRECT)
+    figures += load_series(mode, proxy, plain.url, requests, skip=(SINGLE_32,))
+    figures.append(
+        Figure(
+            "memory",
+            "gateway + its mlflow models serve backend, peak RSS",
+            plain.peak_rss_mib() + stock.peak_rss_mib(),
+            "MiB",
+            {"note": "sum of VmHWM over the gateway and the mlflow models serve process tree"},
+        )
+    )
     return figures

@@ -33,6 +33,7 @@ class Policy:
     max_error_rate_increase: float = 0.05  # guardrail: challenger error rate minus champion's
     max_p99_ratio: float = 3.0  # guardrail: challenger p99 latency over champion's
     min_requests: int = 50  # per arm before a guardrail may fire
+    max_feedback_share: float = 1.0  # a decision needs no single key to have given more of the feedback
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Report:
     challenger: Arm
     agreement: float | None = None
     agreement_pairs: int = 0
+    feedback_keys: int = 0  # distinct keys that gave the feedback counted
+    largest_key_share: float | None = None  # the share of the feedback given by the most active key
     test: str = ""
     sequential: SequentialResult | None = None
     decision: str = KEEP
@@ -85,6 +88,8 @@ class Report:
             "challenger": self.challenger.to_dict(),
             "agreement": self.agreement,
             "agreement_pairs": self.agreement_pairs,
+            "feedback_keys": self.feedback_keys,
+            "largest_key_share": self.largest_key_share,
             "test": self.test,
             "decision": self.decision,
             "reasons": self.reasons,
@@ -112,10 +117,13 @@ class Report:
 
 
 def _arm(log: LogReader, variant: str, role: str, version: str | None, since: float) -> Arm:
+    """One arm's figures. A client's bad request (4xx) is neither a request nor an error of the
+    model: only answers (200) and the model's or its server's failures (5xx) count, so a client
+    cannot move an arm's error rate, either way, by sending it garbage."""
     arm = Arm(variant, role, version)
-    rows = log.arm_rows(variant, role, version, since)
+    rows = [r for r in log.arm_rows(variant, role, version, since) if r.status == 200 or r.status >= 500]
     arm.requests = len({r.request_id for r in rows})
-    arm.errors = len({r.request_id for r in rows if r.status != 200})
+    arm.errors = len({r.request_id for r in rows if r.status >= 500})
     latencies = np.array([r.latency_ms for r in rows if r.row == 0 and r.latency_ms is not None], dtype=float)
     if latencies.size:
         arm.p50_ms, arm.p99_ms = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
@@ -205,9 +213,19 @@ def analyse(
             report.test = f"normal-mixture mSPRT on the accuracy difference (tau={policy.tau}), alpha={policy.alpha}"
             steps = _unpaired_steps(log, report, policy)
         report.sequential = run_sequence(steps, policy.alpha)
+        by_key = log.feedback_by_key([(CHAMPION, champion_version), (CHALLENGER, challenger_version)], since)
+    total = sum(by_key.values())
+    report.feedback_keys = len(by_key)
+    report.largest_key_share = max(by_key.values()) / total if total else None
     guardrails = _guardrails(report, policy)
+    too_few_keys = report.largest_key_share is not None and report.largest_key_share > policy.max_feedback_share
     if guardrails:
         report.decision, report.reasons = ROLLBACK, guardrails
+    elif report.sequential.crossed and too_few_keys:
+        report.reasons = [
+            f"a decision is due, but one key gave {report.largest_key_share:.0%} of the feedback; at most "
+            f"{policy.max_feedback_share:.0%} from one key may carry it (max_feedback_share)"
+        ]
     elif report.sequential.crossed:
         better = report.sequential.direction > 0
         report.decision = PROMOTE if better else ROLLBACK

@@ -1,6 +1,7 @@
 """A scoring backend without the ``mlflow`` CLI in front: MLflow's own scoring app, model preloaded.
 
     python -m mnist_mlops.serve.backend --model_uri models:/mnist-cnn/3 --port 5001
+    python -m mnist_mlops.serve.backend --model_uri /path/to/model --uds /run/backend.sock
 
 ``mlflow models serve`` spends seconds importing the CLI and then starts a second interpreter
 (``uvicorn mlflow.pyfunc.scoring_server.app:app``) that imports everything again. This runs
@@ -24,13 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="mnist_mlops.serve.backend", description=__doc__.splitlines()[0])
     add_option(parser, "model_uri", required=True, help="models:/NAME/VERSION, models:/NAME@ALIAS or a path")
     add_option(parser, "host", default="127.0.0.1")
-    add_option(parser, "port", type=whole_number(1, 65535), required=True)
+    add_option(parser, "port", type=whole_number(1, 65535), default=None, help="TCP port (or --uds)")
+    add_option(parser, "uds", default=None, help="listen on this Unix socket instead of a TCP port")
     add_option(parser, "workers", type=whole_number(1), default=1)
     return parser
 
 
-def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
-    """Fetch the model, load it, serve MLflow's scoring protocol until stopped."""
+def run(
+    model_uri: str, host: str = "127.0.0.1", port: int | None = None, workers: int = 1, uds: str | None = None
+) -> None:
+    """Fetch the model (a local directory is used as it is), load it, serve MLflow's scoring
+    protocol on ``host:port`` or the Unix socket ``uds`` until stopped."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     import uvicorn
@@ -38,30 +43,32 @@ def run(model_uri: str, host: str, port: int, workers: int = 1) -> None:
 
     from mnist_mlops.serve.loading import load_pyfunc
 
-    try:
-        local_path = mlflow.artifacts.download_artifacts(model_uri)
-    except Exception as exc:  # unknown model/alias, unreachable store
-        sys.stderr.write(f"serve.backend: error: cannot fetch {model_uri}: {' '.join(str(exc).split())[:200]}\n")
-        raise SystemExit(1) from None
+    if os.path.isdir(model_uri):
+        local_path = model_uri
+    else:
+        try:
+            local_path = mlflow.artifacts.download_artifacts(model_uri)
+        except Exception as exc:  # unknown model/alias, unreachable store
+            sys.stderr.write(f"serve.backend: error: cannot fetch {model_uri}: {' '.join(str(exc).split())[:200]}\n")
+            raise SystemExit(1) from None
+    where = {"uds": uds} if uds else {"host": host, "port": port}
     if workers > 1:
         os.environ[scoring_server._SERVER_MODEL_PATH] = local_path
         uvicorn.run(
-            "mlflow.pyfunc.scoring_server.app:app",
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_level="warning",
+            "mlflow.pyfunc.scoring_server.app:app", workers=workers, access_log=False, log_level="warning", **where
         )
         return
     app = scoring_server.init(load_pyfunc(local_path))
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(app, access_log=False, log_level="warning", **where)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.port is None) == (args.uds is None):
+        parser.error("give exactly one of --port and --uds")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run(args.model_uri, args.host, args.port, args.workers)
+    run(args.model_uri, args.host, args.port, args.workers, args.uds)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ fetches and loads its model and starts serving (``mnist_mlops.serve.backend.run`
 promotion's new version answers in well under a second. Each model brings its own code under a
 name of its own (``mnist_mlops.train.export``), so nothing imported here can shadow it.
 
-Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "host", "port", "env",
-"log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
+Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "uds" (or "host" and
+"port"), "env", "log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
 ``killpg``); the pool reaps its children.
 """
 
@@ -83,7 +83,13 @@ def _child(request: dict) -> None:
     from mnist_mlops.serve.backend import run
 
     try:
-        run(request["model_uri"], request.get("host", "127.0.0.1"), int(request["port"]))
+        port = request.get("port")
+        run(
+            request["model_uri"],
+            request.get("host", "127.0.0.1"),
+            int(port) if port is not None else None,
+            uds=request.get("uds"),
+        )
     except SystemExit as exit_:
         os._exit(exit_.code if isinstance(exit_.code, int) else 1)
     except BaseException:

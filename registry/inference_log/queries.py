@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, or_, select, true
+from sqlalchemy import and_, exists, func, or_, select, true
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
@@ -105,6 +105,24 @@ class LogReader:
             .order_by(feedback.c.time, feedback.c.request_id)
         )
         return [(variant, bool(right)) for variant, right in self._all(query)]
+
+    def feedback_by_key(self, arms: list[tuple[str, str | None]], since: float) -> dict[str | None, int]:
+        """Labelled answers of the served arms ``(variant, version)`` by the key that labelled
+        them (None: a gateway without keys, or a log older than key names)."""
+        p = predictions
+        either = or_(*(and_(p.c.variant == variant, _version(p.c.model_version, version)) for variant, version in arms))
+        query = (
+            select(feedback.c.key_name, func.count())
+            .select_from(
+                feedback.join(
+                    p,
+                    and_(p.c.request_id == feedback.c.request_id, p.c.row == feedback.c.row, p.c.role == "serve"),
+                )
+            )
+            .where(p.c.status == 200, p.c.time >= since, either)
+            .group_by(feedback.c.key_name)
+        )
+        return {key: count for key, count in self._all(query)}
 
     def paired_feedback(
         self, variant: str, version: str | None, shadow_version: str | None, since: float

@@ -1,20 +1,46 @@
-"""The inference log's tables, and where a log lives (a database URL, or a SQLite file's path).
+"""The inference log's tables, their versions, and where a log lives (a database URL, or a SQLite
+file's path).
 
-Schema (times are Unix seconds, UTC)::
+Schema, version 2 (times are Unix seconds, UTC)::
 
     predictions(request_id, row, role, time, variant, model_version, client_hash, label,
-                confidence, latency_ms, status)   -- primary key (request_id, role, row)
+                confidence, latency_ms, status, key_name, client_request_id)
+        -- primary key (request_id, role, row)
+        request_id: the gateway's own id for the request (a client never chooses it);
         role: 'serve' (the answer the client got) or 'shadow' (the challenger's shadow answer);
         row: the row's position in the request; label/confidence NULL when status is not 200;
-        client_hash: first 16 hex digits of sha256(X-User-ID), NULL without one.
-    feedback(request_id, row, label, time)        -- primary key (request_id, row)
+        client_hash: first 16 hex digits of sha256(X-User-ID), NULL without one;
+        key_name: the API key that asked (NULL without keys); client_request_id: the client's
+        own X-Request-ID, kept for correlation only.
+    feedback(request_id, row, label, time, key_name)  -- primary key (request_id, row)
+        key_name: the API key that gave the label.
+    schema_info(version)                              -- one row: the schema's version
+
+A log is created at the current version, and an older one is upgraded in place when a gateway
+opens it (``create``): columns are added, nothing is dropped or rewritten, so an old log keeps its
+records and older readers keep working on the columns they know.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, create_engine, event
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 
 metadata = MetaData()
@@ -33,6 +59,8 @@ predictions = Table(
     Column("confidence", Float),
     Column("latency_ms", Float),
     Column("status", Integer, nullable=False),
+    Column("key_name", String(64)),
+    Column("client_request_id", String(128)),
     Index("predictions_time", "time"),
 )
 
@@ -43,10 +71,22 @@ feedback = Table(
     Column("row", Integer, primary_key=True),
     Column("label", Integer, nullable=False),
     Column("time", Float, nullable=False),
+    Column("key_name", String(64)),
     Index("feedback_time", "time"),
 )
 
+schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
+
 TABLES = (predictions, feedback)
+SCHEMA_VERSION = 2
+# Columns each version added, by table (version 1 is the first log, without schema_info).
+ADDED = {2: {"predictions": ("key_name", "client_request_id"), "feedback": ("key_name",)}}
+
+
+class SchemaTooNew(Exception):
+    """The log was written by a newer version of the gateway than this one."""
+
+
 DEFAULT_LOG = "mnist-inference.db"
 
 
@@ -86,8 +126,36 @@ def engine_for(url: str, busy_timeout: float = 5.0) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def create(engine: Engine) -> None:
-    """Create the tables and indexes that are missing (an existing log is left as it is)."""
+def create(engine: Engine) -> int:
+    """Create what is missing and upgrade an older log to ``SCHEMA_VERSION``; the version found.
+
+    Every step is idempotent (a column is added only where it is missing), so two gateways opening
+    one old log at once cannot break it. Raises ``SchemaTooNew`` for a log of a later version.
+    """
     if (path := sqlite_file(str(engine.url))) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     metadata.create_all(engine)
+    with engine.begin() as connection:
+        found = connection.execute(select(schema_info.c.version)).scalar()
+        if found is not None and found > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the inference log is at schema version {found}; this gateway knows up to {SCHEMA_VERSION}"
+            )
+        for version in range((found or 1) + 1, SCHEMA_VERSION + 1):
+            _add_columns(connection, ADDED.get(version, {}))
+        if found is None:
+            connection.execute(insert(schema_info).values(version=SCHEMA_VERSION))
+        elif found < SCHEMA_VERSION:
+            connection.execute(update(schema_info).values(version=SCHEMA_VERSION))
+    return found or 1
+
+
+def _add_columns(connection, added: dict[str, tuple[str, ...]]) -> None:
+    existing = {table: {c["name"] for c in inspect(connection).get_columns(table)} for table in added}
+    for table_name, columns in added.items():
+        table = metadata.tables[table_name]
+        for name in columns:
+            if name not in existing[table_name]:
+                column = table.c[name]
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))

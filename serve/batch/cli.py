@@ -38,6 +38,7 @@ from mnist_mlops.serve.batch.options import (
     path_text,
     spark_master,
 )
+from mnist_mlops.serve.model import REQUEST_PIXELS_ENV
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.engine == "spark":
         _quiet_known_spark_notices()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault(REQUEST_PIXELS_ENV, "0")  # a chunk of a job is no client request
     stop = threading.Event()
     if args.watch:
         # Installed first thing: a SIGINT/SIGTERM at any moment stops the watch cleanly.

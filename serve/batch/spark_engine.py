@@ -33,7 +33,7 @@ from mnist_mlops.serve.batch.sources import (
 )
 from mnist_mlops.serve.batch.spark_warmup import first_cause, warm_up
 from mnist_mlops.serve.batch.summary import Summary
-from mnist_mlops.serve.model import THREADS_ENV
+from mnist_mlops.serve.model import REQUEST_PIXELS_ENV, THREADS_ENV
 from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES
 
 logger = logging.getLogger(__name__)
@@ -333,7 +333,8 @@ def run(
             env_manager=env_manager,
             params={"on_error": "row"},
             # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
-            extra_env={THREADS_ENV: str(torch_threads)},
+            # A chunk of a job is no client request: no per-call decoding budget (``serve.model.decode``).
+            extra_env={THREADS_ENV: str(torch_threads), REQUEST_PIXELS_ENV: os.environ.get(REQUEST_PIXELS_ENV, "0")},
         )
     except Exception as exc:  # read on the driver: no MLmodel, no pyfunc flavour, an unknown environment
         raise cannot_load(scoring.uri, exc) from None

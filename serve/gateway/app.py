@@ -1,11 +1,12 @@
 """The gateway as an ASGI app: the HTTP shell that wires the data plane to the control plane.
 
 POST /invocations   predict role   MLflow's scoring protocol, routed to a variant (``scoring``)
-POST /feedback      predict role   the true label of an earlier prediction
-GET  /abtest        predict role   the A/B analysis as it stands (read only)
-GET  /health        open           the process is alive
-GET  /ready         open           every variant in the split has a ready backend
-GET  /variants      any key        alias, version, weight, backend state, counters
+POST /feedback      predict role   the true label of an earlier prediction (its own, or any: labeler)
+GET  /abtest        predict role   the A/B analysis as it stands (read only: changes nothing)
+POST /abtest/apply  admin role     analyse, and carry out a decision to promote or roll back
+GET  /health        open           the process is alive (nothing more)
+GET  /ready         open           every variant in the split has a ready backend (nothing more)
+GET  /variants      any key        alias, version, weight, state, counters; backends: admin only
 GET  /metrics       any key        Prometheus metrics
 PUT  /admin/split   admin role     change the weights at run time
 """
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -25,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnist_mlops.registry.abtest import Policy
+from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.registry.inference_log.writer import InferenceLog
 from mnist_mlops.registry.promote import Gate
 from mnist_mlops.serve.gateway.auth import KeyRing, load_keys
@@ -33,8 +36,10 @@ from mnist_mlops.serve.gateway.control.autopilot import Autopilot
 from mnist_mlops.serve.gateway.control.follower import follow, sync_once
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.control.pool import VariantPool
-from mnist_mlops.serve.gateway.errors import BadRequest, GatewayError, MethodNotAllowed, client_error_code
+from mnist_mlops.serve.gateway.control.privilege import RunAs, backend_user, check_can_run
+from mnist_mlops.serve.gateway.errors import BadRequest, Conflict, GatewayError, MethodNotAllowed, client_error_code
 from mnist_mlops.serve.gateway.forwarding import new_client
+from mnist_mlops.serve.gateway.limits import Limits
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
 from mnist_mlops.serve.gateway.protocol import JSON
 from mnist_mlops.serve.gateway.requests import RawRequest, authenticate, read_body
@@ -47,12 +52,24 @@ logger = logging.getLogger(__name__)
 INTERNAL_ERROR = b'{"error_code": "INTERNAL_ERROR", "message": "internal error"}'
 
 
+def backends_run_as(settings: GatewaySettings) -> RunAs | None:
+    """Who the backends run as (``control.privilege``), checked now: ``PrivilegeError`` (one
+    line) when that user could not start one. Only started backends run model code."""
+    run_as = backend_user(settings.backend_user)
+    if run_as is not None and set(settings.served_split()) - set(settings.backend_urls):
+        check_can_run(run_as)
+    if run_as is None and os.geteuid() == 0:
+        logger.warning("backends run as root (--backend_user root): model code runs with the gateway's rights")
+    return run_as
+
+
 class Gateway:
     """Both planes of one gateway process, started and stopped with the app."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.keys = None if settings.no_auth else KeyRing(load_keys(settings.api_keys))
+        run_as = backends_run_as(settings)
         self.metrics = GatewayMetrics()
         self.log = InferenceLog(settings.inference_log, keep_days=settings.inference_log_days)
         # The control plane's client (health checks); the data path's client is made in start().
@@ -63,6 +80,7 @@ class Gateway:
             settings.backend_mode,
             settings.backend_workers,
             str(settings.log_dir) if settings.log_dir else None,
+            run_as=run_as,
         )
         self.pool = VariantPool(launcher, self.metrics, self.control_client, start_timeout=settings.start_timeout)
         self.pool.configure(settings.served_split(), settings.backend_urls)
@@ -73,7 +91,11 @@ class Gateway:
             settings.model_name,
             settings.tracking_uri,
             settings.decision_interval,
-            Policy(alpha=settings.alpha, min_feedback=settings.min_feedback),
+            Policy(
+                alpha=settings.alpha,
+                min_feedback=settings.min_feedback,
+                max_feedback_share=settings.max_feedback_share,
+            ),
             Gate(min_accuracy=settings.min_accuracy),
             shadow=settings.shadow is not None,
         )
@@ -90,7 +112,15 @@ class Gateway:
                 slots=s.backend_workers,
                 max_in_flight=max(4, 2 * s.backend_workers),
             )
-        return DataPlaneSettings(s.max_body_bytes, s.request_timeout, batching, s.shadow)
+        return DataPlaneSettings(
+            s.max_body_bytes,
+            s.request_timeout,
+            batching,
+            s.shadow,
+            body_timeout=s.body_timeout,
+            expose_variant=s.expose_variant,
+            limits=Limits(s.rate_per_minute, s.max_in_flight_per_key, s.images_per_day),
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -98,6 +128,7 @@ class Gateway:
             self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client()
         )
         self._tasks.append(asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval)))
+        self._tasks.append(asyncio.create_task(self.pool.watch()))
         if s.auto_promote:
             self._tasks.append(asyncio.create_task(self.autopilot.run()))
 
@@ -199,9 +230,22 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
 
     @app.get("/abtest")
     async def abtest_report(request: Request) -> JSONResponse:
-        """The latest automatic A/B analysis (``--auto_promote``), else a fresh one (read only)."""
+        """The latest automatic A/B analysis (``--auto_promote``), else a fresh one. Read only:
+        reading it never moves an alias (``POST /abtest/apply`` does, for an admin)."""
         authenticate(request, gateway.keys, "predict")
-        report = await gateway.autopilot.check() if not settings.auto_promote else gateway.autopilot.last_report
+        report = gateway.autopilot.last_report if settings.auto_promote else await gateway.autopilot.current()
+        return JSONResponse(report.to_dict() if report else {"report": None})
+
+    @app.post("/abtest/apply")
+    async def abtest_apply(request: Request) -> JSONResponse:
+        """Analyse now and carry out a decision to promote or roll back (gated, in the history)."""
+        key = authenticate(request, gateway.keys, "admin")
+        try:
+            report = await gateway.autopilot.check()
+        except RegistryError as exc:
+            raise Conflict(str(exc)) from None
+        if report is not None:
+            logger.info("A/B decision %r applied on request of %s", report.decision, key.name if key else "no-auth")
         return JSONResponse(report.to_dict() if report else {"report": None})
 
     @app.get("/health")
@@ -210,26 +254,33 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
+        """Ready or not, and nothing more: this route has no key, so it tells no ports, versions
+        or errors (``/variants`` does, to a key)."""
         status = 200 if gateway.pool.table.is_ready() else 503
-        return JSONResponse({"ready": status == 200, "variants": gateway.pool.table.describe()}, status_code=status)
+        return JSONResponse({"ready": status == 200}, status_code=status)
 
     @app.get("/variants")
     async def variants(request: Request) -> dict:
-        authenticate(request, gateway.keys, "predict")
-        return {"model": settings.model_name, "variants": gateway.pool.table.describe()}
+        key = authenticate(request, gateway.keys, "predict")
+        detailed = key is None or key.allows("admin")
+        return {"model": settings.model_name, "variants": gateway.pool.table.describe(detailed)}
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         authenticate(request, gateway.keys, "predict")
         for alias, variant in gateway.pool.variants.items():
             gateway.metrics.in_flight.labels(alias).set(variant.backend.in_flight if variant.backend else 0)
+        gateway.metrics.log_backlog.set(gateway.log.backlog)
+        gateway.metrics.log_lost.set(gateway.log.lost)
+        gateway.metrics.log_failing.set(1 if gateway.log.failing else 0)
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.put("/admin/split")
     async def set_split(request: Request) -> dict:
         key = authenticate(request, gateway.keys, "admin")
         try:
-            weights = await gateway.set_split(json.loads(await read_body(request, 64 * 1024) or b"null"))
+            body = await read_body(request, 64 * 1024, settings.body_timeout)
+            weights = await gateway.set_split(json.loads(body or b"null"))
         except (ValueError, SplitError) as exc:  # SplitError is a ValueError, as is bad JSON
             raise BadRequest(f"invalid split: {exc}") from None
         logger.info("split changed to %s by %s", weights, key.name if key else "no-auth")

@@ -106,16 +106,21 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """The connections to one backend (scheme, host, port)."""
+    """The connections to one backend: ``http(s)://host[:port]``, or ``unix:/path`` for a backend
+    listening on a Unix socket (``control.launcher``: only the gateway can reach it)."""
 
     def __init__(self, url: str, max_connections: int, max_response_bytes: int) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"a backend URL must be http(s)://host[:port], not {url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
-        self.host_header = parts.netloc.encode("ascii")
+        self.unix_path = unix_socket_path(url)
+        if self.unix_path is not None:
+            self.host, self.port, self.ssl, self.host_header = None, None, None, b"localhost"
+        else:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"a backend URL must be http(s)://host[:port] or unix:/path, not {url!r}")
+            self.host = parts.hostname
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
+            self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+            self.host_header = parts.netloc.encode("ascii")
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(max_connections)
         self.max_response_bytes = max_response_bytes
@@ -123,6 +128,11 @@ class _Pool:
 
     async def connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        if self.unix_path is not None:
+            _, connection = await loop.create_unix_connection(
+                lambda: _Connection(self.max_response_bytes), self.unix_path
+            )
+            return connection
         _, connection = await loop.create_connection(
             lambda: _Connection(self.max_response_bytes), self.host, self.port, ssl=self.ssl
         )
@@ -139,6 +149,11 @@ class _Pool:
         for connection in [*self.idle, *self.busy]:
             connection.close()
         self.idle.clear()
+
+
+def unix_socket_path(url: str) -> str | None:
+    """The socket's path of a ``unix:/path`` backend URL; None for an HTTP URL."""
+    return url[len("unix:") :] if url.startswith("unix:") else None
 
 
 class BackendClient:

@@ -32,6 +32,7 @@ from mnist_mlops.serve.gateway.state import Backend
 @dataclass(frozen=True)
 class BatchSettings:
     max_size: int = 64  # rows per backend call
+    max_bytes: int = 1024 * 1024  # request bytes per backend call (the model bounds a call's decoding)
     max_delay: float = 0.010  # seconds a request may wait for a free backend slot
     slots: int = 1  # batches in flight per backend normally (its worker count)
     max_in_flight: int = 4  # hard cap, reached only by requests that waited max_delay
@@ -79,6 +80,22 @@ class Batcher:
         self._wake.set()
         return await future
 
+    async def send_alone(self, request: ScoringRequest, rid: str) -> BackendAnswer:
+        """A request that cannot be merged (a large body, not a ``dataframe_split``), sent at once
+        and on its own, but holding a slot as a batch would: merged requests queue behind it
+        instead of crowding a backend that is busy with it."""
+        self.in_flight += 1
+        try:
+            return await forward(
+                self.client,
+                self.current_backend(),
+                request.body,
+                backend_headers(rid, request.content_type),
+                self.timeout,
+            )
+        finally:
+            self._finished()
+
     def _may_send(self) -> bool:
         if not self.queue:
             return False
@@ -108,18 +125,21 @@ class Batcher:
         self._wake.set()
 
     def _take(self) -> list[Pending]:
-        """Up to max_size rows of requests with the same columns, oldest first."""
+        """Up to max_size rows (and max_bytes) of requests with the same columns, oldest first."""
         first = self.queue.popleft()
         columns = first.request.columns
         batch, size, skipped = [first], len(first.request.rows), deque()
+        total_bytes = len(first.request.body)
         while self.queue and size < self.settings.max_size:
             candidate = self.queue.popleft()
-            rows = len(candidate.request.rows)
-            if candidate.request.columns != columns or size + rows > self.settings.max_size:
+            rows, length = len(candidate.request.rows), len(candidate.request.body)
+            too_big = size + rows > self.settings.max_size or total_bytes + length > self.settings.max_bytes
+            if candidate.request.columns != columns or too_big:
                 skipped.append(candidate)
                 continue
             batch.append(candidate)
             size += rows
+            total_bytes += length
         self.queue.extendleft(reversed(skipped))
         self.observe_batch(size, time.perf_counter() - first.enqueued)
         return batch

@@ -7,17 +7,17 @@ mnist-gateway keys add alice --role predict --file keys.toml     # prints the ne
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
+import logging
 import sys
 from pathlib import Path
 
 from mnist_mlops.common.cli import OneLineArgumentParser, add_option, non_negative_float, positive_float, whole_number
 from mnist_mlops.common.store import tracking_uri
 from mnist_mlops.serve.gateway.access_log import setup_logging
-from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, new_key_entry
+from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, append_entry, new_key_entry
 from mnist_mlops.serve.gateway.control.launcher import MODES
-from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
+from mnist_mlops.serve.gateway.limits import Limits
+from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings, is_loopback
 from mnist_mlops.serve.gateway.split import SplitError, parse_split
 
 PROG = "mnist-gateway"
@@ -25,8 +25,8 @@ PROG = "mnist-gateway"
 
 def _backend_url(text: str) -> tuple[str, str]:
     alias, sep, url = text.partition("=")
-    if not sep or not url.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"expected alias=http://host:port, got {text!r}")
+    if not sep or not url.startswith(("http://", "https://", "unix:/")):
+        raise argparse.ArgumentTypeError(f"expected alias=http://host:port or alias=unix:/path, got {text!r}")
     return alias.strip(), url.rstrip("/")
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog=PROG,
         description="A/B gateway over registry aliases.",
-        epilog="API keys: mnist-gateway keys add NAME --role predict|admin --file keys.toml (prints the key once)",
+        epilog="API keys: mnist-gateway keys add NAME --role predict|labeler|admin --file keys.toml "
+        "(prints the key once). Security: docs/security.md",
     )
     add_option(parser, "model", default="mnist-cnn", help="registered model (default mnist-cnn)")
     add_option(parser, "split", default="champion=100", help="alias=weight,... (default champion=100)")
@@ -151,7 +152,64 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.97,
         help="automatic promotion gate: lowest live accuracy (default 0.97)",
     )
+    add_option(
+        parser,
+        "max_feedback_share",
+        type=positive_float,
+        default=1.0,
+        help="an A/B decision needs no key to have given more than this share of its feedback (default 1: off)",
+    )
+    add_option(
+        parser,
+        "expose_variant",
+        action="store_true",
+        help="tell every client which variant answered (X-Variant, X-Model-Version); else admin keys only",
+    )
+    add_option(
+        parser,
+        "backend_user",
+        default=None,
+        help="user the backends run as when the gateway runs as root (default nobody; root to keep root)",
+    )
+    _add_limit_options(parser)
     return parser
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The limits at the edge: connections, slow clients, and each key's share."""
+    add_option(parser, "body_timeout", type=positive_float, default=30.0, help="seconds for a body (default 30)")
+    add_option(parser, "header_timeout", type=positive_float, default=10.0, help="seconds for headers (default 10)")
+    add_option(
+        parser, "keep_alive_timeout", type=positive_float, default=5.0, help="idle keep-alive seconds (default 5)"
+    )
+    add_option(
+        parser,
+        "max_connections",
+        type=whole_number(1),
+        default=1000,
+        help="connections served at once; more get 503 (default 1000)",
+    )
+    add_option(
+        parser,
+        "rate_per_minute",
+        type=positive_float,
+        default=None,
+        help="requests per minute per key, for keys without their own (default: none)",
+    )
+    add_option(
+        parser,
+        "max_in_flight_per_key",
+        type=whole_number(1),
+        default=None,
+        help="requests of one key at once, for keys without their own (default: none)",
+    )
+    add_option(
+        parser,
+        "images_per_day",
+        type=whole_number(1),
+        default=None,
+        help="images per key and UTC day, for keys without their own (default: none)",
+    )
 
 
 def settings_from(args) -> GatewaySettings:
@@ -183,6 +241,16 @@ def settings_from(args) -> GatewaySettings:
         alpha=args.alpha,
         min_feedback=args.min_feedback,
         min_accuracy=args.min_accuracy,
+        max_feedback_share=args.max_feedback_share,
+        expose_variant=args.expose_variant,
+        backend_user=args.backend_user,
+        body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+        rate_per_minute=args.rate_per_minute,
+        max_in_flight_per_key=args.max_in_flight_per_key,
+        images_per_day=args.images_per_day,
     )
 
 
@@ -192,15 +260,19 @@ def keys_main(argv: list[str]) -> None:
     add = commands.add_parser("add", help="make a new key, print it once, store its hash")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, default="predict")
-    add.add_argument("--file", type=Path, required=True, help="keys file (created if missing)")
+    add.add_argument("--file", type=Path, required=True, help="keys file (created 0600 if missing)")
+    add.add_argument("--rate_per_minute", type=positive_float, default=None, help="this key's requests per minute")
+    add.add_argument("--max_in_flight", type=whole_number(1), default=None, help="this key's requests at once")
+    add.add_argument("--images_per_day", type=whole_number(1), default=None, help="this key's images per UTC day")
     args = parser.parse_args(argv)
     try:
-        key, entry = new_key_entry(args.name, args.role)
+        limits = Limits(args.rate_per_minute, args.max_in_flight, args.images_per_day)
+        key, entry = new_key_entry(args.name, args.role, limits)
+        append_entry(args.file, args.name, entry)
     except KeyFileError as exc:
         parser.error(str(exc))
-    with open(args.file, "a") as f:
-        f.write(entry)
-    args.file.chmod(0o600)
+    except OSError as exc:
+        parser.error(f"cannot write {args.file}: {exc.strerror or exc}")
     print(key)
     sys.stderr.write(f"added key {args.name!r} ({args.role}) to {args.file}; the key is shown only now\n")
 
@@ -215,23 +287,34 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings_from(args)
         settings.check()
     except (SplitError, ValueError) as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        raise SystemExit(2) from None
+        _fail(str(exc))
     # Before setup_logging: importing MLflow (the app does) sets its own loggers' level, which ours overrides.
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from mnist_mlops.registry.inference_log.schema import SchemaTooNew
     from mnist_mlops.serve.gateway.app import create_app
+    from mnist_mlops.serve.gateway.server import graceful_server, header_timeout_protocol
 
     setup_logging()
     try:
         app = create_app(settings)
-    except KeyFileError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        raise SystemExit(2) from None
+    except (KeyFileError, ValueError, SchemaTooNew) as exc:  # PrivilegeError is a ValueError
+        _fail(str(exc))
+    except (SQLAlchemyError, OSError) as exc:
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        _fail(f"cannot open the inference log {settings.inference_log}: {detail}")
+    if settings.certfile is None and not is_loopback(settings.host):
+        logging.getLogger(PROG).warning(
+            "serving plain HTTP on %s, which is not a loopback address: API keys and images cross the network "
+            "unencrypted; pass --certfile/--keyfile or put a TLS proxy in front",
+            settings.host,
+        )
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout),
         access_log=False,  # the gateway writes its own access line (request id, key name, variant)
         log_config=None,
         # Nothing here reads the client's address; uvicorn's X-Forwarded-For middleware would
@@ -239,31 +322,16 @@ def main(argv: list[str] | None = None) -> None:
         proxy_headers=False,
         ssl_certfile=str(settings.certfile) if settings.certfile else None,
         ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=30,
     )
     graceful_server(config).run()
 
 
-def graceful_server(config):
-    """uvicorn's server, except that a SIGINT/SIGTERM stop that completed cleanly exits with 0.
-
-    uvicorn re-raises the signal after its graceful shutdown, so the process would end "killed by
-    SIGTERM" even though every request in flight was answered and every backend was stopped.
-    """
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server(config)
+def _fail(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

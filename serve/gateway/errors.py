@@ -40,8 +40,20 @@ class MethodNotAllowed(GatewayError):
     status, code = 405, "METHOD_NOT_ALLOWED"
 
 
+class Conflict(GatewayError):
+    status, code = 409, "RESOURCE_CONFLICT"
+
+
+class RequestTimeout(GatewayError):
+    status, code = 408, "DEADLINE_EXCEEDED"
+
+
 class PayloadTooLarge(GatewayError):
     status, code = 413, "REQUEST_LIMIT_EXCEEDED"
+
+
+class TooManyRequests(GatewayError):
+    status, code = 429, "REQUEST_LIMIT_EXCEEDED"
 
 
 class BadGateway(GatewayError):
@@ -58,7 +70,16 @@ class GatewayTimeout(GatewayError):
 
 _CLIENT_ERROR_CODES = {
     error.status: error.code
-    for error in (BadRequest, Unauthenticated, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge)
+    for error in (
+        BadRequest,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        RequestTimeout,
+        PayloadTooLarge,
+        TooManyRequests,
+    )
 }
 
 

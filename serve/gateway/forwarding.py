@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mnist_mlops.serve.gateway.backend_http import BackendClient, ResponseTooLarge
 from mnist_mlops.serve.gateway.errors import BadGateway, GatewayTimeout, Unavailable
-from mnist_mlops.serve.gateway.protocol import JSON, client_error_body
+from mnist_mlops.serve.gateway.protocol import JSON, relayed_client_error
 from mnist_mlops.serve.gateway.state import Backend
 
 
@@ -60,5 +60,5 @@ async def forward(
     if status >= 500:
         raise BadGateway(f"the model backend (v{backend.version}) failed with HTTP {status}")
     if status >= 400:
-        return BackendAnswer(status, client_error_body(status, content), JSON)
+        return BackendAnswer(*relayed_client_error(status, content), JSON)
     return BackendAnswer(status, content, content_type)

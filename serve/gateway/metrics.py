@@ -56,6 +56,20 @@ class GatewayMetrics:
         self.rejected = Counter(
             "gateway_rejected", "Requests refused before routing", ["reason"], registry=self.registry
         )
+        # Set from the inference log's writer when /metrics is read (its thread owns the counts).
+        self.log_backlog = Gauge(
+            "gateway_inference_log_backlog",
+            "Inference-log rows waiting in memory for the database",
+            registry=self.registry,
+        )
+        self.log_lost = Gauge(
+            "gateway_inference_log_lost_rows",
+            "Inference-log rows dropped since start (database failing past the backlog's bound, or at stop)",
+            registry=self.registry,
+        )
+        self.log_failing = Gauge(
+            "gateway_inference_log_failing", "1 while the inference log cannot be written", registry=self.registry
+        )
 
 
 class VariantMetrics:

@@ -9,6 +9,7 @@ copy and the inference log) instead of being parsed again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from mnist_mlops.serve.gateway.errors import BadRequest, client_error_code
 JSON = "application/json"  # MLflow's scoring protocol's default content type
 MAX_RELAYED_MESSAGE = 1000  # characters of a backend's non-JSON error text passed on
 MAX_JSON_DEPTH = 32  # deeper nesting is no scoring request; refused before the parser recurses
+# Larger requests go to the backend on their own: merging pays off for many small requests, and a
+# batch of large images would spend the model's per-call decoding budget for all its clients.
+MERGE_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +30,15 @@ class ScoringRequest:
 
     ``columns`` and ``rows`` are set for a request that may join a micro-batch: JSON
     ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}`` and nothing else (a
-    ``params`` or ``index`` would differ between the requests of a batch).
+    ``params`` or ``index`` would differ between the requests of a batch), of at most
+    ``MERGE_MAX_BYTES``.
     """
 
     body: bytes
     content_type: str
     columns: tuple | None = None
     rows: list | None = None
+    row_count: int = 1  # rows (images) the request holds, as far as its shape tells; 1 when unknown
 
     @property
     def mergeable(self) -> bool:
@@ -54,8 +60,24 @@ def parse(body: bytes, content_type: str | None) -> ScoringRequest:
         payload = json.loads(body)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON ({exc}); send MLflow's scoring protocol") from None
+    count = _row_count(payload)
+    if len(body) > MERGE_MAX_BYTES:
+        return ScoringRequest(body, content_type, row_count=count)
     columns, rows = _dataframe_split(payload)
-    return ScoringRequest(body, content_type, columns, rows)
+    return ScoringRequest(body, content_type, columns, rows, count)
+
+
+def _row_count(payload: object) -> int:
+    """The rows of any of MLflow's JSON input shapes (what a per-key image quota charges)."""
+    if not isinstance(payload, dict):
+        return 1
+    for key in ("dataframe_records", "instances", "inputs"):
+        if isinstance(payload.get(key), list):
+            return max(1, len(payload[key]))
+    split = payload.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("data"), list):
+        return max(1, len(split["data"]))
+    return 1
 
 
 _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -109,6 +131,18 @@ def predictions_of(body: bytes) -> list:
 
 def predictions_body(predictions: list) -> bytes:
     return json.dumps({"predictions": predictions}).encode()
+
+
+def relayed_client_error(status: int, body: bytes) -> tuple[int, bytes]:
+    """A backend's 4xx as the gateway answers it: ``client_error_body``, and MLflow's 429 for
+    ``REQUEST_LIMIT_EXCEEDED`` as 413, because the model raises it for a request too costly to
+    decode (``serve.model.errors.RequestTooCostly``): its size, not its rate, and no retry helps."""
+    relayed = client_error_body(status, body)
+    if status == 429 and b"REQUEST_LIMIT_EXCEEDED" in relayed:
+        with contextlib.suppress(ValueError):
+            if json.loads(relayed).get("error_code") == "REQUEST_LIMIT_EXCEEDED":
+                return 413, relayed
+    return status, relayed
 
 
 def client_error_body(status: int, body: bytes) -> bytes:

@@ -1,7 +1,8 @@
-"""What the gateway reads from a request before routing it: id, key, body within its limit."""
+"""What the gateway reads from a request before routing it: ids, key, body within its limits."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import ClientDisconnect, Request
 
 from mnist_mlops.serve.gateway.auth import ApiKey, KeyRing, presented_key
-from mnist_mlops.serve.gateway.errors import Forbidden, PayloadTooLarge, Unauthenticated
+from mnist_mlops.serve.gateway.errors import Forbidden, PayloadTooLarge, RequestTimeout, Unauthenticated
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -38,14 +39,19 @@ class RawRequest:
                 return
 
 
-def request_id(request: Request | RawRequest) -> str:
-    """The client's ``X-Request-ID`` when it is a sane token, else a new random one.
+def new_request_id() -> str:
+    """The gateway's own id for a request: what the inference log keys it by and ``/feedback``
+    names. Never the client's (a client choosing ids could overwrite or claim another's record),
+    and random, not a counter, so it cannot be guessed. Same shape as ``uuid4().hex`` without
+    building a UUID object on the hot path."""
+    return os.urandom(16).hex()
 
-    Random, not a counter: a request id is what ``/feedback`` names, so it must not be guessable.
-    Same shape as ``uuid4().hex`` without building a UUID object on the hot path.
-    """
+
+def client_request_id(request: Request | RawRequest) -> str | None:
+    """The client's own ``X-Request-ID`` when it is a sane token: kept for correlation only
+    (logged, echoed as ``X-Client-Request-ID``), never used as a key."""
     given = request.headers.get("x-request-id")
-    return given if given and _CLIENT_REQUEST_ID.match(given) else os.urandom(16).hex()
+    return given if given and _CLIENT_REQUEST_ID.match(given) else None
 
 
 def authenticate(request: Request | RawRequest, keys: KeyRing | None, role: str) -> ApiKey | None:
@@ -66,15 +72,24 @@ def authenticate(request: Request | RawRequest, keys: KeyRing | None, role: str)
     return key
 
 
-async def read_body(request: Request | RawRequest, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it whole)."""
+async def read_body(request: Request | RawRequest, limit: int, timeout: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it
+    whole), and with 408 when it has not all arrived within ``timeout`` seconds (a client that
+    trickles its body, or never finishes it, does not hold the gateway)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is {int(declared):,} bytes; at most {limit:,} accepted")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body exceeds {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the request body exceeds {limit:,} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g} s ({size:,} bytes came); send it at once",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)

@@ -1,11 +1,18 @@
 """The data plane: one scoring request through a fixed pipeline, and feedback on an earlier one.
 
-    authenticate -> read the body -> parse it once -> choose a variant (``routing``, pure)
-    -> send (micro-batched, or on its own) -> answer -> record (inference log, metrics, access line)
+    authenticate -> the key's limits -> read the body -> parse it once -> choose a variant
+    (``routing``, pure) -> send (micro-batched, or on its own) -> answer -> record (inference log,
+    metrics, access line)
 
 Every stage's failure is a ``GatewayError`` carrying its status; the pipeline turns it into the
 answer. The data plane reads the table of variants and never changes it: starting backends,
-following the registry and deciding the A/B test are the control plane's (``control``).
+following the registry and deciding the A/B test are the control plane's (``control``); it only
+flags a backend it could not reach (``Backend.failed``), which the control plane restarts at once.
+
+What a client can and cannot touch (``docs/security.md``): the request id is the gateway's own
+(the client's ``X-Request-ID`` is kept beside it, for correlation); which variant answered is told
+only to admin keys or with ``expose_variant``; a prediction is labelled only by the key that asked
+for it or by a ``labeler`` key, once.
 """
 
 from __future__ import annotations
@@ -14,30 +21,44 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import ClientDisconnect
 
 from mnist_mlops.common.names import CHAMPION
-from mnist_mlops.registry.inference_log.writer import Answer, FeedbackError, InferenceLog, client_hash
+from mnist_mlops.registry.inference_log.writer import Answer, FeedbackError, InferenceLog, Labeller, client_hash
 from mnist_mlops.serve.gateway import routing
 from mnist_mlops.serve.gateway.access_log import log_access
-from mnist_mlops.serve.gateway.auth import KeyRing
+from mnist_mlops.serve.gateway.auth import ApiKey, KeyRing
 from mnist_mlops.serve.gateway.backend_http import BackendClient
 from mnist_mlops.serve.gateway.batching import Batcher, BatchSettings
-from mnist_mlops.serve.gateway.errors import BadRequest, GatewayError, Unavailable
+from mnist_mlops.serve.gateway.errors import BadRequest, GatewayError, TooManyRequests, Unavailable
 from mnist_mlops.serve.gateway.forwarding import BackendAnswer, backend_headers, forward
+from mnist_mlops.serve.gateway.limits import LimitBook, LimitExceeded, Limits
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics, VariantMetrics
 from mnist_mlops.serve.gateway.protocol import JSON, ScoringRequest, parse
-from mnist_mlops.serve.gateway.requests import RawRequest, authenticate, read_body, request_id
-from mnist_mlops.serve.gateway.state import Table, Variant
+from mnist_mlops.serve.gateway.requests import (
+    RawRequest,
+    authenticate,
+    client_request_id,
+    new_request_id,
+    read_body,
+)
+from mnist_mlops.serve.gateway.state import Backend, Table, Variant
 from mnist_mlops.serve.gateway.tasks import TaskSet
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer; logged, never sent
 MAX_SHADOW_IN_FLIGHT = 64
+MAX_WAITING_FOR_RESTART = 512  # requests held while their backend restarts; more get 503 at once
 FEEDBACK_BODY_LIMIT = 64 * 1024
 FEEDBACK_SHAPE = 'expected a JSON object like {"request_id": "<X-Request-ID of the prediction>", "label": 3}'
-FEEDBACK_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_ALREADY_EXISTS", 503: "TEMPORARILY_UNAVAILABLE"}
+FEEDBACK_CODES = {
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+NO_KEY = "-"  # the limits' name for requests of a gateway that runs without keys
 
 
 @dataclass(slots=True)
@@ -66,6 +87,9 @@ class DataPlaneSettings:
     request_timeout: float
     batching: BatchSettings | None  # None: every request goes to its backend on its own
     shadow: str | None = None  # the alias that gets a copy of every champion request
+    body_timeout: float = 30.0  # seconds a request's body may take to arrive
+    expose_variant: bool = False  # tell every client which variant answered (else admin keys only)
+    limits: Limits = field(default_factory=Limits)  # the per-key limits of keys without their own
 
 
 class DataPlane:
@@ -90,6 +114,9 @@ class DataPlane:
         self.shadow_slots = asyncio.Semaphore(MAX_SHADOW_IN_FLIGHT)
         self._labelled: dict[tuple[str, str], VariantMetrics] = {}
         self.tasks = TaskSet()
+        own = {key.name: key.limits.merged(settings.limits) for key in keys.keys} if keys else {}
+        self.limits = LimitBook(own, settings.limits)
+        self.waiting_for_restart = 0
 
     # --- scoring -------------------------------------------------------------------------------
     async def score(self, raw: RawRequest) -> Reply | None:
@@ -98,49 +125,105 @@ class DataPlane:
         None when the client went away before its body was read (nobody to answer).
         """
         started = time.perf_counter()
-        rid = request_id(raw)
-        key, variant, status = None, None, 500
+        rid, client_rid = new_request_id(), client_request_id(raw)
+        key, variant, status, admitted = None, None, 500, None
         user = raw.headers.get("x-user-id")
         try:
             key = authenticate(raw, self.keys, "predict")
-            request = parse(await read_body(raw, self.settings.max_body_bytes), raw.headers.get("content-type"))
+            admitted = self._admit(key)
+            request = parse(
+                await read_body(raw, self.settings.max_body_bytes, self.settings.body_timeout),
+                raw.headers.get("content-type"),
+            )
+            self._charge(admitted, request.row_count)
             variant = routing.choose(self.table, user, self.rng)
-            answer, variant = await self._answer(variant, request, rid)
+            answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
             status = answer.status
-            self._record(rid, "serve", variant, user, time.perf_counter() - started, answer)
+            self._record(rid, "serve", variant, user, time.perf_counter() - started, answer, key, client_rid)
             if self.settings.shadow and variant.alias == CHAMPION and status == 200:
                 self._shadow(request, rid, user)
-            headers = {"x-model-version": str(variant.version), "x-variant": variant.alias, "x-request-id": rid}
-            return Reply(status, answer.body, answer.content_type, headers)
+            return Reply(status, answer.body, answer.content_type, self._identity(rid, client_rid, key, variant))
         except GatewayError as error:
             status = error.status
-            headers = {"X-Request-ID": rid}
             if variant is not None:
-                headers |= {"X-Variant": variant.alias, "X-Model-Version": str(variant.version)}
                 failed = BackendAnswer(status, b"", JSON)
-                self._record(rid, "serve", variant, user, time.perf_counter() - started, failed)
-            return Reply.error(error, headers)
+                self._record(rid, "serve", variant, user, time.perf_counter() - started, failed, key, client_rid)
+            return Reply.error(error, self._identity(rid, client_rid, key, variant))
         except ClientDisconnect:
             status = CLIENT_CLOSED_REQUEST
             return None
         finally:
-            self._account(variant, key, rid, status, time.perf_counter() - started)
+            if admitted is not None:
+                self.limits.release(admitted)
+            self._account(variant, key, (rid, client_rid), status, time.perf_counter() - started)
 
-    async def _answer(self, variant: Variant, request: ScoringRequest, rid: str) -> tuple[BackendAnswer, Variant]:
-        """The variant's answer; when its backend cannot be reached, the champion's (never the
-        other way round: ``routing.fallback``)."""
+    def _admit(self, key: ApiKey | None) -> str:
+        """Take the request in under its key's rate and concurrency limits (429 past them)."""
+        name = key.name if key else NO_KEY
+        try:
+            self.limits.admit(name, time.time())
+        except LimitExceeded as over:
+            self.metrics.rejected.labels("key_limit").inc()
+            raise TooManyRequests(str(over), headers={"Retry-After": str(over.retry_after)}) from None
+        return name
+
+    def _charge(self, name: str, images: int) -> None:
+        """Charge the request's images to its key's daily quota (429 past it)."""
+        try:
+            self.limits.charge_images(name, images, time.time())
+        except LimitExceeded as over:
+            self.metrics.rejected.labels("key_quota").inc()
+            raise TooManyRequests(str(over), headers={"Retry-After": str(over.retry_after)}) from None
+
+    def _identity(self, rid: str, client_rid: str | None, key: ApiKey | None, variant: Variant | None) -> dict:
+        """The answer's ids; which variant and version answered only where the client may know it
+        (with it, a client could label one arm wrong and the other right)."""
+        headers = {"X-Request-ID": rid}
+        if client_rid:
+            headers["X-Client-Request-ID"] = client_rid
+        if variant is not None and (self.settings.expose_variant or (key is not None and key.allows("admin"))):
+            headers |= {"X-Variant": variant.alias, "X-Model-Version": str(variant.version)}
+        return headers
+
+    async def _answer(
+        self, variant: Variant, request: ScoringRequest, rid: str, deadline: float
+    ) -> tuple[BackendAnswer, Variant]:
+        """The variant's answer. When its backend cannot be reached: the champion's (never the
+        other way round: ``routing.fallback``); with no champion to stand in (the champion's own
+        requests), the same variant's once its backend is back, if that is before ``deadline``."""
+        backend = variant.backend
         try:
             return await self._send(variant, request, rid), variant
         except Unavailable:
+            if backend is not None:
+                backend.failed = True  # the control plane restarts it at once if it is gone
             stand_in = routing.fallback(self.table, variant)
             if stand_in is None:
-                raise
+                await self._wait_for_restart(variant, backend, deadline)
+                stand_in = variant
             return await self._send(stand_in, request, rid, batch=False), stand_in
+
+    async def _wait_for_restart(self, variant: Variant, failed: Backend | None, deadline: float) -> None:
+        """Until ``variant`` has a ready backend other than ``failed``; 503 at ``deadline``, when
+        its restart failed, or when too many requests wait already."""
+        if self.waiting_for_restart >= MAX_WAITING_FOR_RESTART:
+            raise routing.unavailable(variant)
+        self.waiting_for_restart += 1
+        try:
+            while time.perf_counter() < deadline and variant.state != "failed":
+                current = variant.backend
+                if variant.ready and current is not None and current is not failed and current.alive():
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            self.waiting_for_restart -= 1
+        raise routing.unavailable(variant)
 
     async def _send(self, variant: Variant, request: ScoringRequest, rid: str, batch: bool = True) -> BackendAnswer:
         """Through the variant's micro-batcher when the request can be merged, else on its own."""
-        if batch and self.settings.batching is not None and request.mergeable:
-            return await self._batcher(variant).submit(request, rid)
+        if batch and self.settings.batching is not None:
+            batcher = self._batcher(variant)
+            return await (batcher.submit(request, rid) if request.mergeable else batcher.send_alone(request, rid))
         headers = backend_headers(rid, request.content_type)
         return await forward(self.client, variant.backend, request.body, headers, self.settings.request_timeout)
 
@@ -175,12 +258,20 @@ class DataPlane:
                     answer = await self._send(shadow, request, rid)
                 except GatewayError as error:
                     answer = BackendAnswer(error.status, b"", JSON)
-                self._record(rid, "shadow", shadow, user, time.perf_counter() - started, answer)
+                self._record(rid, "shadow", shadow, user, time.perf_counter() - started, answer, None, None)
 
         self.tasks.spawn(run())
 
     def _record(
-        self, rid: str, role: str, variant: Variant, user: str | None, seconds: float, answer: BackendAnswer
+        self,
+        rid: str,
+        role: str,
+        variant: Variant,
+        user: str | None,
+        seconds: float,
+        answer: BackendAnswer,
+        key: ApiKey | None,
+        client_rid: str | None,
     ) -> None:
         """Queue the answer for the inference log (its writer parses the body, off the request path,
         unless the batcher parsed it already)."""
@@ -196,6 +287,8 @@ class DataPlane:
                 answer.status,
                 answer.body,
                 answer.predictions,
+                key.name if key else None,
+                client_rid,
             )
         )
 
@@ -205,7 +298,8 @@ class DataPlane:
             cached = self._labelled[(alias, version)] = VariantMetrics(self.metrics, alias, version)
         return cached
 
-    def _account(self, variant: Variant | None, key, rid: str, status: int, seconds: float) -> None:
+    def _account(self, variant: Variant | None, key, ids: tuple[str, str | None], status: int, seconds: float) -> None:
+        """Count the request and leave its access line; ``ids``: the gateway's and the client's."""
         alias = variant.alias if variant else "-"
         version = str(variant.version) if variant else "-"
         labelled = self._variant_metrics(alias, version)
@@ -213,14 +307,15 @@ class DataPlane:
         if variant is not None:
             labelled.latency.observe(seconds)
             variant.requests += 1
-            if status >= 400:
+            if status >= 500:  # the model's or its server's failure; a client's bad request is not
                 variant.errors += 1
         if status >= 400:
             self.metrics.errors.labels(alias, version, "client" if status < 500 else "server").inc()
         # A dict, not a string: the JSON is made by the log-writing thread, off the event loop.
         log_access(
             {
-                "request_id": rid,
+                "request_id": ids[0],
+                "client_request_id": ids[1],
                 "key": key.name if key else None,
                 "variant": alias,
                 "version": version,
@@ -231,14 +326,21 @@ class DataPlane:
 
     # --- feedback ------------------------------------------------------------------------------
     async def feedback(self, raw: RawRequest) -> tuple[int, dict]:
-        """Record the true label of an earlier prediction: (status, JSON body)."""
-        authenticate(raw, self.keys, "predict")
-        request_id_, row, label = _feedback_fields(await read_body(raw, FEEDBACK_BODY_LIMIT))
+        """Record the true label of an earlier prediction: (status, JSON body). Only the key that
+        asked for the prediction, or a ``labeler`` key, may label it, once."""
+        key = authenticate(raw, self.keys, "predict")
+        admitted = self._admit(key)
         try:
-            await asyncio.wrap_future(self.log.feedback(request_id_, row, label))
-        except FeedbackError as error:
-            code = FEEDBACK_CODES.get(error.status, "INTERNAL_ERROR")
-            return error.status, {"error_code": code, "message": str(error)}
+            body = await read_body(raw, FEEDBACK_BODY_LIMIT, self.settings.body_timeout)
+            request_id_, row, label = _feedback_fields(body)
+            labeller = Labeller(key.name, key.allows("labeler")) if key else Labeller(None, True)
+            try:
+                await asyncio.wrap_future(self.log.feedback(request_id_, row, label, labeller))
+            except FeedbackError as error:
+                code = FEEDBACK_CODES.get(error.status, "INTERNAL_ERROR")
+                return error.status, {"error_code": code, "message": str(error)}
+        finally:
+            self.limits.release(admitted)
         return 200, {"recorded": True, "request_id": request_id_, "row": row, "label": label}
 
     async def close(self) -> None:

@@ -56,6 +56,26 @@ class GatewaySettings:
     min_feedback: int = 30
     min_accuracy: float = 0.97
     """The promotion gate's minimum live accuracy in automatic mode."""
+    max_feedback_share: float = 1.0
+    """An A/B decision needs no single key to have given more than this share of its feedback."""
+    expose_variant: bool = False
+    """Tell every client which variant and version answered (``X-Variant``); else admin keys only."""
+    backend_user: str | None = None
+    """The user backends run as when the gateway runs as root (None: ``nobody``)."""
+    body_timeout: float = 30.0
+    """Seconds a request's body may take to arrive (408 after)."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (closed after)."""
+    keep_alive_timeout: float = 5.0
+    """Seconds an idle keep-alive connection is kept open."""
+    max_connections: int = 1000
+    """Connections served at once; more are answered 503."""
+    rate_per_minute: float | None = None
+    """Requests per minute per key, for keys without their own limit (None: none)."""
+    max_in_flight_per_key: int | None = None
+    """Requests of one key answered at once, for keys without their own limit (None: none)."""
+    images_per_day: int | None = None
+    """Images scored per key and UTC day, for keys without their own quota (None: none)."""
 
     def served_split(self) -> dict[str, float]:
         """The split, and the shadow alias at weight 0: started and followed, given no live traffic."""
@@ -76,6 +96,8 @@ class GatewaySettings:
             raise ValueError("TLS needs both --certfile and --keyfile")
         if self.max_body_bytes <= 0 or self.poll_interval <= 0:
             raise ValueError("--max_body_bytes and --poll_interval must be positive")
+        if not 0 < self.max_feedback_share <= 1:
+            raise ValueError("--max_feedback_share is a share: above 0, at most 1")
         if self.shadow and self.shadow == "champion":
             raise ValueError("--shadow names the alias that shadows the champion, not the champion itself")
         unknown = set(self.backend_urls) - set(self.served_split())

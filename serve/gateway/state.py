@@ -32,6 +32,8 @@ class Backend:
     handle: ProcessHandle | None = None  # None: a backend that runs elsewhere (not started here)
     started: float = field(default_factory=time.monotonic)
     in_flight: int = 0  # requests being answered by this backend right now
+    workdir: str | None = None  # its private directory (model files, socket), removed when it stops
+    failed: bool = False  # the data plane could not reach it: the control plane checks it at once
 
     @property
     def pid(self) -> int | None:
@@ -70,23 +72,29 @@ class Variant:
     def ready(self) -> bool:
         return self.backend is not None and self.state == "ready"
 
-    def describe(self) -> dict:
-        return {
+    def describe(self, detailed: bool = True) -> dict:
+        """What ``/variants`` shows; the backend's address, process and errors only ``detailed``
+        (to admin keys)."""
+        shown = {
             "alias": self.alias,
             "version": self.version,
             "weight": self.weight,
             "in_registry": self.in_registry,
             "state": self.state,
-            "backend": self.backend.url if self.backend else None,
-            "pid": self.backend.pid if self.backend else None,
-            "pending_version": self.pending_version,
-            "failed_version": self.failed_version,
-            "last_error": self.last_error,
             "requests": self.requests,
             "errors": self.errors,
-            "in_flight": self.backend.in_flight if self.backend else 0,
-            "restarts": self.restarts,
         }
+        if detailed:
+            shown |= {
+                "backend": self.backend.url if self.backend else None,
+                "pid": self.backend.pid if self.backend else None,
+                "pending_version": self.pending_version,
+                "failed_version": self.failed_version,
+                "last_error": self.last_error,
+                "in_flight": self.backend.in_flight if self.backend else 0,
+                "restarts": self.restarts,
+            }
+        return shown
 
 
 @dataclass
@@ -107,5 +115,5 @@ class Table:
         """Every variant that takes live traffic (weight above 0) has a ready backend."""
         return all(v.ready for v in self.variants.values() if v.weight > 0 and v.in_registry)
 
-    def describe(self) -> list[dict]:
-        return [variant.describe() for variant in self.variants.values()]
+    def describe(self, detailed: bool = True) -> list[dict]:
+        return [variant.describe(detailed) for variant in self.variants.values()]

@@ -10,3 +10,7 @@ Self-contained: it imports only its own modules (relatively) and the model's log
 # batch scoring's workers and Spark's Python workers set it to the cores each of them owns. Defined
 # here, in the one import-light module both the shipped model and the batch command line load.
 THREADS_ENV = "MNIST_TORCH_THREADS"
+
+# Decoded pixels one call may spend (read by ``decode.DecodeBudget``): unset, a serving default;
+# 0, no bound. Batch jobs set 0: a chunk of a job is not a client's request.
+REQUEST_PIXELS_ENV = "MNIST_REQUEST_PIXELS"

@@ -8,6 +8,12 @@ canvas export (black strokes on a transparent background) and white strokes alik
 Large images are reduced before any float work: JPEGs are decoded at a reduced DCT scale
 (``Image.draft``) and everything else is shrunk in Pillow's C code to at most ``WORKING_SIDE``
 pixels on the longer side, so a 12-megapixel photo costs milliseconds.
+
+What one call may spend on decoding is bounded (``DecodeBudget``): the pixels it decodes in all
+(after the reduced-scale JPEG decode) and the seconds it spends, so that a request of many large
+PNGs, or a small file declaring a huge image, cannot hold a server for a minute or take gigabytes.
+A serving process reads its budget from the environment (``REQUEST_PIXELS_ENV``; 0 turns it off,
+as batch jobs do for their own chunks); a client cannot raise it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,16 @@ import base64
 import binascii
 import contextlib
 import io
+import os
+import time
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import small_png
-from .errors import RowError
+from . import REQUEST_PIXELS_ENV, small_png
+from .errors import RequestTooCostly, RowError
 from .limits import MAX_ENCODED_BYTES, too_large_message
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
@@ -31,6 +39,40 @@ ACCEPTED_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 MIN_SIDE = 8
 MAX_PIXELS = 50_000_000  # 4x a 12-megapixel phone photo; anything larger is refused before decoding
 WORKING_SIDE = 400  # longer side after early reduction: a digit filling a third of it keeps > 100 px
+REQUEST_PIXELS = 32_000_000  # pixels decoded per call: two and a half full-size 12-megapixel PNGs
+REQUEST_SECONDS = 10.0  # seconds of decoding per call
+
+
+class DecodeBudget:
+    """What one call may spend on decoding; ``spend`` raises ``RequestTooCostly`` past it."""
+
+    def __init__(self, pixels: int | None = REQUEST_PIXELS, seconds: float | None = REQUEST_SECONDS) -> None:
+        self.pixels, self.seconds = pixels, seconds
+        self.spent = 0
+        self.started = time.monotonic()
+
+    @classmethod
+    def from_environment(cls) -> DecodeBudget | None:
+        """The budget ``REQUEST_PIXELS_ENV`` sets (default ``REQUEST_PIXELS``); None when it is 0."""
+        text = os.environ.get(REQUEST_PIXELS_ENV, "").strip()
+        pixels = int(text) if text.isdigit() else REQUEST_PIXELS
+        return cls(pixels) if pixels > 0 else None
+
+    def spend(self, pixels: int) -> None:
+        self.spent += pixels
+        if self.pixels is not None and self.spent > self.pixels:
+            raise RequestTooCostly(
+                f"the request's images need more than {self.pixels:,} decoded pixels; at most {self.pixels:,} "
+                "per request: send fewer or smaller images per request"
+            )
+        self.check_time()
+
+    def check_time(self) -> None:
+        if self.seconds is not None and time.monotonic() - self.started > self.seconds:
+            raise RequestTooCostly(
+                f"decoding the request's images took over {self.seconds:g} s, the most one request may take: "
+                "send fewer or smaller images per request"
+            )
 
 
 def _too_large(size: int) -> RowError:
@@ -176,12 +218,13 @@ def decode_levels(value: object) -> np.ndarray:
     return _decode_data(as_bytes(value))
 
 
-def decode_levels_many(values: Sequence[object]) -> list[np.ndarray | RowError]:
+def decode_levels_many(values: Sequence[object], budget: DecodeBudget | None = None) -> list[np.ndarray | RowError]:
     """``decode_levels`` of each value: its levels, or the ``RowError`` it raises (returned, not
     raised). The same answers; the small plain greyscale PNGs among them are decoded together
     (``small_png.grey_levels_many``), at under half the cost of one by one. Only their bytes are
     held until then: every other file is decoded as it comes, so a request of large photos
-    never holds all of them at once."""
+    never holds all of them at once. ``budget`` bounds the whole call's decoding (its
+    ``RequestTooCostly`` is raised, not returned)."""
     answers: list[np.ndarray | RowError | None] = [None] * len(values)
     joinable: dict[int, bytes] = {}
     for index, value in enumerate(values):
@@ -190,33 +233,42 @@ def decode_levels_many(values: Sequence[object]) -> list[np.ndarray | RowError]:
             if small_png.may_join(data):
                 joinable[index] = data
             else:
-                answers[index] = _decode_data(data)
+                answers[index] = _decode_data(data, budget)
         except RowError as error:
             answers[index] = error
     joined = small_png.grey_levels_many(list(joinable.values()), MIN_SIDE)
     for (index, data), levels in zip(joinable.items(), joined, strict=True):
         try:
-            answers[index] = levels if levels is not None else _decode_data(data)
+            if levels is not None and budget is not None:
+                budget.spend(levels.size)  # small by construction: at most WORKING_SIDE squared
+            answers[index] = levels if levels is not None else _decode_data(data, budget)
         except RowError as error:
             answers[index] = error
     return answers
 
 
-def _decode_data(data: bytes) -> np.ndarray:
+def _decode_data(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:
+    if budget is not None:
+        budget.check_time()
     if len(data) <= MAX_ENCODED_BYTES:
         levels = small_png.grey_levels(data, MIN_SIDE, WORKING_SIDE)  # never over MAX_PIXELS
         if levels is not None:
+            if budget is not None:
+                budget.spend(levels.size)
             return levels
-    return decode_with_pillow(data)
+    return decode_with_pillow(data, budget)
 
 
-def decode_with_pillow(data: bytes) -> np.ndarray:
-    """``decode_levels`` for any accepted file, through ``Image.open``."""
+def decode_with_pillow(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:
+    """``decode_levels`` for any accepted file, through ``Image.open``; the pixels it will decode
+    are charged to ``budget`` before any is decoded."""
     image = _open(data)
     try:
         if image.format == "JPEG" and max(image.size) > 2 * WORKING_SIDE:
             # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients.
             image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (WORKING_SIDE, WORKING_SIDE))
+        if budget is not None:
+            budget.spend(image.size[0] * image.size[1])
         image = _upright(image)
         image = _reduce_early(_to_mode_with_alpha(image))
         if image.mode == "L":

@@ -8,7 +8,7 @@ that carries the Python stack trace. So every input problem is raised as ``Inval
 from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 
 
 class RowError(ValueError):
@@ -27,9 +27,11 @@ class InvalidModelInput(MlflowException):
     reason, so this class keeps the message it was raised with and ignores the rewrite.
     """
 
+    error_code_name = INVALID_PARAMETER_VALUE
+
     def __init__(self, message: str) -> None:
         self._client_message = message
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        super().__init__(message, error_code=self.error_code_name)
 
     @property
     def message(self) -> str:
@@ -39,3 +41,13 @@ class InvalidModelInput(MlflowException):
     def message(self, value: str) -> None:
         # Deliberately ignored: see the class docstring.
         pass
+
+
+class RequestTooCostly(InvalidModelInput):
+    """A request whose images would cost more to decode than one request may (pixels or seconds).
+
+    MLflow's ``REQUEST_LIMIT_EXCEEDED``: the scoring server answers it with HTTP 429, and the
+    gateway, which knows it is the request's size and not its rate, with 413.
+    """
+
+    error_code_name = REQUEST_LIMIT_EXCEEDED

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import inputs, photo
-from .decode import as_unit, decode_levels_many
+from .decode import DecodeBudget, as_unit, decode_levels_many
 from .errors import RowError
 from .preprocess import paper_is_flat, to_mnist
 from .preprocess_batch import MAX_SIDE, MIN_IMAGES, to_mnist_batch
@@ -30,9 +30,9 @@ def _message(column: str | None, error: RowError) -> str:
     return f"column '{column}': {error}" if column else str(error)
 
 
-def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None]]:
+def prepare_rows(frame: pd.DataFrame, budget: DecodeBudget | None = None) -> tuple[list[np.ndarray], list[str | None]]:
     """(per row that can be scored, in row order, its fields ``[k, 28, 28]``; per row, None or
-    why not)."""
+    why not). ``budget`` bounds the decoding of the whole frame (``decode.DecodeBudget``)."""
     fields: list[np.ndarray | None] = [None] * len(frame)
     errors: list[str | None] = [None] * len(frame)
     images: list[tuple[int, object]] = []
@@ -50,7 +50,7 @@ def prepare_rows(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str | None
             errors[row] = _message(column, error)
     # Small images by size and by kind of levels (8-bit or float), each group stacked and converted at once.
     small: dict[tuple[tuple[int, int], np.dtype], list[tuple[int, np.ndarray]]] = defaultdict(list)
-    for (row, _), levels in zip(images, decode_levels_many([value for _, value in images]), strict=True):
+    for (row, _), levels in zip(images, decode_levels_many([value for _, value in images], budget), strict=True):
         try:
             if isinstance(levels, RowError):
                 raise levels

@@ -7,6 +7,9 @@ Params: ``uncertain_below`` (0.8) marks answers whose calibrated confidence is b
 ``uncertain``; ``return_input`` (false) adds ``input``, the 28x28 image the network saw (784
 numbers in [0, 1], row by row), so a person can see why it answered what it did.
 
+Limits: decoding one call's images is bounded in pixels and seconds (``decode.DecodeBudget``);
+past it the call fails with ``RequestTooCostly`` (MLflow's ``REQUEST_LIMIT_EXCEEDED``).
+
 Errors: with the default ``params={"on_error": "raise"}`` a bad row fails the call with
 ``InvalidModelInput`` (HTTP 400 from the scoring server) naming the row, the problem and what is
 accepted. With ``{"on_error": "row"}`` every row is answered: a bad row gets ``error`` set and null
@@ -26,6 +29,7 @@ import pandas as pd
 import torch
 
 from . import THREADS_ENV, inputs
+from .decode import DecodeBudget
 from .errors import InvalidModelInput
 from .network import build_network, fused_for_inference
 from .postprocess import answers, probabilities_from_logits
@@ -89,7 +93,7 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         options = Options.of(params)
         frame = inputs.as_frame(model_input)
-        images, errors = prepare_rows(frame)
+        images, errors = prepare_rows(frame, DecodeBudget.from_environment())
         if options.on_error == ON_ERROR_RAISE and any(errors):
             raise _summarise(errors)
         probabilities = self._classify(images)

@@ -12,7 +12,19 @@ import sys
 
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
-SECTIONS = {"training", "network", "network (reference)", "pyfunc", "online", "cold start", "batch", "memory"}
+SECTIONS = {
+    "training",
+    "network",
+    "network (reference)",
+    "pyfunc",
+    "online",
+    "clients",
+    "cold start",
+    "batch",
+    "memory",
+    "quality",
+    "ratios",
+}
 
 
 def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path):

@@ -37,7 +37,7 @@ class RunningGateway:
         return {"Authorization": f"Bearer {key or self.predict_key}", **extra}
 
     def variants(self) -> dict[str, dict]:
-        answer = httpx.get(f"{self.url}/variants", headers=self.headers(), timeout=10)
+        answer = httpx.get(f"{self.url}/variants", headers=self.headers(self.admin_key), timeout=10)
         return {v["alias"]: v for v in answer.json()["variants"]}
 
     def wait_for_variant(self, alias: str, timeout: float = 120.0) -> None:
@@ -106,6 +106,10 @@ def start_gateway(
             str(port),
             "--log_dir",
             str(directory / "backends"),
+            # This machine's interpreter lives under /root, out of reach of an unprivileged backend
+            # user; tests/e2e/test_attacks.py covers the default (docs/security.md).
+            "--backend_user",
+            "root",
             *extra,
         ],
         {name: value for name, value in subprocess_env(uri).items() if name not in unset},

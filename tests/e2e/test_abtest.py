@@ -187,6 +187,7 @@ def test_an_injected_failure_rate_rolls_the_challenger_back_automatically(traine
         "--auto_promote",
         "--decision_interval",
         "1",
+        "--expose_variant",
         *FAST,
     )
     try:

@@ -23,7 +23,9 @@ from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway, two
 def gateway(trained_store, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gateway")
     uri = two_version_store(trained_store, directory)
-    running = start_gateway(uri, directory, "--split", "champion=70,challenger=30", "--poll_interval", "1")
+    running = start_gateway(
+        uri, directory, "--split", "champion=70,challenger=30", "--poll_interval", "1", "--expose_variant"
+    )
     yield running
     assert running.stop() == 0
 
@@ -52,7 +54,8 @@ def test_a_scoring_request_is_answered_with_the_variant_version_and_request_id(g
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    assert response.headers["X-Request-ID"] == "client-id-42"
+    assert response.headers["X-Request-ID"] != "client-id-42"  # the gateway's own id
+    assert response.headers["X-Client-Request-ID"] == "client-id-42"
     assert response.headers["X-Variant"] in ("champion", "challenger")
     assert response.headers["X-Model-Version"] in ("1", "2")
     (prediction,) = response.json()["predictions"]  # MLflow's protocol, unchanged
@@ -156,6 +159,7 @@ def test_tls_with_a_self_signed_certificate(gateway, tmp_path):
         str(key),
         "--backend",
         f"champion={champion_url}",
+        "--expose_variant",
         scheme="https",
         verify=trusted,
     )

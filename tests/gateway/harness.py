@@ -84,6 +84,7 @@ def settings(store_uri: str, directory: Path, keys: Keys, **overrides) -> Gatewa
         "api_keys": keys.path,
         "inference_log": str(directory / "inference.db"),
         "poll_interval": 0.5,
+        "backend_user": "root",  # this machine's interpreter is under /root (docs/security.md)
     } | overrides
     return GatewaySettings(**values)
 

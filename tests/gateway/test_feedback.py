@@ -46,6 +46,7 @@ async def test_shadow_mode_logs_both_answers_and_the_client_sees_only_the_champi
         backends.keys,
         split={"champion": 100.0},
         shadow="challenger",
+        expose_variant=True,
         backend_urls=backends.urls,
     )
     async with in_process(shadowed, backends.keys) as gw:

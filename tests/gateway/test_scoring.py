@@ -13,6 +13,8 @@ pytestmark = pytest.mark.anyio
 
 
 def split_settings(backends, tmp_path, split=None, **overrides):
+    """Two variants; clients told which answered (``expose_variant``), so routing can be read."""
+    overrides.setdefault("expose_variant", True)
     return settings(
         backends.store_uri,
         tmp_path,
@@ -27,13 +29,29 @@ async def test_a_scoring_request_is_answered_with_the_variant_version_and_reques
     async with in_process(split_settings(backends, tmp_path), backends.keys) as gw:
         response = await gw.score(PIXELS, **{"X-Request-ID": "client-id-42"})
     assert response.status_code == 200, response.text
-    assert response.headers["X-Request-ID"] == "client-id-42"
+    # The id is the gateway's own; the client's is kept beside it, never in its place.
+    assert response.headers["X-Request-ID"] != "client-id-42" and len(response.headers["X-Request-ID"]) == 32
+    assert response.headers["X-Client-Request-ID"] == "client-id-42"
     assert (response.headers["X-Variant"], response.headers["X-Model-Version"]) in {
         ("champion", "1"),
         ("challenger", "2"),
     }
     (prediction,) = response.json()["predictions"]  # MLflow's protocol, unchanged
     assert set(prediction) == {"label", "confidence", "probabilities", "uncertain"}
+
+
+async def test_only_admin_keys_or_expose_variant_learn_which_variant_answered(backends, tmp_path):
+    """A client who knew which model answered could label one arm wrong and the other right."""
+    async with in_process(split_settings(backends, tmp_path, expose_variant=False), backends.keys) as gw:
+        client = await gw.fire(40, user=lambda i: f"user-{i}")
+        admin = await gw.score(PIXELS, key=backends.keys.admin)
+        listed = (await gw.client.get("/variants", headers=gw.headers())).json()["variants"]
+        detailed = (await gw.client.get("/variants", headers=gw.headers(backends.keys.admin))).json()["variants"]
+    assert all(r.status_code == 200 and "X-Variant" not in r.headers for r in client)
+    assert not any("X-Model-Version" in r.headers for r in client)
+    assert admin.headers["X-Variant"] in {"champion", "challenger"}
+    assert all("backend" not in v and "pid" not in v and "last_error" not in v for v in listed)
+    assert all(v["backend"].startswith("http") for v in detailed)
 
 
 async def test_traffic_splits_by_weight_without_a_user_key(backends, tmp_path):
@@ -141,7 +159,7 @@ async def test_a_client_that_leaves_halfway_through_its_body_is_logged_as_499(ba
         await app(scope, receive, send)
         assert sent == []  # nobody to answer
         assert (await gw.score()).status_code == 200
-    line = next(r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["request_id"] == "left")
+    line = next(r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["client_request_id"] == "left")
     assert line["status"] == 499  # logged as the client's doing, not as a gateway failure
 
 
@@ -220,7 +238,8 @@ async def test_a_gateway_before_any_model_says_why_it_cannot_answer(backends, tm
         await until(lambda: gw.variants()["champion"]["last_error"], 30, "the champion names its cause")
         ready = await gw.client.get("/ready")
         answer = await gw.score()
-    assert ready.status_code == 503
-    assert "no registered model named 'not-trained-yet'" in ready.json()["variants"][0]["last_error"]
+        listed = await gw.client.get("/variants", headers=gw.headers(backends.keys.admin))
+    assert ready.status_code == 503 and ready.json() == {"ready": False}  # open route: says nothing more
+    assert "no registered model named 'not-trained-yet'" in listed.json()["variants"][0]["last_error"]
     assert answer.status_code == 503 and answer.headers["Retry-After"]
     assert "no registered model named 'not-trained-yet'" in answer.json()["message"]

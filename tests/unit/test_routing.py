@@ -37,18 +37,26 @@ def test_a_challenger_that_is_not_ready_hands_its_requests_to_the_champion():
 
 
 def test_the_champions_traffic_never_moves_to_the_challenger():
-    """A champion that is down answers 503 with Retry-After: a candidate is not what production promised."""
-    t = table(champion="down", challenger="ready")
-    rng = random.Random(0)
-    answered, refused = set(), 0
-    for i in range(400):
-        try:
-            answered.add(choose(t, f"user-{i}", rng).alias)
-        except Unavailable as error:
-            refused += 1
-            assert error.headers["Retry-After"] and "the champion cannot answer" in error.message
-    assert answered == {"challenger"}  # the challenger's own users only
-    assert 100 < refused < 300
+    """A champion that cannot serve answers 503 with Retry-After: a candidate is not what
+    production promised. One whose backend is being restarted keeps its requests (they wait)."""
+    for state, waits in (("failed", False), ("down", True)):
+        t = table(champion=state, challenger="ready")
+        if state == "failed":
+            t.variants["champion"].backend = Backend(version="1", url="http://champion")
+        rng = random.Random(0)
+        answered, refused = [], 0
+        for i in range(400):
+            try:
+                answered.append(choose(t, f"user-{i}", rng).alias)
+            except Unavailable as error:
+                refused += 1
+                assert error.headers["Retry-After"] and "the champion cannot answer" in error.message
+        to_challenger = answered.count("challenger")
+        assert 100 < to_challenger < 300  # the challenger's own users only, in either case
+        if waits:
+            assert refused == 0 and answered.count("champion") == 400 - to_challenger
+        else:
+            assert refused == 400 - to_challenger
 
 
 def test_a_variant_says_why_it_cannot_answer():

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from mnist_mlops.common.names import CHALLENGER, CHAMPION
 from mnist_mlops.registry import abtest, api
@@ -34,6 +35,8 @@ class Autopilot:
     gate: Gate
     shadow: bool = False
     last_report: abtest.Report | None = None
+    _analysed: float = float("-inf")  # monotonic time of last_report
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self) -> None:
         while True:
@@ -54,8 +57,16 @@ class Autopilot:
         report = await asyncio.to_thread(
             abtest.analyse, self.log_location, champion.version, challenger.version, 0.0, self.shadow, self.policy
         )
-        self.last_report = report
+        self.last_report, self._analysed = report, time.monotonic()
         return report
+
+    async def current(self, max_age: float = 5.0) -> abtest.Report | None:
+        """A recent analysis: reused for ``max_age`` seconds, so that reading it (``GET /abtest``)
+        costs the log little however often clients ask."""
+        async with self._lock:
+            if self.last_report is not None and time.monotonic() - self._analysed < max_age:
+                return self.last_report
+            return await self.analyse()
 
     async def check(self) -> abtest.Report | None:
         """Analyse, and carry out a decision to promote or roll back."""

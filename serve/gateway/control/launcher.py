@@ -1,13 +1,21 @@
-"""Backend processes: one scoring server per model version, on a free loopback port.
+"""Backend processes: one scoring server per model version, reachable only by this gateway.
 
-Two ways to start one (``--backend_mode``), both serving MLflow's scoring protocol for a registry
-model URI:
+Two ways to start one (``--backend_mode``), both serving MLflow's scoring protocol:
 
-- ``mlflow``: ``mlflow models serve -m models:/NAME/VERSION --env-manager local``, the way a user
-  starts it;
+- ``mlflow``: ``mlflow models serve -m <the version's files> --env-manager local``, the way a
+  user starts it;
 - ``warm``: forked from a warm pool that has imported everything already
   (``mnist_mlops.serve.warm_pool``), so a new version only loads its model; with several workers,
   MLflow's scoring app under uvicorn's workers (``python -m mnist_mlops.serve.backend``).
+
+What a backend is given, and what it is not (``docs/security.md``):
+
+- the model's files, fetched by the gateway into a private directory (mode 0700) of its own,
+  never the registry's address or credentials: a model's code cannot reach the registry;
+- a Unix socket in that directory to listen on (``unix:`` backend URLs), so only the gateway
+  can call it: nothing listens on a TCP port;
+- ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``: a version saved as a pickle is refused;
+- when the gateway runs as root, an unprivileged user (``control.privilege``).
 
 Backends given as URLs (``--backend alias=URL``) run elsewhere and are only health-checked.
 """
@@ -19,28 +27,28 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from mnist_mlops.common.cores import threads_each
+from mnist_mlops.serve.gateway.backend_http import unix_socket_path
+from mnist_mlops.serve.gateway.control.privilege import RunAs
 from mnist_mlops.serve.gateway.state import Backend
 from mnist_mlops.serve.model import THREADS_ENV
 
 logger = logging.getLogger(__name__)
 
 MODES = ("mlflow", "warm")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# What a backend's environment never carries: the registry's address and credentials, cloud keys.
+WITHHELD_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_")
+SOCKET_NAME = "backend.sock"
 
 
 class Spawned:
@@ -99,7 +107,11 @@ async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
     if not backend.alive():
         return False
     try:
-        return (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200
+        path = unix_socket_path(backend.url)
+        if path is None:
+            return (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as local:
+            return (await local.get("http://backend/ping", timeout=2.0)).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -134,14 +146,16 @@ async def stop(backend: Backend, grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(handle.pid, signal.SIGKILL)
         await handle.wait(grace)
+    if backend.workdir:
+        shutil.rmtree(backend.workdir, ignore_errors=True)
 
 
 class WarmPool:
     """The gateway's handle on a ``serve.warm_pool`` process: started once, asked for backends."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.socket = os.path.join(tempfile.mkdtemp(prefix="mnist-pool-"), "pool.sock")
+    def __init__(self, env: dict[str, str], directory: Path, run_as: RunAs | None = None) -> None:
+        self.env, self.run_as = env, run_as
+        self.socket = str(directory / "pool.sock")
         self.process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
@@ -156,20 +170,23 @@ class WarmPool:
                 "--socket",
                 self.socket,
                 env=self.env,
+                cwd=os.path.dirname(self.socket),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                **(self.run_as.popen_arguments() if self.run_as else {}),
             )
             line = await asyncio.wait_for(self.process.stdout.readline(), 120)
             if line.strip() != b"ready":
                 raise RuntimeError("the warm pool did not start")
             logger.info("warm pool ready (pid %d)", self.process.pid)
 
-    async def fork(self, model_uri: str, port: int, log: str | None, env: dict[str, str] | None = None) -> Forked:
-        """A backend forked from the pool, with ``env`` added to the pool's environment."""
+    async def fork(self, model_path: str, uds: str, log: str | None, env: dict[str, str] | None = None) -> Forked:
+        """A backend forked from the pool, serving ``model_path`` on the Unix socket ``uds``,
+        with ``env`` added to the pool's environment."""
         await self.ensure_started()
         reader, writer = await asyncio.open_unix_connection(self.socket)
-        request = {"model_uri": model_uri, "host": "127.0.0.1", "port": port, "log": log, "env": env or {}}
+        request = {"model_uri": model_path, "uds": uds, "log": log, "env": env or {}}
         writer.write((json.dumps(request) + "\n").encode())
         await writer.drain()
         answer = json.loads(await asyncio.wait_for(reader.readline(), 30))
@@ -186,7 +203,7 @@ class WarmPool:
 
 @dataclass
 class Launcher:
-    """How backends are started: the command, the environment, where their output goes."""
+    """How backends are started: the command, the environment, the user, where output goes."""
 
     model_name: str
     tracking_uri: str
@@ -197,7 +214,10 @@ class Launcher:
     """Torch threads in each backend process started from now on (``THREADS_ENV``), unless the
     caller's environment chooses; None: torch's default. Kept at the share of the cores by
     ``share_cores``."""
+    run_as: RunAs | None = None
+    """The unprivileged user backends run as (``control.privilege``); None: the gateway's own."""
     pool: WarmPool | None = None
+    directory: Path | None = None  # the private directory of this gateway's backends, made on first use
 
     def share_cores(self, backends: int) -> None:
         """Give the backends started from now on their share of the cores, for ``backends``
@@ -216,8 +236,7 @@ class Launcher:
             return {THREADS_ENV: str(self.torch_threads)}
         return {}
 
-    def command(self, version: str, port: int) -> list[str]:
-        uri = f"models:/{self.model_name}/{version}"
+    def command(self, model_path: str) -> list[str]:
         # A warm pool forks one interpreter per backend; several workers need their own processes.
         if self.mode == "warm":
             return [
@@ -225,55 +244,112 @@ class Launcher:
                 "-m",
                 "mnist_mlops.serve.backend",
                 "--model_uri",
-                uri,
-                "--port",
-                str(port),
+                model_path,
+                "--uds",
+                str(Path(model_path).parent / SOCKET_NAME),
                 "--workers",
                 str(self.workers),
             ]
-        command = ["mlflow", "models", "serve", "-m", uri, "-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"]
+        # `mlflow models serve` runs uvicorn's command line, which reads UVICORN_UDS (environment()).
+        command = ["mlflow", "models", "serve", "-m", model_path, "-h", "127.0.0.1", "--env-manager", "local"]
         return command + (["-w", str(self.workers)] if self.workers > 1 else [])
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+    def environment(self, workdir: Path | None = None) -> dict[str, str]:
+        """A backend's environment: the gateway's, without the registry's address or any
+        credentials, with pickled models refused."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith(WITHHELD_PREFIXES)}
         # The venv's tools first: `mlflow models serve` runs `uvicorn` from PATH.
         env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
-        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
         env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        if workdir is not None:
+            env["HOME"] = str(workdir)  # an unprivileged user may have none; caches land here
+            env["UVICORN_UDS"] = str(workdir / SOCKET_NAME)
         env.update(self.thread_share())
         return env
 
-    def _log_path(self, version: str, port: int) -> str | None:
+    def private_directory(self) -> Path:
+        """This gateway's backends' directory: mode 0700, owned by the backends' user."""
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="mnist-backends-"))
+            self._give(self.directory)
+        return self.directory
+
+    def _give(self, path: Path) -> None:
+        """Hand ``path`` (and what is under it) to the backends' user."""
+        if self.run_as is None:
+            return
+        for root, directories, files in os.walk(path):
+            os.chown(root, self.run_as.uid, self.run_as.gid)
+            for name in directories + files:
+                os.chown(os.path.join(root, name), self.run_as.uid, self.run_as.gid, follow_symlinks=False)
+
+    async def fetch(self, version: str) -> Path:
+        """The version's model files, in a new directory of the private directory (its workdir)."""
+        from mlflow.artifacts import download_artifacts
+
+        workdir = Path(tempfile.mkdtemp(prefix=f"v{version}-", dir=self.private_directory()))
+        try:
+            local = await asyncio.to_thread(
+                download_artifacts,
+                artifact_uri=f"models:/{self.model_name}/{version}",
+                dst_path=str(workdir / "model-files"),
+                tracking_uri=self.tracking_uri,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        (workdir / "model").symlink_to(local)
+        self._give(workdir)
+        return workdir
+
+    def _log_path(self, version: str) -> str | None:
         if not self.log_dir:
             return None
         os.makedirs(self.log_dir, exist_ok=True)
-        return os.path.join(self.log_dir, f"backend-v{version}-{port}.log")
+        path = os.path.join(self.log_dir, f"backend-v{version}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+        with open(path, "ab"):
+            pass
+        if self.run_as is not None:  # the warm pool's child opens it as the backends' user
+            os.chown(path, self.run_as.uid, self.run_as.gid)
+        return path
 
     async def start(self, version: str) -> Backend:
-        port = free_port()
-        log = self._log_path(version, port)
-        if self.mode == "warm" and self.workers == 1:
-            if self.pool is None:
-                self.pool = WarmPool(self.environment())
-            # The pool's environment is the one of its first backend: the share of now travels with the fork.
-            handle = await self.pool.fork(f"models:/{self.model_name}/{version}", port, log, self.thread_share())
-        else:
-            output = open(log, "ab") if log else asyncio.subprocess.DEVNULL  # noqa: SIM115 - closed below
-            process = await asyncio.create_subprocess_exec(
-                *self.command(version, port),
-                env=self.environment(),
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-            if log:
-                output.close()
-            handle = Spawned(process)
+        workdir = await self.fetch(version)
+        model_path = str(workdir / "model")
+        log = self._log_path(version)
+        try:
+            if self.mode == "warm" and self.workers == 1:
+                if self.pool is None:
+                    self.pool = WarmPool(self.environment(), self.private_directory(), self.run_as)
+                # The pool's environment is the one of its first backend: the share of now travels with the fork.
+                env = self.thread_share() | {"HOME": str(workdir)}
+                handle = await self.pool.fork(model_path, str(workdir / SOCKET_NAME), log, env)
+            else:
+                output = open(log, "ab") if log else asyncio.subprocess.DEVNULL  # noqa: SIM115 - closed below
+                process = await asyncio.create_subprocess_exec(
+                    *self.command(model_path),
+                    env=self.environment(workdir),
+                    cwd=workdir,
+                    stdout=output,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    **(self.run_as.popen_arguments() if self.run_as else {}),
+                )
+                if log:
+                    output.close()
+                handle = Spawned(process)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        user = self.run_as.name if self.run_as else "the gateway's user"
         logger.info(
-            "started backend for %s v%s on port %d (pid %d, %s)", self.model_name, version, port, handle.pid, self.mode
+            "started backend for %s v%s (pid %d, %s, as %s)", self.model_name, version, handle.pid, self.mode, user
         )
-        return Backend(version=version, url=f"http://127.0.0.1:{port}", handle=handle)
+        return Backend(version=version, url=f"unix:{workdir / SOCKET_NAME}", handle=handle, workdir=str(workdir))
 
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.stop()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -4,7 +4,8 @@ registry.
 ``VariantPool`` owns the ``state.Table`` the data plane routes by. ``configure`` sets the split;
 ``sync`` brings every variant in line with the versions its alias names in the registry: a new
 version is started, gets traffic once it answers, and the old backend is retired after its
-requests in flight have finished; a backend that died is restarted.
+requests in flight have finished. ``watch`` restarts a backend within a fraction of a second of
+its death (or of the data plane failing to reach it), not at the next read of the registry.
 """
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ class VariantPool:
             if variant.backend is None:
                 variant.state, variant.last_error = "absent", reason
 
+    async def watch(self, interval: float = 0.2) -> None:
+        """Restart, at once, each backend started here that died or that the data plane could not
+        reach and that no longer answers ``/ping``. (A restart that failed is tried again at the
+        next read of the registry, ``_sync_variant``, not in a tight loop here.)"""
+        while True:
+            await asyncio.sleep(interval)
+            for variant in list(self.variants.values()):
+                backend = variant.backend
+                if backend is None or backend.handle is None or variant.state != "ready":
+                    continue
+                if not backend.alive():
+                    self.spawn(self._restart(variant))
+                elif backend.failed:
+                    backend.failed = False
+                    if not await launcher.healthy(backend, self.client):
+                        self.spawn(self._restart(variant))
+
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
         variant.in_registry = version is not None
         if version is None:
@@ -83,7 +101,8 @@ class VariantPool:
                 variant.state = "absent"
             return
         if variant.backend is not None and not variant.backend.alive():
-            await self._restart(variant)
+            if variant.state != "down":  # not already being restarted
+                await self._restart(variant)
             return
         wanted_new = version != variant.version
         if not wanted_new or version in (variant.pending_version, variant.failed_version):
@@ -127,6 +146,8 @@ class VariantPool:
     async def _restart(self, variant: Variant) -> None:
         """A backend died: restart the same version (meanwhile the data plane's fallback rules hold)."""
         dead = variant.backend
+        if dead is None or variant.state == "down":
+            return
         variant.state = "down"
         variant.last_error = f"backend for v{dead.version} {dead.exit_status()}; restarting"
         variant.restarts += 1
@@ -137,8 +158,13 @@ class VariantPool:
             backend = await self._start(variant, dead.version)
         except Exception as exc:
             variant.last_error = f"restart of v{dead.version} failed: {exc}"
+            variant.state = "failed"  # the next read of the registry tries again
+            return
+        if variant.backend is not dead:  # the alias moved meanwhile: the new version's backend serves
+            self.spawn(self._retire(backend))
             return
         variant.backend, variant.state, variant.last_error = backend, "ready", None
+        logger.info("alias %s: backend for v%s restarted", variant.alias, dead.version)
 
     async def _retire(self, backend: Backend) -> None:
         await launcher.drain(backend, self.drain_timeout)

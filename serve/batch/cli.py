@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pandas engine: scoring processes, each with the model loaded once; 0 (default) means one per "
         "core, 1 scores in this process",
     )
+    add_option(
+        parser,
+        "allow_paths_outside",
+        action="store_true",
+        help="a table's image paths may name files outside the table's folder (default: error rows)",
+    )
     add_option(parser, "watch", type=path_text, default=None, help="watch this folder and score each new file once")
     add_option(
         parser, "poll_seconds", type=positive_float, default=1.0, help="watch mode: how often to look (default 1)"
@@ -178,9 +184,12 @@ def run(args, stop: threading.Event) -> int:
                 args.env_manager,
                 fmt,
                 overwrite=args.overwrite,
+                paths_outside=args.allow_paths_outside,
             )
         else:
-            summary = pandas_engine.run(scoring, input_path, output, fmt, args.chunk_rows, args.workers)
+            summary = pandas_engine.run(
+                scoring, input_path, output, fmt, args.chunk_rows, args.workers, args.allow_paths_outside
+            )
     print(json.dumps(summary.to_dict()) if args.json else summary.line())
     log_to_active_run(summary, scoring, uri)
     if summary.scored == 0 and not args.watch:

@@ -50,11 +50,13 @@ def run(
     fmt: str = "parquet",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     workers: int = 0,
+    paths_outside: bool = False,
 ) -> Summary:
-    """Score ``input_path`` into ``output``; ``workers`` 0 means one per core."""
+    """Score ``input_path`` into ``output``; ``workers`` 0 means one per core; ``paths_outside``:
+    a table's image paths may lead outside its folder."""
     started = time.time()
     workers = workers or default_workers()
-    source = open_source(input_path)
+    source = open_source(input_path, paths_outside)
     staging = Path(tempfile.mkdtemp(prefix="mnist-batch-model-"))
     try:
         if workers == 1:

@@ -8,6 +8,7 @@ one chunk is in memory at a time, so the size of the input does not bound the jo
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ COLUMNS = ("id", "image", "pixels", "read_error")
 MAX_CHUNK_BYTES = 64 * 1024 * 1024  # a chunk closes early when its encoded images reach this size
 # Text in a table's image column shorter than this may be a path, and is then the row's id.
 MAX_ID_CHARS = 4096
-_READ_ONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # binary on Windows; looked up once (a miss costs 1 us)
+# Binary on Windows; non-blocking so that opening a FIFO named like an image cannot hang the job
+# (it is then refused as not a regular file). Looked up once (a miss costs 1 us).
+_READ_ONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def source_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -44,13 +47,16 @@ def image_files(root: str | os.PathLike, prefix: str = "") -> Iterator[tuple[str
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from image_files(entry.path, f"{prefix}{entry.name}/")
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and not entry.is_dir():
+            # Not only regular files: a FIFO or a dangling link named like an image is listed and
+            # becomes an error row (``read_file``), not silently skipped.
             yield prefix + entry.name, entry.path
 
 
 def read_file(path: str | Path) -> tuple[bytes | None, str | None]:
     """(the file's bytes, None), or (None, why it cannot be scored). A file larger than the model
-    accepts is not read: one huge file must not fill the job's memory.
+    accepts is not read: one huge file must not fill the job's memory; nor is anything but a
+    regular file (a FIFO or a device would block or never end).
 
     ``os`` calls, not a file object: on a small image, setting up even an unbuffered ``FileIO``
     cost about half as much again as the reading itself.
@@ -58,7 +64,10 @@ def read_file(path: str | Path) -> tuple[bytes | None, str | None]:
     try:
         fd = os.open(path, _READ_ONLY)
         try:
-            size = os.fstat(fd).st_size
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                return None, f"cannot read {os.path.basename(path)}: not a regular file (a folder, FIFO or device)"
+            size = status.st_size
             data = _read_to_end(fd, size) if size <= MAX_ENCODED_BYTES else None
         finally:
             os.close(fd)
@@ -113,22 +122,33 @@ class ImageFilesSource:
             yield source_frame(batch)
 
 
-def image_cell(value: object, base: Path) -> tuple[object, str | None]:
+def image_cell(value: object, base: Path, paths_outside: bool = False) -> tuple[object, str | None]:
     """A table's image cell: bytes pass through, a path is read (relative to ``base``, the table's
-    folder), other text is base64 for the model. (the bytes or text, None) or (None, why not)."""
+    folder), other text is base64 for the model. (the bytes or text, None) or (None, why not).
+
+    A path must lead (symbolic links followed) to a file under ``base`` unless ``paths_outside``:
+    whoever writes a table must not make the job read ``/etc/shadow`` or another team's files.
+    """
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None, None
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), None
     if isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES and len(value) < MAX_ID_CHARS:
         path = Path(value) if Path(value).is_absolute() else base / value
+        if not paths_outside and not _inside(path, base):
+            return None, f"{value} is outside the table's folder {base}; pass --allow_paths_outside to read it"
         return read_file(path)
     return value, None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.realpath(path).startswith(os.path.join(os.path.realpath(folder), ""))
 
 
 @dataclass(frozen=True)
 class TableSource:
     path: Path
+    paths_outside: bool = False  # image paths may lead outside the table's folder (``image_cell``)
 
     def count(self) -> int | None:
         if self.path.suffix.lower() == ".csv":
@@ -159,7 +179,7 @@ class TableSource:
             pixels = raw["pixels"] if "pixels" in raw.columns else [None] * len(raw)
             out = []
             for row_id, image, pixel_row in zip(ids, images, pixels, strict=True):
-                data, error = image_cell(image, self.path.parent)
+                data, error = image_cell(image, self.path.parent, self.paths_outside)
                 out.append((row_id, data, pixel_row if data is None else None, error))
             offset += len(raw)
             yield source_frame(out)
@@ -227,7 +247,7 @@ def nothing_to_score(folder: Path) -> str | None:
     )
 
 
-def open_source(path: Path) -> ImageFilesSource | TableSource | IdxSource:
+def open_source(path: Path, paths_outside: bool = False) -> ImageFilesSource | TableSource | IdxSource:
     """The right source for ``path``: a folder, one image file, a .parquet/.csv table, or an IDX
     images file."""
     if not path.exists():
@@ -241,7 +261,7 @@ def open_source(path: Path) -> ImageFilesSource | TableSource | IdxSource:
     if path.suffix.lower() in IMAGE_SUFFIXES:  # one image, picked by its suffix as a folder's are
         return ImageFilesSource(path)
     if path.suffix.lower() in TABLE_SUFFIXES:
-        return TableSource(path)
+        return TableSource(path, paths_outside)
     if path.name.endswith("idx3-ubyte"):
         return IdxSource(path)
     raise BatchError(

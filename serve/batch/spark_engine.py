@@ -122,12 +122,12 @@ def literal_path(path: Path) -> str:
     return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
 
 
-def read_input(spark, input_path: Path):
+def read_input(spark, input_path: Path, paths_outside: bool = False):
     """A DataFrame with ``id``, ``image`` (binary) or ``pixels`` (array<double>) and ``read_error``,
     and for image files the ``binaryFile`` DataFrame it was listed with (None for other inputs)."""
     from pyspark.sql import functions as F
 
-    source = open_source(input_path)
+    source = open_source(input_path, paths_outside)
     if isinstance(source, IdxSource):
         frames = [
             chunk[["id", "pixels"]].assign(pixels=lambda f: f["pixels"].map(lambda p: p.astype(float).tolist()))
@@ -136,7 +136,7 @@ def read_input(spark, input_path: Path):
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"id": [], "pixels": []})
         return spark.createDataFrame(frame).withColumn("read_error", F.lit(None).cast("string")), None
     if isinstance(source, TableSource):
-        return _read_table(spark, source.path), None
+        return _read_table(spark, source.path, paths_outside), None
     folder = listing_root(input_path)
     files = (
         spark.read.format("binaryFile")
@@ -189,7 +189,7 @@ def unread_files(spark, files, folder: Path, written: Path, fmt: str, rows: int)
     return [(i, read_file(folder / i)[1] or f"cannot read {Path(i).name}: {gone}") for i in missing]
 
 
-def _read_table(spark, path: Path):
+def _read_table(spark, path: Path, paths_outside: bool = False):
     """A table's rows as the pandas engine reads them (``sources.TableSource``): the same ids, and
     a path in the image column read from the file it names, on the executors."""
     from pyspark.sql import functions as F
@@ -211,7 +211,7 @@ def _read_table(spark, path: Path):
     else:
         table = table.withColumn("id", F.col(id_column).cast("string"))
     if text:
-        table = table.withColumn("cell", _image_cells(str(path.parent.resolve()))("image"))
+        table = table.withColumn("cell", _image_cells(str(path.parent.resolve()), paths_outside)("image"))
         table = table.withColumn("image", F.col("cell.image")).withColumn("read_error", F.col("cell.read_error"))
     else:
         table = table.withColumn("read_error", F.lit(None).cast("string"))
@@ -219,14 +219,14 @@ def _read_table(spark, path: Path):
     return table.select(*columns)
 
 
-def _image_cells(base: str):
+def _image_cells(base: str, paths_outside: bool):
     """A pandas UDF over a table's text image column: ``image_cell_reader``'s answers."""
     from pyspark.sql.functions import pandas_udf
 
-    return pandas_udf(image_cell_reader(base), "image string, read_error string")
+    return pandas_udf(image_cell_reader(base, paths_outside), "image string, read_error string")
 
 
-def image_cell_reader(base: str):
+def image_cell_reader(base: str, paths_outside: bool = False):
     """A function over a table's text image cells, each read as the pandas engine reads it
     (``sources.image_cell``, relative to the folder ``base``): a path becomes its file's bytes,
     base64-encoded as the model takes text, or an error; other text passes as it is.
@@ -244,7 +244,7 @@ def image_cell_reader(base: str):
         cloudpickle.register_pickle_by_value(module)
 
     def cells(values: pd.Series) -> pd.DataFrame:
-        read = [image_cell(value, Path(base)) for value in values]
+        read = [image_cell(value, Path(base), paths_outside) for value in values]
         images = [base64.b64encode(data).decode("ascii") if isinstance(data, bytes) else data for data, _ in read]
         return pd.DataFrame({"image": images, "read_error": [error for _, error in read]})
 
@@ -319,6 +319,7 @@ def run(
     fmt: str = "parquet",
     torch_threads: int = 1,
     overwrite: bool = False,
+    paths_outside: bool = False,
 ) -> Summary:
     import mlflow
     from pyspark.sql import functions as F
@@ -340,7 +341,7 @@ def run(
         raise cannot_load(scoring.uri, exc) from None
     warm_up(spark, udf, scoring.uri)
     summary = Summary(engine=f"spark {master}", model_uri=scoring.uri, startup_seconds=time.perf_counter() - started)
-    frame, files = read_input(spark, input_path)
+    frame, files = read_input(spark, input_path, paths_outside)
     inputs = [c for c in ("image", "pixels") if c in frame.columns]
     result = frame.withColumn("r", udf(F.struct(*inputs)))
     label = F.when(F.isnan("r.label"), F.lit(None)).otherwise(F.col("r.label").cast("long"))

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mnist_mlops.common.names import CHAMPION
+
 
 class ProcessHandle(Protocol):
     """A backend process the control plane started (``control.launcher``)."""
@@ -34,6 +36,7 @@ class Backend:
     in_flight: int = 0  # requests being answered by this backend right now
     workdir: str | None = None  # its private directory (model files, socket), removed when it stops
     failed: bool = False  # the data plane could not reach it: the control plane checks it at once
+    log: str | None = None  # the file its output goes to (``--log_dir``), read for why it died
 
     @property
     def pid(self) -> int | None:
@@ -112,8 +115,14 @@ class Table:
         return self.variants.get(alias) if alias else None
 
     def is_ready(self) -> bool:
-        """Every variant that takes live traffic (weight above 0) has a ready backend."""
-        return all(v.ready for v in self.variants.values() if v.weight > 0 and v.in_registry)
+        """Every variant that takes live traffic (weight above 0) has a ready backend, or, for
+        another alias than the champion, has failed to start: its share goes to the champion
+        (``routing``) until a new version of it is registered, so the gateway answers everything."""
+        return all(
+            v.ready or (v.alias != CHAMPION and v.state == "failed")
+            for v in self.variants.values()
+            if v.weight > 0 and v.in_registry
+        )
 
     def describe(self, detailed: bool = True) -> list[dict]:
         return [variant.describe(detailed) for variant in self.variants.values()]

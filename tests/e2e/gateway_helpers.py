@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from mnist_mlops.serve.gateway.auth import new_key_entry
+from mnist_mlops.serve.gateway.limits import Limits
 from tests.helpers import free_port, start_process, stop_process, subprocess_env, wait_for_http
 
 PIXELS = {
@@ -32,6 +33,7 @@ class RunningGateway:
     predict_key: str
     admin_key: str
     uri: str
+    keys: dict[str, str]  # name -> key: every key in its keys file (``write_keys``)
 
     def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.predict_key}", **extra}
@@ -73,26 +75,56 @@ def two_version_store(trained_store, directory: Path) -> str:
     return uri
 
 
+def store_with(trained_store, directory, champion, challenger) -> str:
+    """A store whose champion and challenger are the given real models ("tiny" or "weak"/LoggedModel)."""
+    uri = trained_store.copy_to(directory)
+    client = MlflowClient(uri, uri)
+    sources = {}
+    for alias, model in (("champion", champion), ("challenger", challenger)):
+        source = model_location(client) if model == "tiny" else model.source
+        version = str(client.create_model_version("mnist-cnn", source).version)
+        client.set_registered_model_alias("mnist-cnn", alias, version)
+        sources[alias] = version
+    return uri
+
+
 def model_location(client: MlflowClient) -> str:
     """Where v1's model files are: a source a new version can be registered from."""
     v1 = client.get_model_version("mnist-cnn", "1")
     return client.get_logged_model(v1.model_id or v1.source.removeprefix("models:/")).artifact_location
 
 
-def write_keys(directory: Path) -> tuple[Path, str, str]:
-    predict, predict_entry = new_key_entry("svc-predict", "predict")
-    admin, admin_entry = new_key_entry("ops-admin", "admin")
-    path = directory / "keys.toml"
-    path.write_text(predict_entry + admin_entry)
-    return path, predict, admin
+KEYS = {
+    "svc-predict": ("predict", None),
+    "ops-admin": ("admin", None),
+    "other-client": ("predict", None),  # a second client, for what one key must not do to another's
+    "ground-truth": ("labeler", None),
+    "throttled": ("predict", Limits(rate_per_minute=3)),  # a burst of 3, then one request per 20 s
+}
+
+
+def write_keys(directory: Path) -> tuple[Path, dict[str, str]]:
+    """A keys file holding ``KEYS``; (its path, name -> key)."""
+    path, keys, entries = directory / "keys.toml", {}, ""
+    for name, (role, limits) in KEYS.items():
+        keys[name], entry = new_key_entry(name, role, limits)
+        entries += entry
+    path.write_text(entries)
+    return path, keys
 
 
 def start_gateway(
-    uri: str, directory: Path, *extra: str, scheme: str = "http", verify=True, unset: tuple[str, ...] = ()
+    uri: str,
+    directory: Path,
+    *extra: str,
+    scheme: str = "http",
+    verify=True,
+    unset: tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
 ) -> RunningGateway:
     """A gateway process on a free port, ready; ``unset`` names variables of the suite's environment
-    it does not inherit."""
-    keys, predict, admin = write_keys(directory)
+    it does not inherit, ``environment`` adds some."""
+    keys_file, keys = write_keys(directory)
     port = free_port()
     log = directory / f"gateway-{port}.log"
     process = start_process(
@@ -101,7 +133,7 @@ def start_gateway(
             "-m",
             "mnist_mlops.serve.gateway",
             "--api_keys",
-            str(keys),
+            str(keys_file),
             "--port",
             str(port),
             "--log_dir",
@@ -112,7 +144,7 @@ def start_gateway(
             "root",
             *extra,
         ],
-        {name: value for name, value in subprocess_env(uri).items() if name not in unset},
+        {name: value for name, value in subprocess_env(uri).items() if name not in unset} | (environment or {}),
         log,
         cwd=directory,  # where its relative defaults (the inference log) land, not the checkout
     )
@@ -122,7 +154,7 @@ def start_gateway(
     except Exception:
         stop_process(process)
         raise AssertionError(log.read_text()[-4000:]) from None
-    return RunningGateway(url, process, log, predict, admin, uri)
+    return RunningGateway(url, process, log, keys["svc-predict"], keys["ops-admin"], uri, keys)
 
 
 def _wait_tls(url: str, verify, process) -> None:

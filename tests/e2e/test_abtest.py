@@ -19,23 +19,10 @@ from mlflow import MlflowClient
 from mnist_mlops.common.cores import threads_each
 from mnist_mlops.registry.history import read as read_history
 from mnist_mlops.serve.model import THREADS_ENV
-from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway
+from tests.e2e.gateway_helpers import PIXELS, start_gateway, store_with
 from tests.helpers import PROJECT_ROOT, subprocess_env
 
 FAST = ["--backend_mode", "warm", "--poll_interval", "1"]
-
-
-def store_with(trained_store, directory, champion, challenger) -> str:
-    """A store whose champion and challenger are the given real models ("tiny" or "weak"/LoggedModel)."""
-    uri = trained_store.copy_to(directory)
-    client = MlflowClient(uri, uri)
-    sources = {}
-    for alias, model in (("champion", champion), ("challenger", challenger)):
-        source = model_location(client) if model == "tiny" else model.source
-        version = str(client.create_model_version("mnist-cnn", source).version)
-        client.set_registered_model_alias("mnist-cnn", alias, version)
-        sources[alias] = version
-    return uri
 
 
 def replay(gateway, count: int, offset: int = 0, feedback: float = 1.0) -> dict:

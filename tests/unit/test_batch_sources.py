@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from mnist_mlops.serve.batch.sources import ImageFilesSource, read_file
+from mnist_mlops.serve.batch.sources import ImageFilesSource, TableSource, read_file
 from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES
 
 
@@ -104,3 +104,28 @@ def test_spark_reads_a_tables_paths_with_code_that_travels_by_value(tmp_path):
         None,
         None,
     ]
+
+
+def test_a_fifo_named_like_an_image_is_an_error_row_not_a_hang(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes; the job must not wait for one."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "a.png").write_bytes(b"ay")
+    rows = pd.concat(ImageFilesSource(tmp_path).chunks(10))
+    assert list(rows["id"]) == ["a.png", "pipe.png"]
+    assert rows["read_error"].iloc[1] == "cannot read pipe.png: not a regular file (a folder, FIFO or device)"
+
+
+def test_a_tables_paths_stay_inside_its_folder_unless_allowed(tmp_path):
+    table_folder, elsewhere = tmp_path / "table", tmp_path / "private"
+    table_folder.mkdir(), elsewhere.mkdir()
+    (table_folder / "in.png").write_bytes(b"inside")
+    (elsewhere / "secret.png").write_bytes(b"secret")
+    (table_folder / "link.png").symlink_to(elsewhere / "secret.png")
+    cells = ["in.png", "../private/secret.png", str(elsewhere / "secret.png"), "link.png"]
+    pd.DataFrame({"image": cells}).to_csv(table_folder / "t.csv", index=False)
+
+    confined = pd.concat(TableSource(table_folder / "t.csv").chunks(10))
+    assert list(confined["image"]) == [b"inside", None, None, None]
+    assert all("outside the table's folder" in e and "--allow_paths_outside" in e for e in confined["read_error"][1:])
+    allowed = pd.concat(TableSource(table_folder / "t.csv", paths_outside=True).chunks(10))
+    assert list(allowed["image"]) == [b"inside", b"secret", b"secret", b"secret"]

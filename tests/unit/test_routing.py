@@ -83,3 +83,13 @@ def test_an_alias_gone_from_the_registry_takes_no_traffic():
     t.variants["champion"].last_error = "alias 'champion' is not set in the registry"
     with pytest.raises(Unavailable, match="no alias of the split can take traffic: alias 'champion' is not set"):
         choose(t, None, random.Random(0))
+
+
+def test_the_gateway_is_ready_when_it_can_answer_every_request():
+    """A challenger still starting holds readiness (the split is not in effect yet); one that
+    failed to start does not (the champion answers its share); the champion always does."""
+    assert table(champion="ready", challenger="ready").is_ready()
+    assert not table(champion="ready", challenger="starting").is_ready()
+    assert table(champion="ready", challenger="failed").is_ready()
+    assert not table(champion="failed", challenger="ready").is_ready()
+    assert not table(champion="down", challenger="ready").is_ready()

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -116,11 +117,32 @@ async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
         return False
 
 
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
+
+
+def last_error_line(log: str | None, tail_bytes: int = 65_536) -> str | None:
+    """The last exception line (``SomeError: why``) a backend wrote to ``log`` before it died,
+    shortened: what an operator needs in ``/variants`` without opening the file."""
+    if not log:
+        return None
+    try:
+        with open(log, "rb") as file:
+            file.seek(max(0, os.path.getsize(log) - tail_bytes))
+            lines = file.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = next((line.strip() for line in reversed(lines) if ERROR_LINE.match(line.strip())), None)
+    return found[:400] if found else None
+
+
 async def wait_healthy(backend: Backend, client: httpx.AsyncClient, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not backend.alive():
-            raise RuntimeError(f"backend for v{backend.version} {backend.exit_status()}")
+            cause = last_error_line(backend.log)
+            raise RuntimeError(
+                f"backend for v{backend.version} {backend.exit_status()}" + (f": {cause}" if cause else "")
+            )
         if await healthy(backend, client):
             return
         await asyncio.sleep(0.05)
@@ -265,6 +287,8 @@ class Launcher:
         if workdir is not None:
             env["HOME"] = str(workdir)  # an unprivileged user may have none; caches land here
             env["UVICORN_UDS"] = str(workdir / SOCKET_NAME)
+            # The gateway logs every request; the backend's own access lines would only fill its log.
+            env["UVICORN_ACCESS_LOG"] = "false"
         env.update(self.thread_share())
         return env
 
@@ -303,11 +327,14 @@ class Launcher:
         self._give(workdir)
         return workdir
 
-    def _log_path(self, version: str) -> str | None:
+    def _log_path(self, version: str, workdir: Path) -> str:
+        """Where the backend's output goes: a file in ``--log_dir`` that outlives it, else one in
+        its private directory (gone with it), read for the cause when it dies at start."""
         if not self.log_dir:
-            return None
-        os.makedirs(self.log_dir, exist_ok=True)
-        path = os.path.join(self.log_dir, f"backend-v{version}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+            path = str(workdir / "backend.log")
+        else:
+            os.makedirs(self.log_dir, exist_ok=True)
+            path = os.path.join(self.log_dir, f"backend-v{version}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
         with open(path, "ab"):
             pass
         if self.run_as is not None:  # the warm pool's child opens it as the backends' user
@@ -317,7 +344,7 @@ class Launcher:
     async def start(self, version: str) -> Backend:
         workdir = await self.fetch(version)
         model_path = str(workdir / "model")
-        log = self._log_path(version)
+        log = self._log_path(version, workdir)
         try:
             if self.mode == "warm" and self.workers == 1:
                 if self.pool is None:
@@ -326,7 +353,7 @@ class Launcher:
                 env = self.thread_share() | {"HOME": str(workdir)}
                 handle = await self.pool.fork(model_path, str(workdir / SOCKET_NAME), log, env)
             else:
-                output = open(log, "ab") if log else asyncio.subprocess.DEVNULL  # noqa: SIM115 - closed below
+                output = open(log, "ab")  # noqa: SIM115 - closed below
                 process = await asyncio.create_subprocess_exec(
                     *self.command(model_path),
                     env=self.environment(workdir),
@@ -336,8 +363,7 @@ class Launcher:
                     start_new_session=True,
                     **(self.run_as.popen_arguments() if self.run_as else {}),
                 )
-                if log:
-                    output.close()
+                output.close()
                 handle = Spawned(process)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -346,7 +372,9 @@ class Launcher:
         logger.info(
             "started backend for %s v%s (pid %d, %s, as %s)", self.model_name, version, handle.pid, self.mode, user
         )
-        return Backend(version=version, url=f"unix:{workdir / SOCKET_NAME}", handle=handle, workdir=str(workdir))
+        return Backend(
+            version=version, url=f"unix:{workdir / SOCKET_NAME}", handle=handle, workdir=str(workdir), log=log
+        )
 
     async def close(self) -> None:
         if self.pool is not None:

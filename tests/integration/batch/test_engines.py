@@ -4,6 +4,7 @@ Spark give the same rows for folders, single files, tables and IDX files."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 import textwrap
@@ -204,8 +205,8 @@ def test_a_file_deleted_after_spark_listed_the_folder_is_an_error_row_not_a_fail
 
         listed_by_spark = spark_engine.read_input
 
-        def read_input_then_delete(spark, input_path):
-            answer = listed_by_spark(spark, input_path)
+        def read_input_then_delete(spark, input_path, *rest):
+            answer = listed_by_spark(spark, input_path, *rest)
             os.remove({str(victim)!r})
             return answer
 
@@ -233,3 +234,53 @@ def test_a_file_deleted_after_spark_listed_the_folder_is_an_error_row_not_a_fail
     assert errors["sub dir/digit-01.png"] == "cannot read digit-01.png: No such file or directory"
     assert errors.drop("sub dir/digit-01.png").isna().all()
     assert set(rows["model_version"].astype(str)) == {"1"}
+
+
+@pytest.mark.parametrize(
+    "engine", [["--workers", "1"], ["--engine", "spark", "--master", "local[1]"]], ids=["pandas", "spark"]
+)
+def test_a_table_cannot_make_the_job_read_outside_its_folder_nor_hang_it_on_a_fifo(store_uri, digits, tmp_path, engine):
+    """Whoever writes a table chooses the paths the job opens: they stay in the table's folder
+    (``--allow_paths_outside`` to widen), and a FIFO named like an image is an error row, where
+    before the job waited on it for ever."""
+    images, _ = digits
+    table_folder, elsewhere = tmp_path / "table", tmp_path / "private"
+    table_folder.mkdir(), elsewhere.mkdir()
+    (table_folder / "mine.png").write_bytes(png_bytes(images[0]))
+    (elsewhere / "theirs.png").write_bytes(png_bytes(images[1]))
+    os.mkfifo(table_folder / "pipe.png")
+    cells = ["mine.png", "../private/theirs.png", str(elsewhere / "theirs.png"), "pipe.png"]
+    pd.DataFrame({"image": cells}).to_parquet(table_folder / "t.parquet")
+
+    confined = tmp_path / "confined"
+    result = batch(store_uri, *engine, "--input", str(table_folder / "t.parquet"), "--output", str(confined))
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = pd.read_parquet(confined).set_index("id")["error"]
+    assert pd.isna(errors["mine.png"])
+    for outside in cells[1:3]:
+        assert "outside the table's folder" in errors[outside] and "--allow_paths_outside" in errors[outside]
+    assert errors["pipe.png"] == "cannot read pipe.png: not a regular file (a folder, FIFO or device)"
+
+    allowed = tmp_path / "allowed"
+    result = batch(
+        store_uri,
+        *engine,
+        "--input",
+        str(table_folder / "t.parquet"),
+        "--output",
+        str(allowed),
+        "--allow_paths_outside",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = pd.read_parquet(allowed).set_index("id")
+    assert (
+        rows.loc[cells[1:3], "error"].isna().all()
+        and (rows.loc[cells[1:3], "label"] == expected_label(digits, "digit-01")).all()
+    )
+    # The same folder as the input: the FIFO listed with the images is an error row there too.
+    folder_scores = tmp_path / "folder"
+    result = batch(store_uri, *engine, "--input", str(table_folder), "--output", str(folder_scores))
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = pd.read_parquet(folder_scores).set_index("id")["error"]
+    assert pd.isna(errors["mine.png"])
+    assert errors["pipe.png"] == "cannot read pipe.png: not a regular file (a folder, FIFO or device)"

@@ -8,6 +8,7 @@ their options, and ``--help`` should not wait a second for MLflow.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,24 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def describe_store_failure(uri: str, exc: BaseException) -> str:
-    """One line saying which store failed and how to fix it (the exception text trimmed)."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    """One line saying which store failed and how to fix it (the exception text trimmed); a
+    tracking server that refused the caller names the user and what was refused."""
+    text = str(exc)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    endpoint = re.search(r"endpoint (\S+)", text)
+    what = f" ({endpoint.group(1)})" if endpoint else ""
+    if "error code 401" in text or "UNAUTHENTICATED" in text:
+        who = f"user {user!r}" if user else "a request without credentials"
+        return (
+            f"the tracking server {uri} did not accept {who}{what}: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to a user of that server"
+        )
+    if "error code 403" in text or "PERMISSION_DENIED" in text:
+        return (
+            f"the tracking server {uri} refused user {user!r} permission for this{what}: "
+            "ask its admin for the role that allows it (docs/deployment.md)"
+        )
+    reason = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
     if len(reason) > 200:
         reason = reason[:200] + "..."
     return (

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from mnist_mlops.common.cli import OneLineArgumentParser, add_option
 from mnist_mlops.common.store import describe_store_failure, missing_store, tracking_uri
@@ -97,9 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         ab,
         "log",
-        type=Path,
-        default=Path("mnist-inference.db"),
-        help="the gateway's inference log (default mnist-inference.db)",
+        default="mnist-inference.db",
+        help="the gateway's inference log: a SQLite file (default mnist-inference.db) or a database URL",
     )
     ab.add_argument("--since", default=None, help="only traffic after this time: ISO 8601, or e.g. 30m, 2h, 1d ago")
     ab.add_argument("--apply", action="store_true", help="carry the decision out through the registry")
@@ -124,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_ACCURACY,
         help=f"gate: lowest live accuracy a promoted challenger may have (default {DEFAULT_MIN_ACCURACY})",
+    )
+    add_option(
+        ab,
+        "max_feedback_share",
+        type=float,
+        default=1.0,
+        help="hold the decision while one API key gave more than this share of the feedback (default 1: off)",
     )
     ab.add_argument("--json", action="store_true")
 

@@ -153,7 +153,9 @@ def cmd_abtest(args) -> Output:
     current = aliases(client, args.model)
     if "challenger" not in current:
         raise RegistryError(f"{args.model} has no challenger: there is no A/B test to analyse")
-    policy = Policy(alpha=args.alpha, tau=args.tau, min_feedback=args.min_feedback)
+    policy = Policy(
+        alpha=args.alpha, tau=args.tau, min_feedback=args.min_feedback, max_feedback_share=args.max_feedback_share
+    )
     report = analyse(args.log, current.get("champion"), current["challenger"], parse_since(args.since), policy=policy)
     text = render.ab_report(report)
     payload = {"report": report.to_dict()}

@@ -63,7 +63,8 @@ class DecodeBudget:
         if self.pixels is not None and self.spent > self.pixels:
             raise RequestTooCostly(
                 f"the request's images need more than {self.pixels:,} decoded pixels; at most {self.pixels:,} "
-                "per request: send fewer or smaller images per request"
+                "per request: send fewer or smaller images per request "
+                f"({REQUEST_PIXELS_ENV} sets the bound; 0 lifts it)"
             )
         self.check_time()
 

@@ -121,10 +121,12 @@ def start_gateway(
     verify=True,
     unset: tuple[str, ...] = (),
     environment: dict[str, str] | None = None,
+    keys: tuple[Path, dict[str, str]] | None = None,
 ) -> RunningGateway:
     """A gateway process on a free port, ready; ``unset`` names variables of the suite's environment
-    it does not inherit, ``environment`` adds some."""
-    keys_file, keys = write_keys(directory)
+    it does not inherit, ``environment`` adds some; ``keys`` (``write_keys``' answer) shares one
+    keys file between replicas, else each gets its own."""
+    keys_file, keys = keys or write_keys(directory)
     port = free_port()
     log = directory / f"gateway-{port}.log"
     process = start_process(

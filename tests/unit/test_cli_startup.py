@@ -25,6 +25,8 @@ CASES = {
     "mnist-registry --help": ("mnist_mlops.registry.cli", ["--help"], 0),
     "mnist-registry promote --help": ("mnist_mlops.registry.cli", ["promote", "--help"], 0),
     "mnist-registry bad option": ("mnist_mlops.registry.cli", ["promote", "3", "--tolerance", "x"], 2),
+    "mnist-team-server --help": ("mnist_mlops.registry.team_server", ["start", "--help"], 0),
+    "mnist-team-server bad option": ("mnist_mlops.registry.team_server", ["start", "--dir", "x", "--port", "x"], 2),
 }
 
 

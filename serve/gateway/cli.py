@@ -297,6 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     from mnist_mlops.serve.gateway.server import graceful_server, header_timeout_protocol
 
     setup_logging()
+    if settings.certfile is None and not is_loopback(settings.host):
+        logging.getLogger(PROG).warning(
+            "serving plain HTTP on %s, which is not a loopback address: API keys and images cross the network "
+            "unencrypted; pass --certfile/--keyfile or put a TLS proxy in front",
+            settings.host,
+        )
     try:
         app = create_app(settings)
     except (KeyFileError, ValueError, SchemaTooNew) as exc:  # PrivilegeError is a ValueError
@@ -304,12 +310,6 @@ def main(argv: list[str] | None = None) -> None:
     except (SQLAlchemyError, OSError) as exc:
         detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
         _fail(f"cannot open the inference log {settings.inference_log}: {detail}")
-    if settings.certfile is None and not is_loopback(settings.host):
-        logging.getLogger(PROG).warning(
-            "serving plain HTTP on %s, which is not a loopback address: API keys and images cross the network "
-            "unencrypted; pass --certfile/--keyfile or put a TLS proxy in front",
-            settings.host,
-        )
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
@@ -26,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mnist_mlops.common.names import DATA_DIR_ENV
 from mnist_mlops.registry.abtest import Policy
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.registry.inference_log.writer import InferenceLog
@@ -33,6 +36,7 @@ from mnist_mlops.registry.promote import Gate
 from mnist_mlops.serve.gateway.auth import KeyRing, load_keys
 from mnist_mlops.serve.gateway.batching import BatchSettings
 from mnist_mlops.serve.gateway.control.autopilot import Autopilot
+from mnist_mlops.serve.gateway.control.follow_gate import FollowGate
 from mnist_mlops.serve.gateway.control.follower import follow, sync_once
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.control.pool import VariantPool
@@ -63,6 +67,28 @@ def backends_run_as(settings: GatewaySettings) -> RunAs | None:
     return run_as
 
 
+def follow_gate_loader(settings: GatewaySettings):
+    """The gate on follow, its labelled data read once, on first use, off the event loop."""
+    loaded: list[FollowGate] = []
+
+    async def gate() -> FollowGate:
+        if not loaded:
+            root = Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+            loaded.append(
+                await asyncio.to_thread(
+                    FollowGate.from_data,
+                    settings.follow_gate_data,
+                    root,
+                    settings.follow_gate_samples,
+                    settings.follow_gate_min_accuracy,
+                    settings.follow_gate_tolerance,
+                )
+            )
+        return loaded[0]
+
+    return gate
+
+
 class Gateway:
     """Both planes of one gateway process, started and stopped with the app."""
 
@@ -82,7 +108,14 @@ class Gateway:
             str(settings.log_dir) if settings.log_dir else None,
             run_as=run_as,
         )
-        self.pool = VariantPool(launcher, self.metrics, self.control_client, start_timeout=settings.start_timeout)
+        self.pool = VariantPool(
+            launcher,
+            self.metrics,
+            self.control_client,
+            start_timeout=settings.start_timeout,
+            gate=follow_gate_loader(settings) if settings.follow_gate else None,
+            on_refusal=self.record_refusal,
+        )
         self.pool.configure(settings.served_split(), settings.backend_urls)
         self.autopilot = Autopilot(
             self.pool,
@@ -101,6 +134,26 @@ class Gateway:
         )
         self.data: DataPlane | None = None  # its backend client belongs to the serving event loop
         self._tasks: list[asyncio.Task] = []
+
+    async def record_refusal(self, alias: str, serving: str | None, refused: str, reason: str, figures: dict) -> None:
+        """The gate's refusal in the promotion history, after the move it refused (recorded as a
+        move outside the CLI if nobody recorded it). Needs write access to the registry: a
+        gateway with a read-only user logs that it could not."""
+
+        def write() -> None:
+            from mnist_mlops.registry import history
+            from mnist_mlops.registry.api import connect
+
+            client = connect(self.settings.tracking_uri)
+            history.reconciled(client, self.settings.model_name)
+            why = f"{reason}; the gateway keeps serving v{serving}"
+            event = history.Event(history.now_iso(), "gateway", "follow-refused", alias, refused, refused, why)
+            history.append(client, self.settings.model_name, dataclasses.replace(event, figures=figures))
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:
+            logger.warning("could not record the gate's refusal of v%s in the history: %s", refused, exc)
 
     def data_plane_settings(self) -> DataPlaneSettings:
         s = self.settings

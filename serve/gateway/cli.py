@@ -167,6 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(
         parser,
+        "no_follow_gate",
+        action="store_true",
+        help="switch to whatever version an alias names, ungated (default: score it through its backend first)",
+    )
+    add_option(
+        parser,
+        "follow_gate_data",
+        default=None,
+        help="the gate on follow's labelled data: IDX folder or table (default: MNIST test set, $MNIST_DATA_DIR)",
+    )
+    add_option(
+        parser, "follow_gate_samples", type=whole_number(1), default=1000, help="images it scores (default 1000)"
+    )
+    add_option(
+        parser,
+        "follow_gate_min_accuracy",
+        type=float,
+        default=0.97,
+        help="lowest accuracy a version an alias moved to must score (default 0.97)",
+    )
+    add_option(
+        parser,
+        "follow_gate_tolerance",
+        type=float,
+        default=0.002,
+        help="how far it may trail the version it replaces (default 0.002)",
+    )
+    add_option(
+        parser,
         "backend_user",
         default=None,
         help="user the backends run as when the gateway runs as root (default nobody; root to keep root)",
@@ -244,6 +273,11 @@ def settings_from(args) -> GatewaySettings:
         max_feedback_share=args.max_feedback_share,
         expose_variant=args.expose_variant,
         backend_user=args.backend_user,
+        follow_gate=not args.no_follow_gate,
+        follow_gate_data=args.follow_gate_data,
+        follow_gate_samples=args.follow_gate_samples,
+        follow_gate_min_accuracy=args.follow_gate_min_accuracy,
+        follow_gate_tolerance=args.follow_gate_tolerance,
         body_timeout=args.body_timeout,
         header_timeout=args.header_timeout,
         keep_alive_timeout=args.keep_alive_timeout,

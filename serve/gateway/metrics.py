@@ -39,6 +39,12 @@ class GatewayMetrics:
             ["variant"],
             registry=self.registry,
         )
+        self.follow_gate_refusals = Counter(
+            "gateway_follow_gate_refusals",
+            "Versions an alias moved to that the gate on follow refused (traffic stayed)",
+            ["variant"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "gateway_batch_rows",
             "Rows per backend call (micro-batching)",

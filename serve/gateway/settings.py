@@ -56,6 +56,14 @@ class GatewaySettings:
     min_feedback: int = 30
     min_accuracy: float = 0.97
     """The promotion gate's minimum live accuracy in automatic mode."""
+    follow_gate: bool = True
+    """Score a version an alias moved to, through its backend, before it takes traffic."""
+    follow_gate_data: str | None = None
+    """The gate's labelled data: a folder of IDX files or a table; None: the MNIST test set."""
+    follow_gate_samples: int = 1000
+    follow_gate_min_accuracy: float = 0.97
+    follow_gate_tolerance: float = 0.002
+    """How far a new version may trail the one it replaces (``mnist-registry promote``'s)."""
     max_feedback_share: float = 1.0
     """An A/B decision needs no single key to have given more than this share of its feedback."""
     expose_variant: bool = False

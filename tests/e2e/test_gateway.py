@@ -16,7 +16,8 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from tests.e2e.gateway_helpers import PIXELS, model_location, start_gateway, two_version_store
+from mnist_mlops.registry.history import read as read_history
+from tests.e2e.gateway_helpers import PIXELS, model_location, samples, start_gateway, two_version_store
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,32 @@ def test_tls_with_a_self_signed_certificate(gateway, tmp_path):
             httpx.post(f"{tls.url}/invocations", json=PIXELS, headers=tls.headers(), verify=True)
     finally:
         assert tls.stop() == 0
+
+
+def test_an_alias_moved_to_a_worse_version_is_not_served(gateway, weak_model):
+    """The gate on follow: the alias editor moves ``challenger`` to a clearly worse version (what
+    anyone with EDIT on the model may do); the gateway scores it through its own backend, keeps
+    serving the version it had, and says why in /variants, /metrics and the history."""
+    client = MlflowClient(gateway.uri, gateway.uri)
+    serving = gateway.variants()["challenger"]["version"]
+    weak = str(client.create_model_version("mnist-cnn", weak_model.source).version)
+    client.set_registered_model_alias("mnist-cnn", "challenger", weak)
+    deadline = time.monotonic() + 120
+    while "refused by the gate" not in (gateway.variants()["challenger"]["last_error"] or ""):
+        assert time.monotonic() < deadline, gateway.variants()["challenger"]
+        time.sleep(0.5)
+    challenger = gateway.variants()["challenger"]
+    assert challenger["version"] == serving and challenger["state"] == "ready"
+    assert f"v{weak} scored" in challenger["last_error"]
+    answers = fire(gateway, 60, user=lambda i: f"gated-{i}")
+    assert all(r.status_code == 200 for r in answers)
+    assert {r.headers["X-Model-Version"] for r in answers if r.headers["X-Variant"] == "challenger"} == {serving}
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=10).text
+    assert samples(metrics, "gateway_follow_gate_refusals_total", variant="challenger")[0].value == 1
+    deadline = time.monotonic() + 30
+    while not any(e.action == "follow-refused" for e in read_history(client, "mnist-cnn")):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    event = [e for e in read_history(client, "mnist-cnn") if e.action == "follow-refused"][-1]
+    assert (event.alias, event.to_version) == ("challenger", weak) and f"serving v{serving}" in event.reason
+    assert event.figures["candidate_accuracy"] < event.figures["current_accuracy"]

@@ -152,38 +152,18 @@ def test_a_trainer_registers_through_the_server_and_the_roles_hold(team, tmp_pat
         model_id = v1.model_id or v1.source.removeprefix("models:/")
         admin.create_model_version("mnist-cnn", v1.source, v1.run_id, model_id=model_id)
 
-    refused = team.run(
-        "gateway",
-        "mnist_mlops.registry",
-        "promote",
-        "2",
-        "--to",
-        "challenger",
-        "--force",
-        "--max_samples",
-        "200",
-        cwd=tmp_path,
-    )
+    def promote_2_to_challenger(user: str) -> subprocess.CompletedProcess:
+        arguments = ["promote", "2", "--to", "challenger", "--force", "--max_samples", "200", "--reason", "team test"]
+        return team.run(user, "mnist_mlops.registry", *arguments, cwd=tmp_path)
+
+    refused = promote_2_to_challenger("gateway")
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert len(lines) == 1 and "refused user 'gateway'" in lines[0]  # at its first write
     with team.client() as admin:
         assert admin.get_model_version_by_alias("mnist-cnn", "challenger").version == "1"
 
-    promoted = team.run(
-        "alice",
-        "mnist_mlops.registry",
-        "promote",
-        "2",
-        "--to",
-        "challenger",
-        "--force",
-        "--max_samples",
-        "200",
-        "--reason",
-        "team test",
-        cwd=tmp_path,
-    )
+    promoted = promote_2_to_challenger("alice")
     assert promoted.returncode == 0, promoted.stderr[-2000:]
     with team.client() as admin:
         assert admin.get_model_version_by_alias("mnist-cnn", "challenger").version == "2"

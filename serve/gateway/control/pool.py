@@ -3,20 +3,24 @@ registry.
 
 ``VariantPool`` owns the ``state.Table`` the data plane routes by. ``configure`` sets the split;
 ``sync`` brings every variant in line with the versions its alias names in the registry: a new
-version is started, gets traffic once it answers, and the old backend is retired after its
-requests in flight have finished. ``watch`` restarts a backend within a fraction of a second of
-its death (or of the data plane failing to reach it), not at the next read of the registry.
+version is started, gets traffic once it answers and passes the gate on follow
+(``follow_gate``), and the old backend is retired after its requests in flight have finished.
+``watch`` restarts a backend within a fraction of a second of its death (or of the data plane
+failing to reach it), not at the next read of the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 
+from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.serve.gateway.control import launcher
+from mnist_mlops.serve.gateway.control.follow_gate import FollowGate, GateUnavailable
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
 from mnist_mlops.serve.gateway.split import validate_split
@@ -33,6 +37,10 @@ class VariantPool:
     client: httpx.AsyncClient
     start_timeout: float = 180.0
     drain_timeout: float = 60.0
+    # The gate on follow (``follow_gate``), built on first use; None: the alias alone decides.
+    gate: Callable[[], Awaitable[FollowGate]] | None = None
+    # Told of each refusal (alias, serving version, refused version, reason, figures): the history.
+    on_refusal: Callable[..., Awaitable[None]] | None = None
     table: Table = field(default_factory=Table)
     tasks: TaskSet = field(default_factory=TaskSet)
 
@@ -136,12 +144,35 @@ class VariantPool:
             return
         finally:
             variant.pending_version = None
+        if variant.backend is not None and not await self._passes_gate(variant, backend):
+            return
         old, variant.backend = variant.backend, backend
         variant.state, variant.failed_version, variant.last_error = "ready", None, None
         self.metrics.alias_switches.labels(variant.alias).inc()
         logger.info("alias %s now served by v%s (%s)", variant.alias, version, backend.url)
         if old is not None:
             self.spawn(self._retire(old))
+
+    async def _passes_gate(self, variant: Variant, candidate: Backend) -> bool:
+        """Whether ``candidate`` (started, not yet serving) may replace the variant's backend; a
+        refused version is stopped, not tried again, and shown, counted and recorded."""
+        if self.gate is None:
+            return True
+        try:
+            reason, figures = await (await self.gate()).refusal(candidate, variant.backend)
+        except (GateUnavailable, RegistryError) as exc:
+            reason, figures = f"the gate could not run ({exc}); --no_follow_gate lets the alias alone decide", {}
+        if reason is None:
+            logger.info("alias %s: v%s passed the gate on follow %s", variant.alias, candidate.version, figures)
+            return True
+        await launcher.stop(candidate)
+        variant.failed_version = candidate.version
+        variant.last_error = f"v{candidate.version} refused by the gate: {reason}"
+        self.metrics.follow_gate_refusals.labels(variant.alias).inc()
+        logger.error("alias %s: %s; traffic stays on v%s", variant.alias, variant.last_error, variant.version)
+        if self.on_refusal is not None:
+            self.spawn(self.on_refusal(variant.alias, variant.version, candidate.version, reason, figures))
+        return False
 
     async def _restart(self, variant: Variant) -> None:
         """A backend died: restart the same version (meanwhile the data plane's fallback rules hold)."""

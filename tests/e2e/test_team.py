@@ -22,7 +22,7 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from tests.e2e.gateway_helpers import PIXELS, start_gateway, write_keys
+from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, write_keys
 from tests.helpers import free_port, start_process, stop_process, subprocess_env
 
 ADMIN_PASSWORD = "team-admin-password-for-tests"
@@ -227,6 +227,47 @@ def test_two_gateway_replicas_share_one_postgres_inference_log(team, tmp_path):
     report = json.loads(analysis.stdout)["report"]
     assert report["champion"]["requests"] + report["challenger"]["requests"] == 20
     assert report["champion"]["feedback"] + report["challenger"]["feedback"] == 10
+
+
+def test_the_shared_log_survives_its_database_restarting_under_load(team, tmp_path):
+    """PostgreSQL stopped for a few seconds while a gateway answers a steady load: every request
+    is answered, the records wait in memory, and all of them are in the database afterwards."""
+    from mnist_mlops.registry.team_server import Layout, PrivateCluster
+
+    log_url = (team.directory / "inference-log.url").read_text().strip()
+    reader = {"MLFLOW_TRACKING_USERNAME": "gateway", "MLFLOW_TRACKING_PASSWORD": team.users["gateway"]}
+    gateway = start_gateway(
+        team.url, tmp_path, "--inference_log", log_url, "--backend_mode", "warm", environment=reader
+    )
+    secrets = json.loads((team.directory / "secrets.json").read_text())
+    cluster = PrivateCluster(Layout(team.directory), secrets["database_password"], secrets["postgres_port"])
+    answered: list[str] = []
+    try:
+        with httpx.Client(timeout=30) as client:
+            for i in range(240):
+                if i == 60:
+                    cluster.stop()
+                if i == 180:
+                    cluster.start()
+                response = client.post(f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers())
+                assert response.status_code == 200, response.text
+                answered.append(response.headers["X-Request-ID"])
+        deadline = time.monotonic() + 60
+        while True:
+            metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=10).text
+            backlog = samples(metrics, "gateway_inference_log_backlog")[0].value
+            if backlog == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        lost = samples(metrics, "gateway_inference_log_lost_rows")[0].value
+    finally:
+        gateway.stop()
+    assert backlog == 0 and lost == 0
+    import psycopg
+
+    with psycopg.connect(log_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        found = db.execute("SELECT COUNT(*) FROM predictions WHERE request_id = ANY(%s)", (answered,)).fetchone()[0]
+    assert found == len(answered)
 
 
 def test_the_team_server_stops_cleanly_and_keeps_its_data(team):

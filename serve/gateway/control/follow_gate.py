@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from mnist_mlops.serve.gateway.backend_http import unix_socket_path
+from mnist_mlops.serve.gateway.control.launcher import backend_httpx_client
 from mnist_mlops.serve.gateway.state import Backend
 
 ROWS_PER_CALL = 100
@@ -69,12 +69,9 @@ class FollowGate:
 
     async def accuracy(self, backend: Backend, timeout: float = 120.0) -> float:
         """The share of the labels ``backend`` answers right (a refused row counts as wrong)."""
-        path = unix_socket_path(backend.url)
-        transport = httpx.AsyncHTTPTransport(uds=path) if path else None
-        base = "http://backend" if path else backend.url
         predicted: list = []
         try:
-            async with httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout) as client:
+            async with backend_httpx_client(backend.url, timeout) as client:
                 for body in self.bodies:
                     answer = await client.post(
                         "/invocations", content=body, headers={"Content-Type": "application/json"}

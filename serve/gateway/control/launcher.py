@@ -104,15 +104,23 @@ class Forked:
         return True
 
 
+def backend_httpx_client(url: str, timeout: float) -> httpx.AsyncClient:
+    """An httpx client whose relative URLs go to the backend at ``url`` (``unix:/path`` or HTTP),
+    for the control plane's few calls (health checks, the gate on follow), not the data path."""
+    path = unix_socket_path(url)
+    if path is None:
+        return httpx.AsyncClient(base_url=url, timeout=timeout)
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path), base_url="http://backend", timeout=timeout)
+
+
 async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
     if not backend.alive():
         return False
     try:
-        path = unix_socket_path(backend.url)
-        if path is None:
+        if unix_socket_path(backend.url) is None:  # the control plane's shared keep-alive client
             return (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200
-        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as local:
-            return (await local.get("http://backend/ping", timeout=2.0)).status_code == 200
+        async with backend_httpx_client(backend.url, 2.0) as local:
+            return (await local.get("/ping")).status_code == 200
     except httpx.HTTPError:
         return False
 

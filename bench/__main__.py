@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import batch, clients, coldstart, machine, network, online, pyfunc, quality, report, training
+from bench import batch, clients, coldstart, inference_log, machine, network, online, pyfunc, quality, report, training
 from bench.core import BenchError, Mode, prepare_model
 
-SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch")
+SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch", "inference_log")
 # The gateway tuned for throughput: adaptive micro-batching over backends forked from the warm pool.
 OPTIMISED = "gateway (micro-batching) -> warm backend"
 OPTIMISED_ARGS = ["--backend_mode", "warm", "--batch_max_size", "64"]
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures += coldstart.measure(mode, model)
             elif section == "batch":
                 figures += batch.measure(mode, model)
+            elif section == "inference_log":
+                figures += inference_log.measure(mode)
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None

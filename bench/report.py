@@ -97,6 +97,14 @@ def ratios(
     ):
         out.append(ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     out += batch.ratios(figures)
+    for writers in ("1 writer", "2 writers"):
+        out.append(
+            ratio(
+                f"inference log PostgreSQL / SQLite rows written/s, {writers}",
+                _find(figures, "inference log", f"PostgreSQL: rows written/s, {writers}"),
+                _find(figures, "inference log", f"SQLite: rows written/s, {writers}"),
+            )
+        )
     return [
         f if f.section == "ratios" else Figure("ratios", f.name, f.value, f.unit, f.detail)
         for f in out
@@ -105,7 +113,7 @@ def ratios(
 
 
 def _value(figure: Figure) -> str:
-    if figure.unit in ("images/s", "requests/s"):
+    if figure.unit in ("images/s", "requests/s", "rows/s"):
         return f"{figure.value:,.0f} {figure.unit}"
     if figure.unit == "x":
         return f"{figure.value:.2f}x"

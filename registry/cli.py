@@ -27,6 +27,7 @@ from mnist_mlops.registry.defaults import (
     DEFAULT_TOLERANCE,
 )
 from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.inference_log.location import DEFAULT_LOG, LOG_ENV, default_location
 
 PROG = "mnist-registry"
 EXIT_ERROR, EXIT_REFUSED = 1, 3
@@ -96,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         ab,
         "log",
-        default="mnist-inference.db",
-        help="the gateway's inference log: a SQLite file (default mnist-inference.db) or a database URL",
+        default=default_location(),
+        help=f"the gateway's inference log: a SQLite file or a database URL (default ${LOG_ENV}, else {DEFAULT_LOG})",
     )
     ab.add_argument("--since", default=None, help="only traffic after this time: ISO 8601, or e.g. 30m, 2h, 1d ago")
     ab.add_argument("--apply", action="store_true", help="carry the decision out through the registry")

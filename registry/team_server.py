@@ -42,6 +42,8 @@ from mnist_mlops.common.names import DEFAULT_MODEL_NAME as MODEL_NAME
 from mnist_mlops.registry.errors import RegistryError
 
 PROG = "mnist-team-server"
+# An existing PostgreSQL's URL holds its password: the environment keeps it out of ``ps``.
+DATABASE_URL_ENV = "MNIST_TEAM_DATABASE_URL"
 DATABASES = ("mlflow", "mlflow_auth", "mnist_inference")  # tracking and registry, users, inference log
 # Who may do what (MLflow's permissions on the experiment and the registered model). MLflow's
 # EDIT on a registered model allows both new versions and alias moves: the gateway's gate on
@@ -405,7 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(run, "port", type=whole_number(1, 65535), default=5000, help="port (default 5000)")
     add_option(run, "workers", type=whole_number(1, 64), default=2, help="mlflow server workers (default 2)")
     add_option(
-        run, "database_url", default=None, help="an existing PostgreSQL (postgresql+psycopg://user:pw@host:port)"
+        run,
+        "database_url",
+        default=os.environ.get(DATABASE_URL_ENV) or None,
+        help=f"an existing PostgreSQL, postgresql+psycopg://user:pw@host:port (default ${DATABASE_URL_ENV}; "
+        "unset: a private cluster in DIR)",
     )
     add_option(run, "start_timeout", type=whole_number(1), default=300, help="seconds to wait for the server")
     roles = commands.add_parser("roles", help="the team's users and their permissions (as the admin)")

@@ -87,9 +87,6 @@ class SchemaTooNew(Exception):
     """The log was written by a newer version of the gateway than this one."""
 
 
-DEFAULT_LOG = "mnist-inference.db"
-
-
 def database_url(location: str | Path) -> str:
     """A SQLAlchemy URL for ``location``: a URL as given, a path as its SQLite file."""
     text = str(location)

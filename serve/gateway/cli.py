@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mnist_mlops.common.cli import OneLineArgumentParser, add_option, non_negative_float, positive_float, whole_number
 from mnist_mlops.common.store import tracking_uri
+from mnist_mlops.registry.inference_log.location import DEFAULT_LOG, LOG_ENV, default_location, shown
 from mnist_mlops.serve.gateway.access_log import setup_logging
 from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, append_entry, new_key_entry
 from mnist_mlops.serve.gateway.control.launcher import MODES
@@ -106,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         parser,
         "inference_log",
-        default="mnist-inference.db",
+        default=default_location(),
         help="where every prediction and its feedback are kept: a SQLite file or a database URL "
-        "(default mnist-inference.db)",
+        f"(default ${LOG_ENV}, else {DEFAULT_LOG})",
     )
     add_option(
         parser,
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
     except (SQLAlchemyError, OSError) as exc:
         detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        _fail(f"cannot open the inference log {settings.inference_log}: {detail}")
+        _fail(f"cannot open the inference log {shown(settings.inference_log)}: {detail}")
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -23,6 +23,7 @@ SECTIONS = {
     "batch",
     "memory",
     "quality",
+    "inference log",
     "ratios",
 }
 
@@ -43,7 +44,7 @@ def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path)
     assert {"cpu", "cores", "versions", "git_commit"} <= set(result["machine"])
     assert {f["section"] for f in result["figures"]} == SECTIONS
     # Every rate and size is a real measurement (an added latency may be a hair below zero: noise).
-    rates = [f for f in result["figures"] if f["unit"] in {"images/s", "requests/s", "MiB", "s"}]
+    rates = [f for f in result["figures"] if f["unit"] in {"images/s", "requests/s", "rows/s", "MiB", "s"}]
     assert rates and all(f["value"] > 0 for f in rates), [f for f in rates if f["value"] <= 0]
     assert all(math.isfinite(f["value"]) for f in result["figures"])
     names = {r["name"] for r in result["ratios"]}
@@ -51,6 +52,7 @@ def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path)
     assert any(name.endswith("concurrency 1, paired requests") for name in names)
     assert any(name.startswith("batch pandas engine") and "around the job" in name for name in names)
     assert any(name.startswith("batch spark local[2] ceiling") and "around the job" in name for name in names)
+    assert "inference log PostgreSQL / SQLite rows written/s, 2 writers" in names
     table = (tmp_path / "quick.md").read_text()
     assert "| online | mlflow models serve: 1 image/request, concurrency 32 |" in table
     assert done.stdout.count("\n") >= len(result["figures"])  # the printed table

@@ -1,6 +1,7 @@
 """``mnist-gateway keys add`` as an operator runs it: names from a fixed character set (a name is
 written into TOML), the keys file created 0600 and tightened if it was not, a name never twice,
-and a gateway on a non-loopback address over plain HTTP warned about at start-up."""
+a gateway on a non-loopback address over plain HTTP warned about at start-up, and a database
+URL's password never printed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from mnist_mlops.serve.gateway.auth import load_keys
+from tests.helpers import free_port, subprocess_env
 
 
 def keys(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -48,3 +50,25 @@ def test_plain_http_on_a_non_loopback_address_is_warned_about(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "plain HTTP on 0.0.0.0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_inference_log_is_one_line_that_never_shows_its_password(tmp_path):
+    """A team's log URL comes from $MNIST_INFERENCE_LOG (off the command line) and holds the
+    database password: the start-up error names the database, with the password masked."""
+    url = f"postgresql+psycopg://mlflow:not-for-any-eyes@127.0.0.1:{free_port()}/mnist_inference"
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_mlops.serve.gateway.cli",
+        "--no_auth",
+        "--backend_user",
+        "root",
+        "--tracking_uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    env = subprocess_env(MNIST_INFERENCE_LOG=url)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(error) == 1, result.stderr
+    assert "cannot open the inference log postgresql+psycopg://mlflow:***@127.0.0.1" in error[0]
+    assert "not-for-any-eyes" not in result.stderr + result.stdout and "Traceback" not in result.stderr

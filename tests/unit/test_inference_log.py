@@ -1,13 +1,42 @@
-"""The inference log's retention, on a real SQLite file: what is older than ``keep_days`` goes,
-what is newer stays, and records keep being written while an old log is pruned step by step."""
+"""The inference log's retention, on both databases it runs on (a real SQLite file, and a real
+PostgreSQL cluster started for this file): what is older than ``keep_days`` goes, what is newer
+stays, and records keep being written while an old log is pruned step by step."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-import sqlite3
 import time
 
+import pytest
+from sqlalchemy import create_engine, text
+
 from mnist_mlops.registry.inference_log.writer import DAY, Answer, InferenceLog
+from tests.postgres import private_postgres
+
+_logs = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """One cluster for the file; each test gets its own database in it (``log``)."""
+    with private_postgres("first") as url:
+        yield url.rsplit("/", 1)[0]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request, tmp_path) -> str:
+    """A new, empty inference log's URL on each database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    server = request.getfixturevalue("postgres_server")
+    name = f"log_{next(_logs)}"
+    engine = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{server}/{name}"
+
 
 BODY = b'{"predictions": [{"label": 3, "confidence": 0.9, "probabilities": []}]}'
 
@@ -16,58 +45,61 @@ def answer(request_id: str, age_days: float) -> Answer:
     return Answer(request_id, "serve", time.time() - age_days * DAY, "champion", "1", None, 1.0, 200, BODY)
 
 
-def ids(path, table: str) -> set[str]:
-    with sqlite3.connect(path) as connection:
-        return {row[0] for row in connection.execute(f"SELECT request_id FROM {table}")}
+def ids(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = {row[0] for row in connection.execute(text(f"SELECT request_id FROM {table}"))}
+    engine.dispose()
+    return found
 
 
-def write(path, answers: list[Answer], feedback_ages: dict[str, float] | None = None) -> None:
-    """``answers`` through a log that keeps everything; feedback written straight into the file,
-    as if given ``feedback_ages`` days ago (``InferenceLog.feedback`` stamps it with now)."""
-    log = InferenceLog(path)
+def write(url: str, answers: list[Answer], feedback_ages: dict[str, float] | None = None) -> None:
+    """``answers`` through a log that keeps everything; feedback written straight into the
+    database, as if given ``feedback_ages`` days ago (``InferenceLog.feedback`` stamps it with now)."""
+    log = InferenceLog(url)
     for item in answers:
         log.record(item)
     log.flush().result(10)
     log.close()
-    with sqlite3.connect(path) as connection:
-        connection.executemany(
-            "INSERT INTO feedback (request_id, row, label, time) VALUES (?, 0, 3, ?)",
-            [(rid, time.time() - age * DAY) for rid, age in (feedback_ages or {}).items()],
-        )
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for rid, age in (feedback_ages or {}).items():
+            connection.execute(
+                text("INSERT INTO feedback (request_id, row, label, time) VALUES (:rid, 0, 3, :time)"),
+                {"rid": rid, "time": time.time() - age * DAY},
+            )
+    engine.dispose()
 
 
-def test_records_older_than_keep_days_go_at_start_up_and_newer_ones_stay(tmp_path, caplog):
-    path = tmp_path / "log.db"
-    write(path, [answer("old", 40), answer("older", 31), answer("new", 29)], {"old": 35, "new": 1})
+def test_records_older_than_keep_days_go_at_start_up_and_newer_ones_stay(log, caplog):
+    write(log, [answer("old", 40), answer("older", 31), answer("new", 29)], {"old": 35, "new": 1})
     caplog.set_level(logging.INFO, logger="mnist_mlops.registry.inference_log.writer")
-    log = InferenceLog(path, keep_days=30)
-    log.flush().result(10)  # the first wake-up prunes, then drains
-    assert ids(path, "predictions") == {"new"} and ids(path, "feedback") == {"new"}
-    log.record(answer("after", 0))
-    log.flush().result(10)
-    log.close()
-    assert ids(path, "predictions") == {"new", "after"}
+    writer = InferenceLog(log, keep_days=30)
+    writer.flush().result(10)  # the first wake-up prunes, then drains
+    assert ids(log, "predictions") == {"new"} and ids(log, "feedback") == {"new"}
+    writer.record(answer("after", 0))
+    writer.flush().result(10)
+    writer.close()
+    assert ids(log, "predictions") == {"new", "after"}
     assert "deleted 2 predictions and 1 feedback older than 30 days" in caplog.text
 
 
-def test_keep_days_0_keeps_everything(tmp_path):
-    path = tmp_path / "log.db"
-    write(path, [answer("ancient", 3650), answer("new", 0)], {"ancient": 3000})
-    log = InferenceLog(path, keep_days=0)
-    log.flush().result(10)
-    log.close()
-    assert ids(path, "predictions") == {"ancient", "new"} and ids(path, "feedback") == {"ancient"}
+def test_keep_days_0_keeps_everything(log):
+    write(log, [answer("ancient", 3650), answer("new", 0)], {"ancient": 3000})
+    writer = InferenceLog(log, keep_days=0)
+    writer.flush().result(10)
+    writer.close()
+    assert ids(log, "predictions") == {"ancient", "new"} and ids(log, "feedback") == {"ancient"}
 
 
-def test_a_large_old_log_is_pruned_in_small_steps_while_new_records_are_written(tmp_path):
-    path = tmp_path / "log.db"
-    write(path, [answer(f"old-{i}", 60) for i in range(25)])
-    log = InferenceLog(path, keep_days=30, prune_batch=10, max_delay=0.05)
-    log.record(answer("during", 0))
-    log.flush().result(10)
-    assert "during" in ids(path, "predictions")  # written after one step, not after the whole pass
+def test_a_large_old_log_is_pruned_in_small_steps_while_new_records_are_written(log):
+    write(log, [answer(f"old-{i}", 60) for i in range(25)])
+    writer = InferenceLog(log, keep_days=30, prune_batch=10, max_delay=0.05)
+    writer.record(answer("during", 0))
+    writer.flush().result(10)
+    assert "during" in ids(log, "predictions")  # written after one step, not after the whole pass
     deadline = time.monotonic() + 10
-    while ids(path, "predictions") != {"during"} and time.monotonic() < deadline:
+    while ids(log, "predictions") != {"during"} and time.monotonic() < deadline:
         time.sleep(0.05)
-    log.close()
-    assert ids(path, "predictions") == {"during"}
+    writer.close()
+    assert ids(log, "predictions") == {"during"}

@@ -77,7 +77,8 @@ format: install-test
 
 # From Debian's packages: wrk (the load generator), PostgreSQL (the team server's tests start
 # a private cluster with its initdb/pg_ctl, found on PATH or in /usr/lib/postgresql/*/bin) and
-# docker-compose (checks deploy/compose.yaml; no container runs).
+# docker-compose (checks deploy/compose.yaml; no container runs) and chromium (the web pages'
+# tests drive it with Playwright; Playwright never downloads a browser here).
 APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q $(1) >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(1) >/dev/null; }
 system-deps:
@@ -87,6 +88,8 @@ system-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "could not install PostgreSQL (apt-get install postgresql)"; exit 1; }
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { $(call APT_INSTALL,docker-compose); }
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { echo "could not install docker-compose (apt-get install docker-compose)"; exit 1; }
+	@command -v chromium >/dev/null || { $(call APT_INSTALL,chromium); }
+	@command -v chromium >/dev/null || { echo "could not install chromium (apt-get install chromium)"; exit 1; }
 
 bench: install-test system-deps
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY))

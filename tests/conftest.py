@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,19 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+_SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The screenshots the browser tests wrote in this run (tests/e2e/test_web.py), by path."""
+    folder = PROJECT_ROOT / "build" / "screenshots"
+    written = sorted(path for path in folder.glob("*.png") if path.stat().st_mtime >= _SESSION_STARTED)
+    if written:
+        terminalreporter.section("screenshots of the web pages")
+        for path in written:
+            terminalreporter.write_line(str(path.relative_to(PROJECT_ROOT)))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ GET  /ready         open           every variant in the split has a ready backen
 GET  /variants      any key        alias, version, weight, state, counters; backends: admin only
 GET  /metrics       any key        Prometheus metrics
 PUT  /admin/split   admin role     change the weights at run time
+GET  /  and  /ops   open           the try-it and operations pages (static; they ask for a key)
+GET  /ops/state     admin role     what the operations page shows (``pages``)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mnist_mlops.serve.gateway.errors import BadRequest, Conflict, GatewayError,
 from mnist_mlops.serve.gateway.forwarding import new_client
 from mnist_mlops.serve.gateway.limits import Limits
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
+from mnist_mlops.serve.gateway.pages import add_page_routes
 from mnist_mlops.serve.gateway.protocol import JSON
 from mnist_mlops.serve.gateway.requests import RawRequest, authenticate, read_body
 from mnist_mlops.serve.gateway.scoring import DataPlane, DataPlaneSettings, Reply
@@ -228,6 +231,7 @@ def create_app(settings: GatewaySettings):
     app.state.gateway = gateway
     _add_error_handlers(app)
     _add_routes(app, gateway)
+    add_page_routes(app, gateway)
 
     async def asgi(scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/invocations":

@@ -2,6 +2,7 @@
 
 mnist-gateway --model mnist-cnn --split champion=90,challenger=10 --api_keys keys.toml --port 8080
 mnist-gateway keys add alice --role predict --file keys.toml     # prints the new key once
+mnist-gateway split champion=50,challenger=50 --url http://127.0.0.1:8080   # admin key in $MNIST_API_KEY
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A/B gateway over registry aliases.",
         epilog="API keys: mnist-gateway keys add NAME --role predict|labeler|admin --file keys.toml "
-        "(prints the key once). Security: docs/security.md",
+        "(prints the key once). A running gateway's split: mnist-gateway split champion=90,challenger=10 "
+        "--url URL (admin key in $MNIST_API_KEY). Security: docs/security.md",
     )
     add_option(parser, "model", default="mnist-cnn", help="registered model (default mnist-cnn)")
     add_option(parser, "split", default="champion=100", help="alias=weight,... (default champion=100)")
@@ -312,10 +314,45 @@ def keys_main(argv: list[str]) -> None:
     sys.stderr.write(f"added key {args.name!r} ({args.role}) to {args.file}; the key is shown only now\n")
 
 
+def split_main(argv: list[str]) -> None:
+    """``mnist-gateway split champion=90,challenger=10``: ``PUT /admin/split`` on a running gateway."""
+    import os
+
+    parser = OneLineArgumentParser(prog=f"{PROG} split", description="Change a running gateway's split.")
+    parser.add_argument("split", type=_split, help="alias=weight,... (like champion=90,challenger=10)")
+    add_option(parser, "url", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
+    add_option(parser, "key", default=os.environ.get("MNIST_API_KEY"), help="an admin key (default $MNIST_API_KEY)")
+    args = parser.parse_args(argv)
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    try:
+        answer = httpx.put(f"{args.url.rstrip('/')}/admin/split", json=args.split, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {args.url}: {exc}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200:
+        _fail(f"the gateway refused the split ({answer.status_code}): {body.get('message', answer.text[:200])}")
+    print(", ".join(f"{alias}={weight:g}" for alias, weight in body["split"].items()))
+
+
+def _split(text: str) -> dict[str, float]:
+    try:
+        return parse_split(text)
+    except SplitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
         keys_main(argv[1:])
+        return
+    if argv[:1] == ["split"]:
+        split_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

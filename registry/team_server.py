@@ -117,14 +117,23 @@ def write_private(path: Path, text: str) -> None:
 
 
 def load_or_create_secrets(layout: Layout) -> dict:
-    if layout.secrets.exists():
-        return json.loads(layout.secrets.read_text())
-    values = {
-        "database_password": secrets.token_urlsafe(24),
-        "flask_secret_key": secrets.token_urlsafe(32),
-        "postgres_port": free_port(),
+    """The server's generated secrets, created on the first start; a value added by a later
+    version of this command is created for an older folder too."""
+    from cryptography.fernet import Fernet
+
+    values = json.loads(layout.secrets.read_text()) if layout.secrets.exists() else {}
+    wanted = {
+        "database_password": lambda: secrets.token_urlsafe(24),
+        "flask_secret_key": lambda: secrets.token_urlsafe(32),
+        "postgres_port": free_port,
+        # Without it MLflow encrypts each webhook's secret with a key of its own per process: a
+        # second worker, or a restart, could not read it and every delivery would go unsigned.
+        "webhook_encryption_key": lambda: Fernet.generate_key().decode(),
     }
-    write_private(layout.secrets, json.dumps(values))
+    missing = {name: make() for name, make in wanted.items() if name not in values}
+    if missing:
+        values |= missing
+        write_private(layout.secrets, json.dumps(values))
     return values
 
 
@@ -307,6 +316,7 @@ def start(args) -> int:
             "MLFLOW_BACKEND_STORE_URI": urls["mlflow"],  # not on the command line, where ps shows it
             "MLFLOW_AUTH_CONFIG_PATH": str(layout.auth_config),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": values["flask_secret_key"],
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": values["webhook_encryption_key"],
         }
         server_log = layout.logs / "mlflow-server.log"
         log = open(server_log, "ab")  # noqa: SIM115 - closed below

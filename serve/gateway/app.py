@@ -9,6 +9,7 @@ GET  /ready         open           every variant in the split has a ready backen
 GET  /variants      any key        alias, version, weight, state, counters; backends: admin only
 GET  /metrics       any key        Prometheus metrics
 PUT  /admin/split   admin role     change the weights at run time
+POST /hooks/mlflow  signed         MLflow's alias webhooks: read the registry now (``webhooks``)
 GET  /  and  /ops   open           the try-it and operations pages (static; they ask for a key)
 GET  /ops/state     admin role     what the operations page shows (``pages``)
 """
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,7 +45,15 @@ from mnist_mlops.serve.gateway.control.follower import follow, sync_once
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.control.pool import VariantPool
 from mnist_mlops.serve.gateway.control.privilege import RunAs, backend_user, check_can_run
-from mnist_mlops.serve.gateway.errors import BadRequest, Conflict, GatewayError, MethodNotAllowed, client_error_code
+from mnist_mlops.serve.gateway.errors import (
+    BadRequest,
+    Conflict,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    Unauthenticated,
+    client_error_code,
+)
 from mnist_mlops.serve.gateway.forwarding import new_client
 from mnist_mlops.serve.gateway.limits import Limits
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
@@ -53,6 +63,10 @@ from mnist_mlops.serve.gateway.requests import RawRequest, authenticate, read_bo
 from mnist_mlops.serve.gateway.scoring import DataPlane, DataPlaneSettings, Reply
 from mnist_mlops.serve.gateway.settings import GatewaySettings
 from mnist_mlops.serve.gateway.split import SplitError
+from mnist_mlops.serve.gateway.webhooks import MAX_BODY as WEBHOOK_MAX_BODY
+from mnist_mlops.serve.gateway.webhooks import PATH as WEBHOOK_PATH
+from mnist_mlops.serve.gateway.webhooks import SECRET_ENV as WEBHOOK_SECRET_ENV
+from mnist_mlops.serve.gateway.webhooks import Verifier, WebhookRefused, alias_move
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +151,8 @@ class Gateway:
         )
         self.data: DataPlane | None = None  # its backend client belongs to the serving event loop
         self._tasks: list[asyncio.Task] = []
+        self.follow_now = asyncio.Event()  # set by a registry webhook: read the aliases at once
+        self.webhooks = Verifier(settings.webhook_secret) if settings.webhook_secret else None
 
     async def record_refusal(self, alias: str, serving: str | None, refused: str, reason: str, figures: dict) -> None:
         """The gate's refusal in the promotion history, after the move it refused (recorded as a
@@ -183,7 +199,9 @@ class Gateway:
         self.data = DataPlane(
             self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client()
         )
-        self._tasks.append(asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval)))
+        self._tasks.append(
+            asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval, self.follow_now))
+        )
         self._tasks.append(asyncio.create_task(self.pool.watch()))
         if s.auto_promote:
             self._tasks.append(asyncio.create_task(self.autopilot.run()))
@@ -331,6 +349,28 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
         gateway.metrics.log_lost.set(gateway.log.lost)
         gateway.metrics.log_failing.set(1 if gateway.log.failing else 0)
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(WEBHOOK_PATH)
+    async def registry_webhook(request: Request) -> JSONResponse:
+        """MLflow's signed alias events (``webhooks``): the registry is read at once. Refusals
+        are 401 and change nothing; without ``$MNIST_WEBHOOK_SECRET`` the route is off."""
+        if gateway.webhooks is None:
+            raise NotFound(f"webhooks are off: start the gateway with {WEBHOOK_SECRET_ENV} set")
+        body = await read_body(request, WEBHOOK_MAX_BODY, settings.body_timeout)
+        try:
+            payload = gateway.webhooks.verify(request.headers, body, time.time())
+        except WebhookRefused as exc:
+            gateway.metrics.webhooks.labels("refused").inc()
+            logger.warning("webhook refused from %s: %s", request.client.host if request.client else "?", exc)
+            raise Unauthenticated(str(exc)) from None
+        move = alias_move(payload, settings.model_name)
+        if move is None:
+            gateway.metrics.webhooks.labels("ignored").inc()
+            return JSONResponse({"accepted": False, "reason": f"not an alias event of {settings.model_name}"})
+        gateway.metrics.webhooks.labels("accepted").inc()
+        logger.info("webhook: %s %s -> v%s; reading the registry now", move["event"], move["alias"], move["version"])
+        gateway.follow_now.set()
+        return JSONResponse({"accepted": True} | move)
 
     @app.put("/admin/split")
     async def set_split(request: Request) -> dict:

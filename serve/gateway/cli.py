@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from mnist_mlops.serve.gateway.control.launcher import MODES
 from mnist_mlops.serve.gateway.limits import Limits
 from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings, is_loopback
 from mnist_mlops.serve.gateway.split import SplitError, parse_split
+from mnist_mlops.serve.gateway.webhooks import ALIAS_EVENTS
+from mnist_mlops.serve.gateway.webhooks import PATH as WEBHOOK_PATH
+from mnist_mlops.serve.gateway.webhooks import SECRET_ENV as WEBHOOK_SECRET_ENV
 
 PROG = "mnist-gateway"
 
@@ -254,6 +258,7 @@ def settings_from(args) -> GatewaySettings:
         host=args.host,
         port=args.port,
         poll_interval=args.poll_interval,
+        webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
         start_timeout=args.start_timeout,
@@ -316,8 +321,6 @@ def keys_main(argv: list[str]) -> None:
 
 def split_main(argv: list[str]) -> None:
     """``mnist-gateway split champion=90,challenger=10``: ``PUT /admin/split`` on a running gateway."""
-    import os
-
     parser = OneLineArgumentParser(prog=f"{PROG} split", description="Change a running gateway's split.")
     parser.add_argument("split", type=_split, help="alias=weight,... (like champion=90,challenger=10)")
     add_option(parser, "url", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
@@ -339,6 +342,35 @@ def split_main(argv: list[str]) -> None:
     print(", ".join(f"{alias}={weight:g}" for alias, weight in body["split"].items()))
 
 
+def webhook_main(argv: list[str]) -> None:
+    """``mnist-gateway webhook register --url GATEWAY``: ask the tracking server to send the
+    model's alias events to a gateway, signed with ``$MNIST_WEBHOOK_SECRET``."""
+    parser = OneLineArgumentParser(
+        prog=f"{PROG} webhook", description="Register the gateway as a receiver of MLflow's alias events."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    register = commands.add_parser("register", help="create the webhook on the tracking server")
+    add_option(register, "url", required=True, help="the gateway's address as the tracking server reaches it")
+    add_option(register, "tracking_uri", default=None, help="the tracking server (default $MLFLOW_TRACKING_URI)")
+    add_option(register, "name", default="mnist-gateway", help="the webhook's name (default mnist-gateway)")
+    args = parser.parse_args(argv)
+    secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    if not secret or len(secret) < 16:
+        _fail(f"set {WEBHOOK_SECRET_ENV} to the gateway's webhook secret (16 characters or more)")
+    uri = tracking_uri(args.tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        _fail(f"webhooks are sent by an MLflow tracking server (http or https), not by {uri}")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    receiver = args.url.rstrip("/") + WEBHOOK_PATH
+    try:
+        hook = MlflowClient(uri, uri).create_webhook(args.name, receiver, list(ALIAS_EVENTS), secret=secret)
+    except MlflowException as exc:
+        _fail(f"the tracking server refused the webhook: {str(exc).splitlines()[0][:300]}")
+    print(f"webhook {hook.webhook_id}: {', '.join(ALIAS_EVENTS)} -> {receiver}")
+
+
 def _split(text: str) -> dict[str, float]:
     try:
         return parse_split(text)
@@ -353,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[:1] == ["split"]:
         split_main(argv[1:])
+        return
+    if argv[:1] == ["webhook"]:
+        webhook_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

@@ -59,6 +59,12 @@ class GatewayMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "gateway_webhooks",
+            "Registry webhook deliveries: accepted (an alias of this model moved), ignored, refused",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "gateway_rejected", "Requests refused before routing", ["reason"], registry=self.registry
         )

@@ -24,6 +24,9 @@ class GatewaySettings:
     port: int = 8080
     poll_interval: float = 5.0
     """Seconds between two reads of the registry's aliases."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    """The registry webhook's secret (``$MNIST_WEBHOOK_SECRET``): with it, ``POST /hooks/mlflow``
+    takes MLflow's signed alias events and the registry is read at once (``webhooks``)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     request_timeout: float = 60.0
     start_timeout: float = 180.0

@@ -6,25 +6,30 @@ A digit drawn with mouse strokes and an uploaded photo are read right, with the 
 network saw; a correction lands in the inference log; without a key the page says so and nothing
 is scored; the pages load nothing from anywhere but the gateway and never hold a key; the
 operations page shows a split change made with the CLI and makes one itself; a phone-sized screen
-has no horizontal scrolling; the try-it page works from the keyboard alone. Screenshots of each
-page go to ``build/screenshots`` (listed at the end of the test run)."""
+has no horizontal scrolling; the try-it page works from the keyboard alone; a champion moved by
+hand in the real MLflow UI takes the traffic with no failed request. Screenshots of each page go to
+``build/screenshots`` (listed at the end of the test run)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
+from playwright import sync_api as playwright
 
+from mnist_mlops.registry import history
 from tests.conftest import LoggedModel
 from tests.e2e.gateway_helpers import samples, start_gateway, store_with
-from tests.helpers import PROJECT_ROOT, subprocess_env
-
-playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+from tests.helpers import PROJECT_ROOT, free_port, start_process, stop_process, subprocess_env, wait_for_http
 
 PHOTO = PROJECT_ROOT / "examples" / "photo-of-a-3.jpg"
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
@@ -194,6 +199,8 @@ def test_the_pages_load_nothing_from_elsewhere_and_never_hold_a_key(page, gatewa
     other.context.close()
     assert httpx.get(f"{gateway.url}/static/..%2Fapp.py", timeout=10).status_code == 404
     assert httpx.get(f"{gateway.url}/static/nothing.js", timeout=10).json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    off = httpx.post(f"{gateway.url}/hooks/mlflow", content=b"{}", timeout=10)  # no webhook secret: route off
+    assert off.status_code == 404 and "MNIST_WEBHOOK_SECRET" in off.json()["message"]
 
 
 def test_the_ops_page_shows_a_split_changed_with_the_cli_and_changes_it_itself(page, gateway):
@@ -228,6 +235,17 @@ def test_the_ops_page_shows_a_split_changed_with_the_cli_and_changes_it_itself(p
     page.wait_for_selector("#split-status:has-text('Split applied')")
     assert gateway.variants()["challenger"]["weight"] == 10
     playwright.expect(weight).to_have_text("10", timeout=10_000)
+
+
+def test_what_the_registry_holds_is_shown_as_text_never_run_as_markup(page, gateway):
+    """A promotion's reason is anyone's text with EDIT on the model: on the page it stays text."""
+    marker = '<img src="x" id="injected"><script>document.title = "owned"</script>'
+    client = MlflowClient(gateway.uri, gateway.uri)
+    history.append(client, "mnist-cnn", history.Event(history.now_iso(), "mallory", "promote", "x", None, "1", marker))
+    open_page(page, gateway, "/ops", key=gateway.admin_key)
+    page.wait_for_selector("#history td:has-text('mallory')", timeout=20_000)  # within the cache's 5 s
+    assert marker in page.inner_text("#history")
+    assert page.locator("#injected").count() == 0 and page.title() != "owned"
 
 
 @pytest.mark.parametrize("path", ["/", "/ops"])
@@ -271,3 +289,80 @@ def test_the_try_page_works_from_the_keyboard_alone(page, gateway):
     tab_to(page, "right")
     page.keyboard.press("Enter")
     page.wait_for_selector("#feedback-status:has-text('recorded that it was a 3')")
+
+
+def test_a_champion_moved_by_hand_in_the_mlflow_ui_takes_the_traffic_without_a_failed_request(
+    browser, gateway, tmp_path
+):
+    """The MLflow UI started as ``make ui`` starts it, on the gateway's own store; the version
+    page's alias editor moves ``champion`` from v2 to v3 while a client keeps sending requests;
+    the gateway follows (polling, with the gate on follow) and not one request fails."""
+    ui_port = free_port()
+    ui = start_process(
+        [sys.executable, "-m", "mnist_mlops.registry.ui", "--port", str(ui_port)],
+        subprocess_env(gateway.uri),
+        tmp_path / "ui.log",
+    )
+    load = Load(gateway)
+    try:
+        wait_for_http(f"http://127.0.0.1:{ui_port}/health", ui, timeout=120)
+        load.start()
+        context = browser.new_context(viewport=DESKTOP)
+        tab = context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.goto(f"http://127.0.0.1:{ui_port}/#/models/mnist-cnn/versions/3")
+        # The alias editor: a pencil once the version has an alias ("Add" before it has one).
+        edit = tab.locator("button[data-component-id*='aliaseditor']").or_(tab.get_by_role("button", name="Add"))
+        edit.first.click()
+        editor = tab.get_by_role("dialog")
+        aliases = editor.get_by_role("combobox")
+        aliases.fill("champion")
+        aliases.press("Enter")
+        screenshot(tab, "mlflow-ui-alias-editor")
+        editor.get_by_role("button", name="Save aliases").click()
+        editor.wait_for(state="hidden")
+        context.close()
+        assert MlflowClient(gateway.uri, gateway.uri).get_registered_model("mnist-cnn").aliases["champion"] == 3
+        deadline = time.monotonic() + 180
+        while ("champion", "3") not in load.answered_by:
+            assert time.monotonic() < deadline, f"the gateway did not follow: {gateway.variants()['champion']}"
+            time.sleep(0.25)
+    finally:
+        load.stop()
+        stop_process(ui)
+    assert load.failures == [] and load.ok > 0, load.failures[:5]
+    assert ("champion", "2") in load.answered_by  # the switch happened under this client's traffic
+
+
+class Load:
+    """A client sending the example photo back to back (admin key: told who answered) on a thread,
+    recording every failure and every (variant, version) that answered."""
+
+    def __init__(self, gateway) -> None:
+        image = base64.b64encode(PHOTO.read_bytes()).decode()
+        self.body = {"dataframe_split": {"columns": ["image"], "data": [[image]]}}
+        self.gateway, self.ok, self.failures, self.answered_by = gateway, 0, [], set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        headers = self.gateway.headers(self.gateway.admin_key)
+        with httpx.Client(timeout=60) as client:
+            while not self._stopping.is_set():
+                try:
+                    answer = client.post(f"{self.gateway.url}/invocations", json=self.body, headers=headers)
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code}: {answer.text[:200]}")
+                    continue
+                self.ok += 1
+                self.answered_by.add((answer.headers["X-Variant"], answer.headers["X-Model-Version"]))

@@ -10,6 +10,7 @@ it cannot answer (``/ready``, ``/variants``, the 503's message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from mnist_mlops.common.store import missing_store
@@ -52,13 +53,20 @@ def _unavailable(pool: VariantPool, reason: str) -> None:
     pool.no_model(reason)
 
 
-async def follow(pool: VariantPool, model_name: str, tracking_uri: str, interval: float) -> None:
-    """Run until cancelled: sync now, then every ``interval`` seconds."""
+async def follow(
+    pool: VariantPool, model_name: str, tracking_uri: str, interval: float, wake: asyncio.Event | None = None
+) -> None:
+    """Run until cancelled: sync now, then every ``interval`` seconds, or at once when ``wake`` is
+    set (a registry webhook: ``serve.gateway.webhooks``). One loop does every read, so an event
+    and a poll never sync the pool at the same time."""
     announced = False
+    wake = wake or asyncio.Event()
     while True:
         if await sync_once(pool, model_name, tracking_uri) and not announced:
             described = ", ".join(f"{v.alias}=v{v.version}({v.state})" for v in pool.variants.values())
             ready = "ready" if pool.table.is_ready() else "serving, not every variant is up"
             logger.info("gateway %s: %s", ready, described)
             announced = True
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
+        wake.clear()

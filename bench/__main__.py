@@ -10,10 +10,23 @@ import os
 import sys
 from pathlib import Path
 
-from bench import batch, clients, coldstart, inference_log, machine, network, online, pyfunc, quality, report, training
+from bench import (
+    batch,
+    clients,
+    coldstart,
+    inference_log,
+    machine,
+    network,
+    online,
+    pyfunc,
+    quality,
+    report,
+    serverless,
+    training,
+)
 from bench.core import BenchError, Mode, prepare_model
 
-SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch", "inference_log")
+SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch", "inference_log", "serverless")
 # The gateway tuned for throughput: adaptive micro-batching over backends forked from the warm pool.
 OPTIMISED = "gateway (micro-batching) -> warm backend"
 OPTIMISED_ARGS = ["--backend_mode", "warm", "--batch_max_size", "64"]
@@ -52,7 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     figures = []
     try:
-        model = prepare_model() if set(args.only) & {"pyfunc", "quality", "online", "coldstart", "batch"} else None
+        model = (
+            prepare_model()
+            if set(args.only) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless"}
+            else None
+        )
         for section in args.only:
             print(f"bench: {section} ...", file=sys.stderr, flush=True)
             if section == "training":
@@ -71,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures += batch.measure(mode, model)
             elif section == "inference_log":
                 figures += inference_log.measure(mode)
+            elif section == "serverless":
+                figures += serverless.measure(mode, model)
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None

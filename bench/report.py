@@ -97,6 +97,30 @@ def ratios(
     ):
         out.append(ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     out += batch.ratios(figures)
+    stock_launch = _find(figures, "serverless", "stock mlflow models serve: launch to first correct answer")
+    always_on = _find(figures, "serverless", "idle A/B gateway, always on: memory")
+    out += [
+        ratio(
+            "serverless: request at zero replicas p99 / stock launch to first answer",
+            _find(figures, "serverless", "request at zero replicas, warm pool up: p99"),
+            stock_launch,
+        ),
+        ratio(
+            "serverless: the very first request / stock launch to first answer",
+            _find(figures, "serverless", "the very first request (the warm pool starts too)"),
+            stock_launch,
+        ),
+        ratio(
+            "serverless: idle memory at zero, before any request / always on",
+            _find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
+            always_on,
+        ),
+        ratio(
+            "serverless: idle memory at zero, after waking / always on",
+            _find(figures, "serverless", "idle A/B gateway at zero, after its variants slept again: memory"),
+            always_on,
+        ),
+    ]
     for writers in ("1 writer", "2 writers"):
         out.append(
             ratio(

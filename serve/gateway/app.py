@@ -132,6 +132,8 @@ class Gateway:
             start_timeout=settings.start_timeout,
             gate=follow_gate_loader(settings) if settings.follow_gate else None,
             on_refusal=self.record_refusal,
+            min_replicas=settings.min_replicas,
+            idle_after=settings.scale_to_zero_after,
         )
         self.pool.configure(settings.served_split(), settings.backend_urls)
         self.autopilot = Autopilot(
@@ -192,17 +194,21 @@ class Gateway:
             body_timeout=s.body_timeout,
             expose_variant=s.expose_variant,
             limits=Limits(s.rate_per_minute, s.max_in_flight_per_key, s.images_per_day),
+            max_held=s.max_held,
+            hold_timeout=s.hold_timeout,
         )
 
     async def start(self) -> None:
         s = self.settings
         self.data = DataPlane(
-            self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client()
+            self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client(), self.pool.wake
         )
         self._tasks.append(
             asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval, self.follow_now))
         )
         self._tasks.append(asyncio.create_task(self.pool.watch()))
+        if s.min_replicas == 0:
+            self._tasks.append(asyncio.create_task(self.pool.scale_to_zero()))
         if s.auto_promote:
             self._tasks.append(asyncio.create_task(self.autopilot.run()))
 

@@ -68,6 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(parser, "request_timeout", type=positive_float, default=60.0, help="seconds (default 60)")
     add_option(
         parser,
+        "min_replicas",
+        type=whole_number(0, 1),
+        default=1,
+        help="0: scale to zero, a variant's backend stops when idle and a request wakes it (default 1)",
+    )
+    add_option(
+        parser,
+        "scale_to_zero_after",
+        type=positive_float,
+        default=60.0,
+        help="seconds without a request before a variant scales to zero, with --min_replicas 0 (default 60)",
+    )
+    add_option(
+        parser,
+        "max_held",
+        type=whole_number(1),
+        default=256,
+        help="requests held at once while a variant wakes from zero; more get 503 (default 256)",
+    )
+    add_option(
+        parser,
+        "hold_timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a held request waits for its variant to wake (default 30)",
+    )
+    add_option(
+        parser,
         "start_timeout",
         type=positive_float,
         default=180.0,
@@ -259,6 +287,10 @@ def settings_from(args) -> GatewaySettings:
         port=args.port,
         poll_interval=args.poll_interval,
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
+        min_replicas=args.min_replicas,
+        scale_to_zero_after=args.scale_to_zero_after,
+        max_held=args.max_held,
+        hold_timeout=args.hold_timeout,
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
         start_timeout=args.start_timeout,

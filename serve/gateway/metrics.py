@@ -59,6 +59,25 @@ class GatewayMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.wakes = Counter(
+            "gateway_wakes", "Variants woken from zero replicas by a request", ["variant"], registry=self.registry
+        )
+        self.wake_failures = Counter(
+            "gateway_wake_failures",
+            "Failed wake-ups (held requests got 503)",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.wake_seconds = Histogram(
+            "gateway_wake_seconds",
+            "From a request finding its variant at zero replicas to the backend answering",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.sleeps = Counter(
+            "gateway_scaled_to_zero", "Backends stopped after the idle period", ["variant"], registry=self.registry
+        )
+        self.held = Gauge("gateway_held_requests", "Requests waiting for a variant to wake", registry=self.registry)
         self.webhooks = Counter(
             "gateway_webhooks",
             "Registry webhook deliveries: accepted (an alias of this model moved), ignored, refused",

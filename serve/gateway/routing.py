@@ -5,7 +5,8 @@ that answers, or raises ``Unavailable`` naming why none can. The rules:
 
 - the split decides first, whatever the backends' state, so a user's sticky assignment does not
   depend on health (``split.sticky_choice``; weighted random without a user);
-- a variant that is not ready hands its request to the champion, the production model;
+- a variant that is not ready hands its request to the champion, the production model; one scaled
+  to zero (``--min_replicas 0``) keeps it: the request wakes it and waits (``scoring``);
 - the champion's own traffic never moves to another alias: a champion whose backend is being
   restarted keeps its requests (they wait for it within their deadline, ``scoring``), and one that
   cannot serve at all answers 503 with ``Retry-After``, because a candidate is not what production
@@ -47,7 +48,9 @@ def fallback(table: Table, variant: Variant) -> Variant | None:
 def choose(table: Table, user: str | None, rng: random.Random) -> Variant:
     """The variant that answers this request; ``Unavailable`` (503) when none may."""
     variant = assigned(table, user, rng)
-    if variant.ready or (variant.alias == CHAMPION and variant.state == "down" and variant.backend is not None):
+    if variant.ready or variant.asleep:  # a variant scaled to zero is woken by its request (``scoring``)
+        return variant
+    if variant.alias == CHAMPION and variant.state == "down" and variant.backend is not None:
         return variant
     stand_in = fallback(table, variant)
     if stand_in is not None:

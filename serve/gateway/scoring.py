@@ -21,6 +21,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import ClientDisconnect
@@ -90,6 +91,8 @@ class DataPlaneSettings:
     body_timeout: float = 30.0  # seconds a request's body may take to arrive
     expose_variant: bool = False  # tell every client which variant answered (else admin keys only)
     limits: Limits = field(default_factory=Limits)  # the per-key limits of keys without their own
+    max_held: int = 256  # requests held at once while their variant wakes from zero; more get 503
+    hold_timeout: float = 30.0  # seconds a held request waits for its variant to wake
 
 
 class DataPlane:
@@ -103,8 +106,12 @@ class DataPlane:
         metrics: GatewayMetrics,
         log: InferenceLog,
         client: BackendClient,
+        wake: Callable[[Variant], Awaitable[None]] | None = None,
     ) -> None:
+        """``wake``: the control plane's start of a variant scaled to zero (``VariantPool.wake``)."""
         self.settings = settings
+        self.wake = wake
+        self.held = 0
         self.keys = keys
         self.table = table
         self.metrics = metrics
@@ -137,6 +144,9 @@ class DataPlane:
             )
             self._charge(admitted, request.row_count)
             variant = routing.choose(self.table, user, self.rng)
+            variant.last_request = time.monotonic()
+            if variant.asleep:
+                await self._hold_until_awake(variant)
             answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
             status = answer.status
             self._record(rid, "serve", variant, user, time.perf_counter() - started, answer, key, client_rid)
@@ -202,6 +212,35 @@ class DataPlane:
                 await self._wait_for_restart(variant, backend, deadline)
                 stand_in = variant
             return await self._send(stand_in, request, rid, batch=False), stand_in
+
+    async def _hold_until_awake(self, variant: Variant) -> None:
+        """The activator: hold the request while its variant wakes from zero replicas, then let it
+        through; 503 with ``Retry-After`` past ``max_held`` held requests, after ``hold_timeout``,
+        or when the wake-up fails (nothing was sent anywhere: the client may retry)."""
+        if self.wake is None or self.held >= self.settings.max_held:
+            self.metrics.rejected.labels("held_full").inc()
+            raise Unavailable(
+                f"the {variant.alias} is starting from zero replicas and {self.held} requests wait for it already; "
+                "retry in a moment",
+                headers={"Retry-After": routing.RETRY_AFTER_SECONDS},
+            )
+        self.held += 1
+        self.metrics.held.set(self.held)
+        try:
+            async with asyncio.timeout(self.settings.hold_timeout):
+                await asyncio.shield(self.wake(variant))
+        except Exception as exc:
+            failed = variant.last_error or "failed to start"
+            why = "did not start in time" if isinstance(exc, TimeoutError) else failed
+            raise Unavailable(
+                f"the {variant.alias} is starting from zero replicas and {why}; retry in a moment",
+                headers={"Retry-After": routing.RETRY_AFTER_SECONDS},
+            ) from None
+        finally:
+            self.held -= 1
+            self.metrics.held.set(self.held)
+        if not variant.ready:
+            raise routing.unavailable(variant)
 
     async def _wait_for_restart(self, variant: Variant, failed: Backend | None, deadline: float) -> None:
         """Until ``variant`` has a ready backend other than ``failed``; 503 at ``deadline``, when

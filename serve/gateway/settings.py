@@ -24,6 +24,13 @@ class GatewaySettings:
     port: int = 8080
     poll_interval: float = 5.0
     """Seconds between two reads of the registry's aliases."""
+    min_replicas: int = 1
+    """0: scale to zero, a variant's backend stops after ``scale_to_zero_after`` idle seconds and
+    a request wakes it (held meanwhile); 1: every variant keeps its backend."""
+    scale_to_zero_after: float = 60.0
+    max_held: int = 256
+    """Requests held at once while their variant wakes from zero; more get 503 with Retry-After."""
+    hold_timeout: float = 30.0
     webhook_secret: str | None = field(default=None, repr=False)
     """The registry webhook's secret (``$MNIST_WEBHOOK_SECRET``): with it, ``POST /hooks/mlflow``
     takes MLflow's signed alias events and the registry is read at once (``webhooks``)."""
@@ -107,6 +114,10 @@ class GatewaySettings:
             raise ValueError("TLS needs both --certfile and --keyfile")
         if self.max_body_bytes <= 0 or self.poll_interval <= 0:
             raise ValueError("--max_body_bytes and --poll_interval must be positive")
+        if self.min_replicas not in (0, 1):
+            raise ValueError(f"--min_replicas is 0 (scale to zero) or 1, got {self.min_replicas}")
+        if self.scale_to_zero_after <= 0 or self.hold_timeout <= 0 or self.max_held < 1:
+            raise ValueError("--scale_to_zero_after and --hold_timeout must be positive, --max_held at least 1")
         if not 0 < self.max_feedback_share <= 1:
             raise ValueError("--max_feedback_share is a share: above 0, at most 1")
         if self.shadow and self.shadow == "champion":

@@ -56,7 +56,7 @@ class Variant:
     alias: str
     weight: float
     backend: Backend | None = None
-    state: str = "starting"  # starting | ready | down | failed | absent
+    state: str = "starting"  # starting | ready | down | failed | absent | idle | waking
     pending_version: str | None = None  # a new version being started for this alias
     failed_version: str | None = None  # a version that would not start: not retried on every poll
     last_error: str | None = None
@@ -66,10 +66,19 @@ class Variant:
     errors: int = 0
     restarts: int = 0
     batcher: object | None = None  # the data plane's micro-batcher for this variant, made on first use
+    # Scale to zero (``--min_replicas 0``): the version an idle variant serves once woken, and when
+    # the data plane last routed a request to it (``time.monotonic``).
+    idle_version: str | None = None
+    last_request: float = field(default_factory=time.monotonic)
 
     @property
     def version(self) -> str | None:
-        return self.backend.version if self.backend else None
+        return self.backend.version if self.backend else self.idle_version
+
+    @property
+    def asleep(self) -> bool:
+        """Scaled to zero (or waking up): a request wakes it and waits for it, not a stand-in."""
+        return self.backend is None and self.state in ("idle", "waking") and self.idle_version is not None
 
     @property
     def ready(self) -> bool:
@@ -115,11 +124,12 @@ class Table:
         return self.variants.get(alias) if alias else None
 
     def is_ready(self) -> bool:
-        """Every variant that takes live traffic (weight above 0) has a ready backend, or, for
+        """Every variant that takes live traffic (weight above 0) has a ready backend (or is scaled
+        to zero, and wakes on a request), or, for
         another alias than the champion, has failed to start: its share goes to the champion
         (``routing``) until a new version of it is registered, so the gateway answers everything."""
         return all(
-            v.ready or (v.alias != CHAMPION and v.state == "failed")
+            v.ready or v.asleep or (v.alias != CHAMPION and v.state == "failed")
             for v in self.variants.values()
             if v.weight > 0 and v.in_registry
         )

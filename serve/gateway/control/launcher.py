@@ -125,6 +125,29 @@ async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
         return False
 
 
+# One 28x28 row (a vertical stroke): what a woken backend must answer before it takes traffic.
+PROBE = (
+    b'{"dataframe_split": {"columns": ["pixels"], "data": [["'
+    + b" ".join([b"0"] * 300 + [b"255"] * 184 + [b"0"] * 300)
+    + b'"]]}}'
+)
+
+
+async def answers_a_prediction(backend: Backend, client: httpx.AsyncClient, timeout: float = 60.0) -> bool:
+    """Whether ``backend`` answers a real prediction (its model loaded, its first call's warm-up
+    paid), not only ``/ping``: a client is never the first to find out."""
+    headers = {"Content-Type": "application/json"}
+    try:
+        if unix_socket_path(backend.url) is None:
+            answer = await client.post(f"{backend.url}/invocations", content=PROBE, headers=headers, timeout=timeout)
+        else:
+            async with backend_httpx_client(backend.url, timeout) as local:
+                answer = await local.post("/invocations", content=PROBE, headers=headers)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 
 

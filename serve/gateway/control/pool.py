@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,11 @@ class VariantPool:
     on_refusal: Callable[..., Awaitable[None]] | None = None
     table: Table = field(default_factory=Table)
     tasks: TaskSet = field(default_factory=TaskSet)
+    # Scale to zero: with min_replicas 0, a variant's backend stops after idle_after seconds
+    # without a request and starts again on the next one (``wake``); 1 keeps every backend up.
+    min_replicas: int = 1
+    idle_after: float = 60.0
+    _waking: dict[str, asyncio.Task] = field(default_factory=dict)
 
     @property
     def variants(self) -> dict[str, Variant]:
@@ -102,6 +108,14 @@ class VariantPool:
                         self.spawn(self._restart(variant))
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
+        if self.min_replicas == 0 and version is not None and not variant.external_url:
+            if variant.backend is None and variant.idle_version is None and variant.state in ("starting", "absent"):
+                variant.in_registry, variant.idle_version = True, version
+                variant.state, variant.last_error = "idle", None
+                logger.info("alias %s: v%s at zero replicas until a request comes", variant.alias, version)
+                return
+            if variant.asleep and version != variant.idle_version:
+                await self.wake(variant)  # the gate on follow compares the new version with the old
         variant.in_registry = version is not None
         if version is None:
             variant.last_error = f"alias {variant.alias!r} is not set in the registry"
@@ -173,6 +187,65 @@ class VariantPool:
         if self.on_refusal is not None:
             self.spawn(self.on_refusal(variant.alias, variant.version, candidate.version, reason, figures))
         return False
+
+    def wake(self, variant: Variant) -> asyncio.Task:
+        """Start the backend of a variant scaled to zero; every request that finds it asleep waits
+        on the same task. It takes traffic only once it has answered a real prediction."""
+        task = self._waking.get(variant.alias)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._wake(variant))
+            self._waking[variant.alias] = task
+        return task
+
+    async def _wake(self, variant: Variant) -> None:
+        version, started = variant.idle_version, time.monotonic()
+        variant.state, variant.last_error = "waking", None
+        try:
+            backend = await self._start(variant, version)
+            if not await launcher.answers_a_prediction(backend, self.client):
+                await launcher.stop(backend)
+                raise RuntimeError(f"v{version} started but did not answer a prediction")
+        except Exception as exc:
+            variant.state, variant.last_error = "idle", f"v{version} failed to wake: {exc}"
+            self.metrics.wake_failures.labels(variant.alias).inc()
+            logger.error("alias %s: %s", variant.alias, variant.last_error)
+            raise
+        if variant.idle_version != version or variant.backend is not None:  # the split or registry moved on
+            self.spawn(self._retire(backend))
+            return
+        variant.backend, variant.idle_version, variant.state = backend, None, "ready"
+        variant.last_request = time.monotonic()
+        elapsed = variant.last_request - started
+        self.metrics.wakes.labels(variant.alias).inc()
+        self.metrics.wake_seconds.observe(elapsed)
+        logger.info("alias %s: v%s woken in %.2f s", variant.alias, version, elapsed)
+
+    async def scale_to_zero(self, interval: float = 0.5) -> None:
+        """With ``min_replicas`` 0: stop each backend started here that has had no request for
+        ``idle_after`` seconds and has none in flight; its variant sleeps until the next request."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for variant in list(self.variants.values()):
+                backend = variant.backend
+                if (
+                    backend is None
+                    or backend.handle is None
+                    or variant.state != "ready"
+                    or variant.pending_version is not None
+                    or backend.in_flight > 0
+                    or now - variant.last_request < self.idle_after
+                ):
+                    continue
+                variant.backend, variant.idle_version, variant.state = None, backend.version, "idle"
+                self.metrics.sleeps.labels(variant.alias).inc()
+                logger.info(
+                    "alias %s: no request for %.0f s; v%s scaled to zero",
+                    variant.alias,
+                    self.idle_after,
+                    backend.version,
+                )
+                self.spawn(self._retire(backend))
 
     async def _restart(self, variant: Variant) -> None:
         """A backend died: restart the same version (meanwhile the data plane's fallback rules hold)."""

@@ -1,0 +1,145 @@
+"""Scale to zero with real processes: a gateway started with ``--min_replicas 0`` runs no backend
+until a request comes; the first request to a sleeping variant is held while its backend starts
+from the warm pool and answers a real prediction, then answered (never failed); a burst wakes it
+once; after the idle period it is back at zero with its process gone; past the held-request bound
+a request gets 503 with ``Retry-After``; bad scaling options are one line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
+
+SERVERLESS = ["--backend_mode", "warm", "--poll_interval", "1", "--min_replicas", "0"]
+
+
+def tree_pss_mib(pid: int) -> float:
+    """Memory of a process and every process it started, in MiB: proportional set sizes, so the
+    pages a forked backend shares with the warm pool are counted once, not once per process."""
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def states(gateway) -> dict[str, str]:
+    return {alias: v["state"] for alias, v in gateway.variants().items()}
+
+
+def wait_for_states(gateway, wanted: dict[str, str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while states(gateway) != wanted:
+        assert time.monotonic() < deadline, f"states {states(gateway)}, expected {wanted}"
+        time.sleep(0.1)
+
+
+def counter(gateway, name: str, **labels: str) -> float:
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=10).text
+    return sum(s.value for s in samples(metrics, name, **labels))
+
+
+async def burst(gateway, count: int, headers: dict[str, str]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=120) as client:
+        return await asyncio.gather(
+            *(client.post(f"{gateway.url}/invocations", json=PIXELS, headers=headers) for _ in range(count))
+        )
+
+
+@pytest.fixture(scope="module")
+def gateway(trained_store, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("serverless")
+    uri = two_version_store(trained_store, directory)
+    running = start_gateway(
+        uri, directory, *SERVERLESS, "--split", "champion=50,challenger=50", "--scale_to_zero_after", "3"
+    )
+    yield running
+    running.stop()
+
+
+def test_an_idle_gateway_runs_no_backend_and_a_first_request_wakes_its_variant(gateway):
+    wait_for_states(gateway, {"champion": "idle", "challenger": "idle"})
+    assert all(v["pid"] is None for v in gateway.variants().values())
+    asleep = tree_pss_mib(gateway.process.pid)
+    headers = gateway.headers(gateway.admin_key, **{"X-User-ID": "first-user"})
+    started = time.monotonic()
+    answer = httpx.post(f"{gateway.url}/invocations", json=PIXELS, headers=headers, timeout=120)
+    first = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    woken = answer.headers["X-Variant"]
+    assert states(gateway)[woken] == "ready" and counter(gateway, "gateway_wakes_total", variant=woken) == 1
+    awake = tree_pss_mib(gateway.process.pid)
+    backend_pid = gateway.variants()[woken]["pid"]
+    assert running(backend_pid)
+    wait_for_states(gateway, {"champion": "idle", "challenger": "idle"}, timeout=30)  # the idle period: 3 s
+    assert all(v["pid"] is None for v in gateway.variants().values())
+    assert counter(gateway, "gateway_scaled_to_zero_total", variant=woken) >= 1
+    deadline = time.monotonic() + 30  # its process gone too (stopped once it has drained)
+    while running(backend_pid):
+        assert time.monotonic() < deadline, f"backend {backend_pid} still runs after scaling to zero"
+        time.sleep(0.1)
+    back_at_zero = tree_pss_mib(gateway.process.pid)  # the warm pool stays: the next wake is a fork
+    started = time.monotonic()
+    again = httpx.post(f"{gateway.url}/invocations", json=PIXELS, headers=headers, timeout=120)
+    assert again.status_code == 200 and again.headers["X-Variant"] == woken  # sticky per X-User-ID
+    print(
+        f"first request at zero: {first:.2f} s (the warm pool starts), again after scaling to zero: "
+        f"{time.monotonic() - started:.2f} s; memory: {asleep:.0f} MiB before any request, {awake:.0f} MiB "
+        f"with one variant awake, {back_at_zero:.0f} MiB back at zero"
+    )
+
+
+def test_a_burst_on_sleeping_variants_is_held_and_answered_with_one_wake_each(gateway):
+    wait_for_states(gateway, {"champion": "idle", "challenger": "idle"}, timeout=30)
+    before = {alias: counter(gateway, "gateway_wakes_total", variant=alias) for alias in ("champion", "challenger")}
+    answers = asyncio.run(burst(gateway, 40, gateway.headers(gateway.admin_key)))
+    assert [a.status_code for a in answers] == [200] * 40, [a.text for a in answers if a.status_code != 200][:3]
+    for alias in {a.headers["X-Variant"] for a in answers}:
+        assert counter(gateway, "gateway_wakes_total", variant=alias) == before[alias] + 1
+
+
+def test_past_the_held_bound_a_request_gets_503_and_retry_after(trained_store, tmp_path):
+    uri = two_version_store(trained_store, tmp_path)
+    bounded = start_gateway(uri, tmp_path, *SERVERLESS, "--max_held", "2", "--scale_to_zero_after", "600")
+    try:
+        wait_for_states(bounded, {"champion": "idle"})
+        answers = asyncio.run(burst(bounded, 12, bounded.headers()))
+        codes = sorted(a.status_code for a in answers)
+        assert set(codes) <= {200, 503} and codes.count(200) >= 2 and 503 in codes, codes
+        refused = next(a for a in answers if a.status_code == 503)
+        assert refused.headers["Retry-After"] and "zero replicas" in refused.json()["message"]
+        again = httpx.post(f"{bounded.url}/invocations", json=PIXELS, headers=bounded.headers(), timeout=60)
+        assert again.status_code == 200  # awake now: the refused client's retry is answered
+    finally:
+        bounded.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--min_replicas", "2"), ("--scale_to_zero_after", "0"), ("--max_held", "0")]
+)
+def test_a_bad_scaling_option_is_one_line(option, value):
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and option.lstrip("-") in result.stderr

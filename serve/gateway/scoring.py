@@ -286,6 +286,10 @@ class DataPlane:
         included, so the latency logged for it is the one it would serve with.
         """
         shadow = self.table.get(self.settings.shadow)
+        if shadow is not None:
+            shadow.last_request = time.monotonic()  # the champion's traffic keeps its shadow awake
+            if shadow.asleep and self.wake is not None:
+                self.wake(shadow)  # this copy is dropped; the ones after it find the shadow up
         if shadow is None or not shadow.ready or self.shadow_slots.locked():
             self.metrics.rejected.labels("shadow_skipped").inc()
             return

@@ -7,6 +7,7 @@ a request gets 503 with ``Retry-After``; bad scaling options are one line."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -143,3 +144,27 @@ def test_a_bad_scaling_option_is_one_line(option, value):
         timeout=60,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and option.lstrip("-") in result.stderr
+
+
+def shadow_rows(log) -> int:
+    if not log.exists():
+        return 0
+    with sqlite3.connect(log) as connection:
+        query = "SELECT COUNT(*) FROM predictions WHERE role = 'shadow' AND status = 200"
+        return connection.execute(query).fetchone()[0]
+
+
+def test_a_sleeping_shadow_is_woken_by_the_champions_traffic(trained_store, tmp_path):
+    uri = two_version_store(trained_store, tmp_path)
+    shadowed = start_gateway(uri, tmp_path, *SERVERLESS, "--shadow", "challenger", "--scale_to_zero_after", "600")
+    try:
+        wait_for_states(shadowed, {"champion": "idle", "challenger": "idle"})
+        deadline = time.monotonic() + 60
+        while not shadow_rows(tmp_path / "mnist-inference.db"):
+            assert time.monotonic() < deadline, states(shadowed)
+            answer = httpx.post(f"{shadowed.url}/invocations", json=PIXELS, headers=shadowed.headers(), timeout=60)
+            assert answer.status_code == 200
+            time.sleep(0.2)
+        assert states(shadowed) == {"champion": "ready", "challenger": "ready"}
+    finally:
+        shadowed.stop()

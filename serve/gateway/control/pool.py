@@ -194,6 +194,8 @@ class VariantPool:
         task = self._waking.get(variant.alias)
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._wake(variant))
+            # A failure is logged by _wake and raised to each waiter; with none left, not again.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._waking[variant.alias] = task
         return task
 

@@ -115,7 +115,10 @@ class VariantPool:
                 logger.info("alias %s: v%s at zero replicas until a request comes", variant.alias, version)
                 return
             if variant.asleep and version != variant.idle_version:
-                await self.wake(variant)  # the gate on follow compares the new version with the old
+                try:  # awake, the gate on follow compares the new version with the old one
+                    await self.wake(variant)
+                except Exception:  # logged by _wake; the next read of the registry tries again
+                    return
         variant.in_registry = version is not None
         if version is None:
             variant.last_error = f"alias {variant.alias!r} is not set in the registry"

@@ -7,7 +7,7 @@ network saw; a correction lands in the inference log; without a key the page say
 is scored; the pages load nothing from anywhere but the gateway and never hold a key; the
 operations page shows a split change made with the CLI and makes one itself; a phone-sized screen
 has no horizontal scrolling; the try-it page works from the keyboard alone; a champion moved by
-hand in the real MLflow UI takes the traffic with no failed request. Screenshots of each page go to
+hand in the real MLflow UI takes the traffic, by webhook, with no failed request. Screenshots of each page go to
 ``build/screenshots`` (listed at the end of the test run)."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from mlflow import MlflowClient
 from playwright import sync_api as playwright
 
@@ -35,6 +36,7 @@ PHOTO = PROJECT_ROOT / "examples" / "photo-of-a-3.jpg"
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
+WEBHOOK_SECRET = "web-test-webhook-secret-0123456789"
 WAIT_MS = 60_000  # for an answer: the first request of a backend may take seconds on a slow machine
 
 
@@ -43,7 +45,16 @@ def gateway(trained_store, full_model_path, tmp_path_factory):
     directory = tmp_path_factory.mktemp("web")
     full = LoggedModel(str(full_model_path), "", 0.0)
     uri = store_with(trained_store, directory, full, full)
-    running = start_gateway(uri, directory, "--split", "champion=80,challenger=20", "--poll_interval", "1")
+    # Polling once an hour: an alias moved in the MLflow UI reaches the gateway by webhook.
+    running = start_gateway(
+        uri,
+        directory,
+        "--split",
+        "champion=80,challenger=20",
+        "--poll_interval",
+        "3600",
+        environment={"MNIST_WEBHOOK_SECRET": WEBHOOK_SECRET},
+    )
     yield running
     running.stop()
 
@@ -199,8 +210,8 @@ def test_the_pages_load_nothing_from_elsewhere_and_never_hold_a_key(page, gatewa
     other.context.close()
     assert httpx.get(f"{gateway.url}/static/..%2Fapp.py", timeout=10).status_code == 404
     assert httpx.get(f"{gateway.url}/static/nothing.js", timeout=10).json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    off = httpx.post(f"{gateway.url}/hooks/mlflow", content=b"{}", timeout=10)  # no webhook secret: route off
-    assert off.status_code == 404 and "MNIST_WEBHOOK_SECRET" in off.json()["message"]
+    unsigned = httpx.post(f"{gateway.url}/hooks/mlflow", content=b"{}", timeout=10)
+    assert unsigned.status_code == 401 and "X-MLflow-Signature" in unsigned.json()["message"]
 
 
 def test_the_ops_page_shows_a_split_changed_with_the_cli_and_changes_it_itself(page, gateway):
@@ -294,23 +305,39 @@ def test_the_try_page_works_from_the_keyboard_alone(page, gateway):
 def test_a_champion_moved_by_hand_in_the_mlflow_ui_takes_the_traffic_without_a_failed_request(
     browser, gateway, tmp_path
 ):
-    """The MLflow UI started as ``make ui`` starts it, on the gateway's own store; the version
-    page's alias editor moves ``champion`` from v2 to v3 while a client keeps sending requests;
-    the gateway follows (polling, with the gate on follow) and not one request fails."""
+    """The MLflow UI started as ``make ui`` starts it, on the gateway's own store, sending its alias
+    webhooks to the gateway (which polls once an hour); the version page's alias editor moves
+    ``champion`` from v2 to v3 while a client keeps sending requests; the gateway follows on the
+    webhook, with the gate on follow, and not one request fails."""
     ui_port = free_port()
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    webhooks = {  # a receiver on loopback (docs/gateway.md)
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
     ui = start_process(
         [sys.executable, "-m", "mnist_mlops.registry.ui", "--port", str(ui_port)],
-        subprocess_env(gateway.uri),
+        subprocess_env(gateway.uri, **webhooks),
         tmp_path / "ui.log",
     )
     load = Load(gateway)
     try:
-        wait_for_http(f"http://127.0.0.1:{ui_port}/health", ui, timeout=120)
+        wait_for_http(f"{ui_url}/health", ui, timeout=120)
+        command = [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", "webhook", "register"]
+        register = subprocess.run(
+            [*command, "--url", gateway.url, "--tracking_uri", ui_url],
+            env=subprocess_env(gateway.uri, MNIST_WEBHOOK_SECRET=WEBHOOK_SECRET),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert register.returncode == 0, register.stderr
         load.start()
         context = browser.new_context(viewport=DESKTOP)
         tab = context.new_page()
         tab.set_default_timeout(WAIT_MS)
-        tab.goto(f"http://127.0.0.1:{ui_port}/#/models/mnist-cnn/versions/3")
+        tab.goto(f"{ui_url}/#/models/mnist-cnn/versions/3")
         # The alias editor: a pencil once the version has an alias ("Add" before it has one).
         edit = tab.locator("button[data-component-id*='aliaseditor']").or_(tab.get_by_role("button", name="Add"))
         edit.first.click()
@@ -332,6 +359,9 @@ def test_a_champion_moved_by_hand_in_the_mlflow_ui_takes_the_traffic_without_a_f
         stop_process(ui)
     assert load.failures == [] and load.ok > 0, load.failures[:5]
     assert ("champion", "2") in load.answered_by  # the switch happened under this client's traffic
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=10).text
+    assert sum(s.value for s in samples(metrics, "gateway_webhooks_total", outcome="accepted")) >= 1
+    print(f"MLflow UI alias move under load: {load.ok} requests answered, {len(load.failures)} failed")
 
 
 class Load:

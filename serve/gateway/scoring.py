@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -217,6 +218,12 @@ class DataPlane:
         """The activator: hold the request while its variant wakes from zero replicas, then let it
         through; 503 with ``Retry-After`` past ``max_held`` held requests, after ``hold_timeout``,
         or when the wake-up fails (nothing was sent anywhere: the client may retry)."""
+        wait = variant.wake_retry_at - time.monotonic()
+        if wait > 0:  # its last wake failed: no new start before the backoff is over
+            raise Unavailable(
+                f"the {variant.alias} cannot start: {variant.last_error}; retry in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         if self.wake is None or self.held >= self.settings.max_held:
             self.metrics.rejected.labels("held_full").inc()
             raise Unavailable(

@@ -70,6 +70,8 @@ class Variant:
     # the data plane last routed a request to it (``time.monotonic``).
     idle_version: str | None = None
     last_request: float = field(default_factory=time.monotonic)
+    wake_failures: int = 0  # failed wakes in a row; each doubles the wait before the next (1 s to 60 s)
+    wake_retry_at: float = 0.0  # ``time.monotonic`` before which no new wake is tried
 
     @property
     def version(self) -> str | None:

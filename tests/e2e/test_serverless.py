@@ -15,6 +15,7 @@ import time
 import httpx
 import psutil
 import pytest
+from mlflow import MlflowClient
 
 from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
 
@@ -168,3 +169,26 @@ def test_a_sleeping_shadow_is_woken_by_the_champions_traffic(trained_store, tmp_
         assert states(shadowed) == {"champion": "ready", "challenger": "ready"}
     finally:
         shadowed.stop()
+
+
+def test_a_version_that_cannot_wake_is_refused_fast_and_tried_again_only_after_a_backoff(trained_store, tmp_path):
+    """Its first request waits for the failed start and gets 503 naming it; the next ones get 503
+    at once with the backoff as Retry-After, without starting it again."""
+    uri = trained_store.copy_to(tmp_path / "store")
+    client = MlflowClient(uri, uri)
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    broken = client.create_model_version("mnist-cnn", str(not_a_model)).version
+    client.set_registered_model_alias("mnist-cnn", "champion", str(broken))
+    gateway = start_gateway(uri, tmp_path, *SERVERLESS)
+    try:
+        wait_for_states(gateway, {"champion": "idle"})
+        first = httpx.post(f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers(), timeout=120)
+        assert first.status_code == 503 and "failed to wake" in first.json()["message"], first.text
+        again = httpx.post(f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers(), timeout=10)
+        assert again.status_code == 503 and int(again.headers["Retry-After"]) >= 1
+        assert "Traceback" not in again.text
+        assert counter(gateway, "gateway_wake_failures_total", variant="champion") == 1  # no second start
+        assert gateway.process.poll() is None
+    finally:
+        gateway.stop()

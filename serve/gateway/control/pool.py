@@ -30,6 +30,8 @@ from mnist_mlops.serve.gateway.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
+WAKE_BACKOFF_LIMIT = 60.0  # seconds: the longest wait between two tries to wake a variant that fails
+
 
 @dataclass
 class VariantPool:
@@ -114,7 +116,7 @@ class VariantPool:
                 variant.state, variant.last_error = "idle", None
                 logger.info("alias %s: v%s at zero replicas until a request comes", variant.alias, version)
                 return
-            if variant.asleep and version != variant.idle_version:
+            if variant.asleep and version != variant.idle_version and time.monotonic() >= variant.wake_retry_at:
                 try:  # awake, the gate on follow compares the new version with the old one
                     await self.wake(variant)
                 except Exception:  # logged by _wake; the next read of the registry tries again
@@ -211,15 +213,18 @@ class VariantPool:
                 await launcher.stop(backend)
                 raise RuntimeError(f"v{version} started but did not answer a prediction")
         except Exception as exc:
+            variant.wake_failures += 1
+            backoff = min(WAKE_BACKOFF_LIMIT, 2.0 ** (variant.wake_failures - 1))
+            variant.wake_retry_at = time.monotonic() + backoff
             variant.state, variant.last_error = "idle", f"v{version} failed to wake: {exc}"
             self.metrics.wake_failures.labels(variant.alias).inc()
-            logger.error("alias %s: %s", variant.alias, variant.last_error)
+            logger.error("alias %s: %s; next try in %.0f s at the earliest", variant.alias, variant.last_error, backoff)
             raise
         if variant.idle_version != version or variant.backend is not None:  # the split or registry moved on
             self.spawn(self._retire(backend))
             return
         variant.backend, variant.idle_version, variant.state = backend, None, "ready"
-        variant.last_request = time.monotonic()
+        variant.wake_failures, variant.last_request = 0, time.monotonic()
         elapsed = variant.last_request - started
         self.metrics.wakes.labels(variant.alias).inc()
         self.metrics.wake_seconds.observe(elapsed)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from mnist_mlops.common.times import parse_moment
 from mnist_mlops.registry import api, render
 from mnist_mlops.registry import history as history_module
 from mnist_mlops.registry.abtest import Policy, analyse
@@ -136,16 +135,10 @@ def cmd_history(args) -> Output:
 
 def parse_since(text: str | None) -> float:
     """Unix time from ISO 8601 or a duration ago (``30m``, ``2h``, ``1d``); 0 for everything."""
-    if not text:
-        return 0.0
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise RegistryError(f"--since {text!r}: expected ISO 8601 (2026-11-25T10:00) or a duration like 30m") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        return parse_moment(text, "--since")
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def cmd_abtest(args) -> Output:

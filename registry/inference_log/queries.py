@@ -8,11 +8,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, or_, select, true
+from sqlalchemy import and_, case, distinct, exists, func, or_, select, true
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
 from mnist_mlops.registry.inference_log.schema import database_url, engine_for, feedback, predictions, sqlite_file
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one key used of one variant over a time range: the lines of a bill."""
+
+    key_name: str | None  # None: a gateway without keys
+    variant: str
+    requests: int
+    images: int
+    errors: int  # requests answered with a status other than 200
+    busy_seconds: float  # the requests' time in the gateway, received to answered
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key_name,
+            "variant": self.variant,
+            "requests": self.requests,
+            "images": self.images,
+            "errors": self.errors,
+            "busy_seconds": round(self.busy_seconds, 3),
+        }
 
 
 class LogMissing(Exception):
@@ -185,3 +207,26 @@ class LogReader:
             )
         )
         return [bool(same) for (same,) in self._all(query)]
+
+    def usage(self, since: float, until: float) -> list[Usage]:
+        """Per key and variant, the answers served (shadow copies are the platform's, not the
+        client's) with ``since <= time < until``: requests, images (rows), errors, busy seconds."""
+        p = predictions.c
+        first_row = p.row == 0
+        query = (
+            select(
+                p.key_name,
+                p.variant,
+                func.count(distinct(p.request_id)),
+                func.count(),
+                func.count(distinct(case((p.status != 200, p.request_id)))),
+                func.coalesce(func.sum(case((first_row, p.latency_ms), else_=0.0)), 0.0),
+            )
+            .where(p.role == "serve", p.time >= since, p.time < until)
+            .group_by(p.key_name, p.variant)
+            .order_by(p.key_name, p.variant)
+        )
+        return [
+            Usage(key, variant, requests, images, errors, float(busy_ms) / 1000.0)
+            for key, variant, requests, images, errors, busy_ms in self._all(query)
+        ]

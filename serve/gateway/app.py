@@ -9,6 +9,7 @@ GET  /ready         open           every variant in the split has a ready backen
 GET  /variants      any key        alias, version, weight, state, counters; backends: admin only
 GET  /metrics       any key        Prometheus metrics
 PUT  /admin/split   admin role     change the weights at run time
+GET  /admin/usage   admin role     requests, images, errors and busy seconds per key and variant
 POST /hooks/mlflow  signed         MLflow's alias webhooks: read the registry now (``webhooks``)
 GET  /  and  /ops   open           the try-it and operations pages (static; they ask for a key)
 GET  /ops/state     admin role     what the operations page shows (``pages``)
@@ -33,8 +34,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnist_mlops.common.names import DATA_DIR_ENV
+from mnist_mlops.common.times import parse_moment
 from mnist_mlops.registry.abtest import Policy
 from mnist_mlops.registry.errors import RegistryError
+from mnist_mlops.registry.inference_log.queries import LogReader
 from mnist_mlops.registry.inference_log.writer import InferenceLog
 from mnist_mlops.registry.promote import Gate
 from mnist_mlops.serve.gateway.auth import KeyRing, load_keys
@@ -377,6 +380,26 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
         logger.info("webhook: %s %s -> v%s; reading the registry now", move["event"], move["alias"], move["version"])
         gateway.follow_now.set()
         return JSONResponse({"accepted": True} | move)
+
+    @app.get("/admin/usage")
+    async def usage(request: Request) -> JSONResponse:
+        """What each key used of each variant between ``since`` and ``until`` (ISO 8601, or a
+        duration ago like ``30m``, ``1d``; default: everything up to now), from the inference log."""
+        authenticate(request, gateway.keys, "admin")
+        query = request.query_params
+        try:
+            since = parse_moment(query.get("since"), "since")
+            until = parse_moment(query.get("until"), "until") if query.get("until") else time.time()
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+        def read() -> list[dict]:
+            with LogReader(settings.inference_log) as log:
+                return [row.to_dict() for row in log.usage(since, until)]
+
+        await asyncio.wrap_future(gateway.log.flush())  # what was answered before this call is counted
+        rows = await asyncio.to_thread(read)
+        return JSONResponse({"since": since, "until": until, "usage": rows})
 
     @app.put("/admin/split")
     async def set_split(request: Request) -> dict:

@@ -403,6 +403,41 @@ def webhook_main(argv: list[str]) -> None:
     print(f"webhook {hook.webhook_id}: {', '.join(ALIAS_EVENTS)} -> {receiver}")
 
 
+def usage_main(argv: list[str]) -> None:
+    """``mnist-gateway usage --since 1d``: what each key used of each variant (``GET /admin/usage``)."""
+    parser = OneLineArgumentParser(prog=f"{PROG} usage", description="Requests, images, errors per key and variant.")
+    add_option(parser, "url", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
+    add_option(parser, "key", default=os.environ.get("MNIST_API_KEY"), help="an admin key (default $MNIST_API_KEY)")
+    add_option(parser, "since", default=None, help="ISO 8601, or a duration ago like 30m, 1d (default: all)")
+    add_option(parser, "until", default=None, help="ISO 8601, or a duration ago (default: now)")
+    add_option(parser, "json", action="store_true", help="print the gateway's JSON")
+    args = parser.parse_args(argv)
+    import json
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    query = {name: value for name, value in (("since", args.since), ("until", args.until)) if value}
+    try:
+        answer = httpx.get(f"{args.url.rstrip('/')}/admin/usage", params=query, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {args.url}: {exc}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200:
+        _fail(f"the gateway refused ({answer.status_code}): {body.get('message', answer.text[:200])}")
+    if args.json:
+        print(json.dumps(body))
+        return
+    columns = ("key", "variant", "requests", "images", "errors", "busy_seconds")
+    rows = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in body["usage"]]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    for line in [list(columns), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
 def _split(text: str) -> dict[str, float]:
     try:
         return parse_split(text)
@@ -420,6 +455,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[:1] == ["webhook"]:
         webhook_main(argv[1:])
+        return
+    if argv[:1] == ["usage"]:
+        usage_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

@@ -2,11 +2,13 @@
 until a request comes; the first request to a sleeping variant is held while its backend starts
 from the warm pool and answers a real prediction, then answered (never failed); a burst wakes it
 once; after the idle period it is back at zero with its process gone; past the held-request bound
-a request gets 503 with ``Retry-After``; bad scaling options are one line."""
+a request gets 503 with ``Retry-After``; a version that cannot start backs off; each key's usage
+per variant is what it sent; bad scaling options are one line."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
+from tests.helpers import subprocess_env
 
 SERVERLESS = ["--backend_mode", "warm", "--poll_interval", "1", "--min_replicas", "0"]
 
@@ -192,3 +195,39 @@ def test_a_version_that_cannot_wake_is_refused_fast_and_tried_again_only_after_a
         assert gateway.process.poll() is None
     finally:
         gateway.stop()
+
+
+def usage_cli(gateway, key: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", "usage", "--url", gateway.url, *args],
+        env=subprocess_env(gateway.uri, MNIST_API_KEY=key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_usage_per_key_and_variant_equals_the_traffic_sent(gateway):
+    """What a serverless bill is made of, from the inference log: each key's requests and images
+    per variant, read with ``mnist-gateway usage`` (admin only)."""
+    two_images = {"dataframe_split": {"columns": ["pixels"], "data": PIXELS["dataframe_split"]["data"] * 2}}
+    sent = {"svc-predict": (5, two_images), "other-client": (3, PIXELS)}
+    for name, (count, body) in sent.items():
+        for _ in range(count):
+            answer = httpx.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers(gateway.keys[name]))
+            assert answer.status_code == 200
+    result = usage_cli(gateway, gateway.admin_key, "--since", "10m", "--json")
+    assert result.returncode == 0, result.stderr
+    totals: dict[str, list[int]] = {}
+    for row in json.loads(result.stdout)["usage"]:
+        requests, images = totals.setdefault(row["key"], [0, 0])
+        totals[row["key"]] = [requests + row["requests"], images + row["images"]]
+    assert totals["svc-predict"] == [5, 10] and totals["other-client"] == [3, 3]
+    table = usage_cli(gateway, gateway.admin_key, "--since", "10m")
+    assert table.returncode == 0 and "other-client" in table.stdout and "busy_seconds" in table.stdout
+    refused = usage_cli(gateway, gateway.predict_key)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "403" in refused.stderr
+    bad = httpx.get(
+        f"{gateway.url}/admin/usage", params={"since": "yesterday-ish"}, headers=gateway.headers(gateway.admin_key)
+    )
+    assert bad.status_code == 400 and "since" in bad.json()["message"]

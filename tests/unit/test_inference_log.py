@@ -1,6 +1,6 @@
-"""The inference log's retention, on both databases it runs on (a real SQLite file, and a real
-PostgreSQL cluster started for this file): what is older than ``keep_days`` goes, what is newer
-stays, and records keep being written while an old log is pruned step by step."""
+"""The inference log on both databases it runs on (a real SQLite file, and a real PostgreSQL
+cluster started for this file): retention (what is older than ``keep_days`` goes, what is newer
+stays, records keep being written while an old log is pruned step by step) and usage per key."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
+from mnist_mlops.registry.inference_log.queries import LogReader
 from mnist_mlops.registry.inference_log.writer import DAY, Answer, InferenceLog
 from tests.postgres import private_postgres
 
@@ -103,3 +104,40 @@ def test_a_large_old_log_is_pruned_in_small_steps_while_new_records_are_written(
         time.sleep(0.05)
     writer.close()
     assert ids(log, "predictions") == {"during"}
+
+
+def test_usage_counts_each_keys_requests_images_errors_and_busy_time_by_variant(log):
+    """The lines of a bill, on both databases: shadow copies are not the client's, a request of
+    three images is one request and three images, and the range is half-open."""
+    now = time.time()
+    three = b'{"predictions": [{"label": 1}, {"label": 2}, {"label": 3}]}'
+    rows = [
+        Answer("a1", "serve", now - 10, "champion", "1", None, 20.0, 200, three, key_name="alice"),
+        Answer("a2", "serve", now - 9, "champion", "1", None, 10.0, 503, b"", key_name="alice"),
+        Answer("a2", "shadow", now - 9, "challenger", "2", None, 99.0, 200, BODY, key_name="alice"),
+        Answer("b1", "serve", now - 8, "challenger", "2", None, 5.0, 200, BODY, key_name="bob"),
+        Answer("old", "serve", now - 3 * DAY, "champion", "1", None, 5.0, 200, BODY, key_name="bob"),
+    ]
+    write(log, rows)
+    with LogReader(log) as reader:
+        found = {(u.key_name, u.variant): u.to_dict() for u in reader.usage(now - DAY, now)}
+    assert found == {
+        ("alice", "champion"): {
+            "key": "alice",
+            "variant": "champion",
+            "requests": 2,
+            "images": 4,
+            "errors": 1,
+            "busy_seconds": 0.03,
+        },
+        ("bob", "challenger"): {
+            "key": "bob",
+            "variant": "challenger",
+            "requests": 1,
+            "images": 1,
+            "errors": 0,
+            "busy_seconds": 0.005,
+        },
+    }
+    with LogReader(log) as reader:
+        assert [(u.key_name, u.requests) for u in reader.usage(now - 9, now - 8)] == [("alice", 1)]

@@ -358,20 +358,27 @@ def split_main(argv: list[str]) -> None:
     add_option(parser, "url", default="http://127.0.0.1:8080", help="the gateway (default http://127.0.0.1:8080)")
     add_option(parser, "key", default=os.environ.get("MNIST_API_KEY"), help="an admin key (default $MNIST_API_KEY)")
     args = parser.parse_args(argv)
+    body = _admin_call("PUT", args.url, "/admin/split", args.key, json=args.split)
+    print(", ".join(f"{alias}={weight:g}" for alias, weight in body["split"].items()))
+
+
+def _admin_call(method: str, url: str, path: str, key: str | None, **request) -> dict:
+    """An admin route of a running gateway: its JSON answer, or one line and exit status 2."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        answer = httpx.put(f"{args.url.rstrip('/')}/admin/split", json=args.split, headers=headers, timeout=30)
+        answer = httpx.request(method, f"{url.rstrip('/')}{path}", headers=headers, timeout=60, **request)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach {args.url}: {exc}")
+        _fail(f"cannot reach {url}: {exc}")
     try:
         body = answer.json()
     except ValueError:
         body = {}
     if answer.status_code != 200:
-        _fail(f"the gateway refused the split ({answer.status_code}): {body.get('message', answer.text[:200])}")
-    print(", ".join(f"{alias}={weight:g}" for alias, weight in body["split"].items()))
+        message = body.get("message", answer.text[:200]) if isinstance(body, dict) else answer.text[:200]
+        _fail(f"the gateway refused {method} {path} ({answer.status_code}): {message}")
+    return body
 
 
 def webhook_main(argv: list[str]) -> None:
@@ -414,20 +421,8 @@ def usage_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     import json
 
-    import httpx
-
-    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     query = {name: value for name, value in (("since", args.since), ("until", args.until)) if value}
-    try:
-        answer = httpx.get(f"{args.url.rstrip('/')}/admin/usage", params=query, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {args.url}: {exc}")
-    try:
-        body = answer.json()
-    except ValueError:
-        body = {}
-    if answer.status_code != 200:
-        _fail(f"the gateway refused ({answer.status_code}): {body.get('message', answer.text[:200])}")
+    body = _admin_call("GET", args.url, "/admin/usage", args.key, params=query)
     if args.json:
         print(json.dumps(body))
         return

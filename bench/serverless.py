@@ -15,25 +15,15 @@ import statistics
 import time
 
 import httpx
-import psutil
 
 from bench import processes
 from bench.coldstart import process_cold_start
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
+from tests.helpers import tree_pss_mib
 
 SECTION = "serverless"
 IDLE_AFTER = 1.0  # seconds: short, so that many cold wakes fit in a run
 A_B = ("--split", "champion=50,challenger=50", "--backend_mode", "warm")
-
-
-def tree_pss_mib(pid: int) -> float:
-    total = 0
-    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            total += process.memory_full_info().pss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 2**20
 
 
 def _variants(url: str) -> dict[str, dict]:

@@ -107,3 +107,18 @@ def write_idx_images(path: Path, images: np.ndarray) -> None:
 def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     header = np.array([2049, len(labels)], dtype=">i4").tobytes()
     path.write_bytes(header + labels.astype(np.uint8).tobytes())
+
+
+def tree_pss_mib(pid: int) -> float:
+    """Memory of a process and every process it started, in MiB: proportional set sizes, so the
+    pages a forked backend shares with the warm pool are counted once, not once per process."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20

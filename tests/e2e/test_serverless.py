@@ -20,23 +20,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
-from tests.helpers import subprocess_env
+from tests.helpers import subprocess_env, tree_pss_mib
 
 SERVERLESS = ["--backend_mode", "warm", "--poll_interval", "1", "--min_replicas", "0"]
-
-
-def tree_pss_mib(pid: int) -> float:
-    """Memory of a process and every process it started, in MiB: proportional set sizes, so the
-    pages a forked backend shares with the warm pool are counted once, not once per process."""
-    root = psutil.Process(pid)
-    processes = [root, *root.children(recursive=True)]
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_full_info().pss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 2**20
 
 
 def running(pid: int) -> bool:

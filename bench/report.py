@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench import batch
 from bench.core import Figure, ratio
+from bench.serverless import STEP_CLIENTS
 
 
 def _find(figures: list[Figure], section: str, name: str, unit: str | None = None) -> Figure | None:
@@ -114,6 +115,11 @@ def ratios(
             "serverless: idle memory at zero, before any request / always on",
             _find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
             always_on,
+        ),
+        ratio(
+            f"serverless: step load c{STEP_CLIENTS} requests/s, at zero when idle / fixed replicas",
+            _find(figures, "serverless", f"step load c{STEP_CLIENTS}, at zero when idle: requests/s"),
+            _find(figures, "serverless", f"step load c{STEP_CLIENTS}, fixed replicas: requests/s"),
         ),
         ratio(
             "serverless: idle memory at zero, after waking / always on",

@@ -6,12 +6,16 @@
   to first correct answer measured here;
 - the memory an idle A/B gateway holds (proportional set size of the gateway and every process it
   started, so pages a fork shares with the warm pool count once): always on, against scaled to
-  zero before any request and after its variants have woken and slept again.
+  zero before any request and after its variants have woken and slept again;
+- a step load through the A/B split (idle, then 32 clients, then idle): failed requests, the
+  replicas over time, p99 while the variants scale up from zero, the time back to zero, and the
+  throughput against the same gateway with fixed replicas, in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import httpx
@@ -19,11 +23,14 @@ import httpx
 from bench import processes
 from bench.coldstart import process_cold_start
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
+from bench.load import LoadResult, require_wrk, run_wrk
 from tests.helpers import tree_pss_mib
 
 SECTION = "serverless"
 IDLE_AFTER = 1.0  # seconds: short, so that many cold wakes fit in a run
 A_B = ("--split", "champion=50,challenger=50", "--backend_mode", "warm")
+STEP_CLIENTS = 32
+SCALE_UP_SECONDS = 2  # the first part of a step, from zero replicas: its p99 is the scale-up's
 
 
 def _variants(url: str) -> dict[str, dict]:
@@ -49,7 +56,95 @@ def _first_answer(url: str, body: bytes, label: int) -> float:
     return time.perf_counter() - started
 
 
+class ReplicaSampler:
+    """The replicas serving, summed over the variants, every ``every`` seconds, in a thread."""
+
+    def __init__(self, url: str, every: float = 0.25) -> None:
+        self.url, self.every, self.counts = url, every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            replicas = sum(v["replicas"] for v in _variants(self.url).values())
+            self.counts.append((round(time.monotonic() - started, 2), replicas))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> ReplicaSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _step(url: str, body: bytes, seconds: float, from_zero: bool) -> tuple[LoadResult, LoadResult, list, float]:
+    """One step of load: the scale-up part and the rest, the replicas meanwhile, and (from zero)
+    the seconds from the end of the load until every variant is back at zero."""
+    if from_zero:
+        _wait_asleep(url)
+    with ReplicaSampler(url) as sampler:
+        rising = run_wrk(url, body, STEP_CLIENTS, SCALE_UP_SECONDS)
+        steady = run_wrk(url, body, STEP_CLIENTS, seconds)
+        ended = time.monotonic()
+        back = 0.0
+        if from_zero:
+            while any(v["replicas"] for v in _variants(url).values()):
+                if time.monotonic() - ended > 120:
+                    raise BenchError(f"the variants did not scale back to zero: {_variants(url)}")
+                time.sleep(0.05)
+            back = time.monotonic() - ended
+    return rising, steady, sampler.counts, back
+
+
+def _step_figures(steps: dict[str, list], seconds: float) -> list[Figure]:
+    figures = []
+    for name, runs in steps.items():
+        rps = [(r.requests + s.requests) / (r.seconds + s.seconds) for r, s, _, _ in runs]
+        failed = sum(r.errors + s.errors for r, s, _, _ in runs)
+        detail = {
+            "rounds": len(runs),
+            "clients": STEP_CLIENTS,
+            "seconds": SCALE_UP_SECONDS + seconds,
+            "runs_rps": [round(x, 1) for x in rps],
+        }
+        figures += [
+            Figure(
+                SECTION, f"step load c{STEP_CLIENTS}, {name}: requests/s", statistics.median(rps), "requests/s", detail
+            ),
+            Figure(SECTION, f"step load c{STEP_CLIENTS}, {name}: failed requests", failed, "requests", detail),
+            Figure(
+                SECTION,
+                f"step load c{STEP_CLIENTS}, {name}: p99 of the first {SCALE_UP_SECONDS} s",
+                statistics.median(r.p99_ms for r, _, _, _ in runs),
+                "ms",
+            ),
+        ]
+    serverless = steps["at zero when idle"]
+    last_counts = serverless[-1][2]
+    figures += [
+        Figure(
+            SECTION,
+            "step load, at zero when idle: replicas over time (last round)",
+            max(count for _, count in last_counts),
+            "replicas",
+            {"samples_s_replicas": last_counts[:: max(1, len(last_counts) // 60)]},
+        ),
+        Figure(
+            SECTION,
+            "step load, at zero when idle: load end to zero replicas",
+            statistics.median(back for _, _, _, back in serverless),
+            "s",
+            {"idle_after_s": IDLE_AFTER},
+        ),
+    ]
+    return figures
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
+    require_wrk()
     images, labels = mnist_test(1)
     body, label = request_body(images), int(labels[0])
     stock = process_cold_start(
@@ -58,18 +153,16 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     figures = [Figure(SECTION, "stock mlflow models serve: launch to first correct answer", stock, "s")]
 
     always_on = processes.gateway(model.tracking_uri, model.directory, *A_B)
-    with processes.running(always_on, "/ready"):
+    scaled = processes.gateway(
+        model.tracking_uri, model.directory, *A_B, "--min_replicas", "0", "--scale_to_zero_after", str(IDLE_AFTER)
+    )
+    wakes, rounds, seconds = mode.count(20, 3), mode.count(3, 1), mode.seconds(13.0, 2.0)
+    with processes.running(always_on, "/ready"), processes.running(scaled, "/ready"):
         _first_answer(always_on.url, body, label)
         time.sleep(1.0)
         figures.append(
             Figure(SECTION, "idle A/B gateway, always on: memory", tree_pss_mib(always_on.process.pid), "MiB")
         )
-
-    wakes = mode.count(20, 3)
-    scaled = processes.gateway(
-        model.tracking_uri, model.directory, *A_B, "--min_replicas", "0", "--scale_to_zero_after", str(IDLE_AFTER)
-    )
-    with processes.running(scaled, "/ready"):
         _wait_asleep(scaled.url)
         before = tree_pss_mib(scaled.process.pid)
         first = _first_answer(scaled.url, body, label)
@@ -79,6 +172,10 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
             times.append(_first_answer(scaled.url, body, label))
         _wait_asleep(scaled.url)
         after = tree_pss_mib(scaled.process.pid)
+        steps = {"fixed replicas": [], "at zero when idle": []}
+        for _ in range(rounds):  # interleaved: a slow moment of the machine hits both
+            steps["fixed replicas"].append(_step(always_on.url, body, seconds, from_zero=False))
+            steps["at zero when idle"].append(_step(scaled.url, body, seconds, from_zero=True))
     times.sort()
     p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
     detail = {"wakes": wakes, "p99_s": round(p99, 3), "runs": [round(t, 3) for t in times]}
@@ -89,4 +186,4 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
         Figure(SECTION, "idle A/B gateway at zero, before any request: memory", before, "MiB"),
         Figure(SECTION, "idle A/B gateway at zero, after its variants slept again: memory", after, "MiB"),
     ]
-    return figures
+    return figures + _step_figures(steps, seconds)

@@ -136,6 +136,8 @@ class Gateway:
             gate=follow_gate_loader(settings) if settings.follow_gate else None,
             on_refusal=self.record_refusal,
             min_replicas=settings.min_replicas,
+            max_replicas=settings.max_replicas,
+            scaling=settings.scaling,
             idle_after=settings.scale_to_zero_after,
         )
         self.pool.configure(settings.served_split(), settings.backend_urls)
@@ -210,6 +212,7 @@ class Gateway:
             asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval, self.follow_now))
         )
         self._tasks.append(asyncio.create_task(self.pool.watch()))
+        self._tasks.append(asyncio.create_task(self.pool.autoscale()))
         if s.min_replicas == 0:
             self._tasks.append(asyncio.create_task(self.pool.scale_to_zero()))
         if s.auto_promote:
@@ -353,7 +356,7 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
     async def metrics(request: Request) -> Response:
         authenticate(request, gateway.keys, "predict")
         for alias, variant in gateway.pool.variants.items():
-            gateway.metrics.in_flight.labels(alias).set(variant.backend.in_flight if variant.backend else 0)
+            gateway.metrics.in_flight.labels(alias).set(variant.active)
         gateway.metrics.log_backlog.set(gateway.log.backlog)
         gateway.metrics.log_lost.set(gateway.log.lost)
         gateway.metrics.log_failing.set(1 if gateway.log.failing else 0)

@@ -54,6 +54,7 @@ class Batcher:
     settings: BatchSettings
     timeout: float
     current_backend: Callable[[], Backend]  # read at send time: an alias may have moved meanwhile
+    replicas: Callable[[], int] = lambda: 1  # backends behind the variant: each has its slots
     observe_batch: Callable[[int, float], None] = lambda size, wait: None  # metrics: rows, seconds waited
     queue: deque = field(default_factory=deque)
     in_flight: int = 0
@@ -61,7 +62,7 @@ class Batcher:
     _task: asyncio.Task | None = None
 
     async def submit(self, request: ScoringRequest, rid: str) -> BackendAnswer:
-        if not self.queue and self.in_flight < self.settings.slots:
+        if not self.queue and self.in_flight < self._slots():
             # Idle backend, nobody waiting: this request is a batch of one, sent at once from the
             # caller's own task. The same call the dispatcher would make, minus its hops (a queue
             # entry, a future, two tasks): at concurrency 1 every request takes this path.
@@ -99,17 +100,23 @@ class Batcher:
     def _may_send(self) -> bool:
         if not self.queue:
             return False
-        if self.in_flight < self.settings.slots:
+        if self.in_flight < self._slots():
             return True
         waited = time.perf_counter() - self.queue[0].enqueued
-        return waited >= self.settings.max_delay and self.in_flight < self.settings.max_in_flight
+        return waited >= self.settings.max_delay and self.in_flight < self._max_in_flight()
+
+    def _slots(self) -> int:
+        return self.settings.slots * max(1, self.replicas())
+
+    def _max_in_flight(self) -> int:
+        return self.settings.max_in_flight * max(1, self.replicas())
 
     async def _dispatch(self) -> None:
         while self.queue:
             while not self._may_send():
                 self._wake.clear()
                 wait = None
-                if self.queue and self.in_flight < self.settings.max_in_flight:
+                if self.queue and self.in_flight < self._max_in_flight():
                     wait = max(0.0, self.settings.max_delay - (time.perf_counter() - self.queue[0].enqueued))
                 with contextlib.suppress(TimeoutError):  # max_delay passed: look again
                     await asyncio.wait_for(self._wake.wait(), wait)

@@ -18,9 +18,10 @@ from mnist_mlops.common.store import tracking_uri
 from mnist_mlops.registry.inference_log.location import DEFAULT_LOG, LOG_ENV, default_location, shown
 from mnist_mlops.serve.gateway.access_log import setup_logging
 from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, append_entry, new_key_entry
+from mnist_mlops.serve.gateway.control.autoscaler import ScalingPolicy
 from mnist_mlops.serve.gateway.control.launcher import MODES
 from mnist_mlops.serve.gateway.limits import Limits
-from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings, is_loopback
+from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, MAX_REPLICAS, GatewaySettings, is_loopback
 from mnist_mlops.serve.gateway.split import SplitError, parse_split
 from mnist_mlops.serve.gateway.webhooks import ALIAS_EVENTS
 from mnist_mlops.serve.gateway.webhooks import PATH as WEBHOOK_PATH
@@ -69,9 +70,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         parser,
         "min_replicas",
-        type=whole_number(0, 1),
+        type=whole_number(0, MAX_REPLICAS),
         default=1,
-        help="0: scale to zero, a variant's backend stops when idle and a request wakes it (default 1)",
+        help="replicas each variant keeps; 0: scale to zero, its replicas stop when idle and a request wakes "
+        "one (default 1)",
+    )
+    add_option(
+        parser,
+        "max_replicas",
+        type=whole_number(1, MAX_REPLICAS),
+        default=1,
+        help="replicas the autoscaler may run per variant under load; each gets its share of the cores "
+        "(default 1: on a few cores micro-batching, not processes, serves a burst)",
+    )
+    add_option(
+        parser,
+        "target_concurrency",
+        type=positive_float,
+        default=ScalingPolicy.target,
+        help=f"requests in flight per replica the autoscaler aims at (default {ScalingPolicy.target:g})",
+    )
+    add_option(
+        parser,
+        "stable_window",
+        type=positive_float,
+        default=ScalingPolicy.stable_window,
+        help="seconds the autoscaler averages concurrency over; it scales down on this window only "
+        f"(default {ScalingPolicy.stable_window:g})",
+    )
+    add_option(
+        parser,
+        "panic_window",
+        type=positive_float,
+        default=ScalingPolicy.panic_window,
+        help="seconds of the short window that scales up at once when it wants twice the replicas "
+        f"(default {ScalingPolicy.panic_window:g})",
     )
     add_option(
         parser,
@@ -288,6 +321,10 @@ def settings_from(args) -> GatewaySettings:
         poll_interval=args.poll_interval,
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
         min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        scaling=ScalingPolicy(
+            target=args.target_concurrency, stable_window=args.stable_window, panic_window=args.panic_window
+        ),
         scale_to_zero_after=args.scale_to_zero_after,
         max_held=args.max_held,
         hold_timeout=args.hold_timeout,

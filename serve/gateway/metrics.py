@@ -77,6 +77,34 @@ class GatewayMetrics:
         self.sleeps = Counter(
             "gateway_scaled_to_zero", "Backends stopped after the idle period", ["variant"], registry=self.registry
         )
+        self.replicas = Gauge("gateway_replicas", "Replicas taking traffic", ["variant"], registry=self.registry)
+        self.desired_replicas = Gauge(
+            "gateway_desired_replicas", "Replicas the autoscaler wants", ["variant"], registry=self.registry
+        )
+        self.panic = Gauge(
+            "gateway_autoscaler_panic",
+            "1 while the short window drives the autoscaler",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.scale_events = Counter(
+            "gateway_scale_events",
+            "Autoscaler decisions that changed the replicas",
+            ["variant", "direction"],
+            registry=self.registry,
+        )
+        self.replica_start_failures = Counter(
+            "gateway_replica_start_failures",
+            "Replicas that failed to start (retried after a backoff)",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.replica_seconds = Counter(
+            "gateway_replica_seconds",
+            "Replica-seconds held by backends started here (what a serverless bill counts)",
+            ["variant"],
+            registry=self.registry,
+        )
         self.held = Gauge("gateway_held_requests", "Requests waiting for a variant to wake", registry=self.registry)
         self.webhooks = Counter(
             "gateway_webhooks",

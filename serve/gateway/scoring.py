@@ -134,7 +134,7 @@ class DataPlane:
         """
         started = time.perf_counter()
         rid, client_rid = new_request_id(), client_request_id(raw)
-        key, variant, status, admitted = None, None, 500, None
+        key, variant, status, admitted, routed = None, None, 500, None, None
         user = raw.headers.get("x-user-id")
         try:
             key = authenticate(raw, self.keys, "predict")
@@ -144,8 +144,9 @@ class DataPlane:
                 raw.headers.get("content-type"),
             )
             self._charge(admitted, request.row_count)
-            variant = routing.choose(self.table, user, self.rng)
+            variant = routed = routing.choose(self.table, user, self.rng)
             variant.last_request = time.monotonic()
+            variant.active += 1
             if variant.asleep:
                 await self._hold_until_awake(variant)
             answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
@@ -166,6 +167,8 @@ class DataPlane:
         finally:
             if admitted is not None:
                 self.limits.release(admitted)
+            if routed is not None:
+                routed.active -= 1
             self._account(variant, key, (rid, client_rid), status, time.perf_counter() - started)
 
     def _admit(self, key: ApiKey | None) -> str:
@@ -282,6 +285,7 @@ class DataPlane:
                 self.settings.batching,
                 self.settings.request_timeout,
                 current_backend=lambda: variant.backend,
+                replicas=lambda: len(variant.replicas),
                 observe_batch=lambda rows, wait: (rows_seen.observe(rows), waits_seen.observe(wait)),
             )
         return variant.batcher
@@ -304,10 +308,13 @@ class DataPlane:
         async def run() -> None:
             async with self.shadow_slots:
                 started = time.perf_counter()
+                shadow.active += 1
                 try:
                     answer = await self._send(shadow, request, rid)
                 except GatewayError as error:
                     answer = BackendAnswer(error.status, b"", JSON)
+                finally:
+                    shadow.active -= 1
                 self._record(rid, "shadow", shadow, user, time.perf_counter() - started, answer, None, None)
 
         self.tasks.spawn(run())

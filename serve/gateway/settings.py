@@ -6,7 +6,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnist_mlops.serve.gateway.control.autoscaler import ScalingPolicy
+
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_REPLICAS = 64  # per variant: far past what one machine's cores can use
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,11 @@ class GatewaySettings:
     poll_interval: float = 5.0
     """Seconds between two reads of the registry's aliases."""
     min_replicas: int = 1
-    """0: scale to zero, a variant's backend stops after ``scale_to_zero_after`` idle seconds and
-    a request wakes it (held meanwhile); 1: every variant keeps its backend."""
+    """Replicas each variant keeps. 0: scale to zero, its replicas stop after
+    ``scale_to_zero_after`` idle seconds and a request wakes one (held meanwhile)."""
+    max_replicas: int = 1
+    """Replicas the autoscaler may run per variant (``control.autoscaler``)."""
+    scaling: ScalingPolicy = field(default_factory=ScalingPolicy)
     scale_to_zero_after: float = 60.0
     max_held: int = 256
     """Requests held at once while their variant wakes from zero; more get 503 with Retry-After."""
@@ -104,6 +110,12 @@ class GatewaySettings:
 
     def check(self) -> None:
         """Refuse settings that would be unsafe or cannot work; raises ValueError with one line."""
+        if not 0 <= self.min_replicas <= self.max_replicas <= MAX_REPLICAS:
+            raise ValueError(
+                f"--min_replicas ({self.min_replicas}) must be at most --max_replicas ({self.max_replicas}), "
+                f"and --max_replicas from 1 to {MAX_REPLICAS}"
+            )
+        self.scaling.check()
         if self.no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"--no_auth serves without keys and is allowed on a loopback address only, not {self.host}"
@@ -114,8 +126,6 @@ class GatewaySettings:
             raise ValueError("TLS needs both --certfile and --keyfile")
         if self.max_body_bytes <= 0 or self.poll_interval <= 0:
             raise ValueError("--max_body_bytes and --poll_interval must be positive")
-        if self.min_replicas not in (0, 1):
-            raise ValueError(f"--min_replicas is 0 (scale to zero) or 1, got {self.min_replicas}")
         if self.scale_to_zero_after <= 0 or self.hold_timeout <= 0 or self.max_held < 1:
             raise ValueError("--scale_to_zero_after and --hold_timeout must be positive, --max_held at least 1")
         if not 0 < self.max_feedback_share <= 1:

@@ -51,11 +51,16 @@ class Backend:
 
 @dataclass
 class Variant:
-    """One alias of the split and the backend serving its current version."""
+    """One alias of the split and the replicas serving its current version.
+
+    ``replicas`` are the backends that take traffic, all of one version; the control plane adds
+    one only after it has answered, and removes one before draining it. ``backend`` is the one a
+    request goes to: the replica with the fewest requests in flight.
+    """
 
     alias: str
     weight: float
-    backend: Backend | None = None
+    replicas: list[Backend] = field(default_factory=list)
     state: str = "starting"  # starting | ready | down | failed | absent | idle | waking
     pending_version: str | None = None  # a new version being started for this alias
     failed_version: str | None = None  # a version that would not start: not retried on every poll
@@ -64,6 +69,8 @@ class Variant:
     external_url: str | None = None  # a backend that runs elsewhere (not started or stopped here)
     requests: int = 0
     errors: int = 0
+    active: int = 0  # client requests routed here and not yet answered: the autoscaler's input
+    scaling: int = 0  # replicas being started for it right now
     restarts: int = 0
     batcher: object | None = None  # the data plane's micro-batcher for this variant, made on first use
     # Scale to zero (``--min_replicas 0``): the version an idle variant serves once woken, and when
@@ -72,6 +79,25 @@ class Variant:
     last_request: float = field(default_factory=time.monotonic)
     wake_failures: int = 0  # failed wakes in a row; each doubles the wait before the next (1 s to 60 s)
     wake_retry_at: float = 0.0  # ``time.monotonic`` before which no new wake is tried
+    scale_failures: int = 0  # failed replica starts in a row (same backoff as waking)
+    scale_retry_at: float = 0.0  # ``time.monotonic`` before which the autoscaler starts no replica
+
+    @property
+    def backend(self) -> Backend | None:
+        replicas = self.replicas
+        if len(replicas) == 1:
+            return replicas[0]
+        return min(replicas, key=_load) if replicas else None
+
+    @backend.setter
+    def backend(self, backend: Backend | None) -> None:
+        """One replica (or none) from now on; the caller retires the ones it replaces."""
+        self.replicas = [backend] if backend is not None else []
+
+    @property
+    def in_flight(self) -> int:
+        """Backend calls in flight over its replicas (a micro-batch counts once)."""
+        return sum(replica.in_flight for replica in self.replicas)
 
     @property
     def version(self) -> str | None:
@@ -95,6 +121,7 @@ class Variant:
             "weight": self.weight,
             "in_registry": self.in_registry,
             "state": self.state,
+            "replicas": len(self.replicas),
             "requests": self.requests,
             "errors": self.errors,
         }
@@ -105,10 +132,16 @@ class Variant:
                 "pending_version": self.pending_version,
                 "failed_version": self.failed_version,
                 "last_error": self.last_error,
-                "in_flight": self.backend.in_flight if self.backend else 0,
+                "in_flight": self.in_flight,
+                "active": self.active,
                 "restarts": self.restarts,
+                "replica_backends": [{"url": r.url, "pid": r.pid, "in_flight": r.in_flight} for r in self.replicas],
             }
         return shown
+
+
+def _load(backend: Backend) -> int:
+    return backend.in_flight
 
 
 @dataclass

@@ -55,6 +55,7 @@ def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path)
     assert any(name.startswith("batch spark local[2] ceiling") and "around the job" in name for name in names)
     assert "inference log PostgreSQL / SQLite rows written/s, 2 writers" in names
     assert "serverless: request at zero replicas p99 / stock launch to first answer" in names
+    assert "serverless: step load c32 requests/s, at zero when idle / fixed replicas" in names
     table = (tmp_path / "quick.md").read_text()
     assert "| online | mlflow models serve: 1 image/request, concurrency 32 |" in table
     assert done.stdout.count("\n") >= len(result["figures"])  # the printed table

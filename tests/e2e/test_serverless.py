@@ -124,7 +124,16 @@ def test_past_the_held_bound_a_request_gets_503_and_retry_after(trained_store, t
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("--min_replicas", "2"), ("--scale_to_zero_after", "0"), ("--max_held", "0")]
+    ("option", "value"),
+    [
+        ("--min_replicas", "2"),  # above --max_replicas (1 by default)
+        ("--max_replicas", "0"),
+        ("--target_concurrency", "0"),
+        ("--panic_window", "-1"),
+        ("--stable_window", "1"),  # below --panic_window (6 by default)
+        ("--scale_to_zero_after", "0"),
+        ("--max_held", "0"),
+    ],
 )
 def test_a_bad_scaling_option_is_one_line(option, value):
     result = subprocess.run(

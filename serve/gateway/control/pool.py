@@ -1,12 +1,14 @@
-"""The control plane's hold on the variants: the split, and a backend per variant in step with the
-registry.
+"""The control plane's hold on the variants: the split, and the replicas of each variant in step
+with the registry and with demand.
 
 ``VariantPool`` owns the ``state.Table`` the data plane routes by. ``configure`` sets the split;
 ``sync`` brings every variant in line with the versions its alias names in the registry: a new
-version is started, gets traffic once it answers and passes the gate on follow
-(``follow_gate``), and the old backend is retired after its requests in flight have finished.
-``watch`` restarts a backend within a fraction of a second of its death (or of the data plane
-failing to reach it), not at the next read of the registry.
+version is started (as many replicas as serve the old one), gets traffic once it answers and
+passes the gate on follow (``follow_gate``), and the old replicas are retired after their requests
+in flight have finished. ``watch`` replaces a replica within a fraction of a second of its death
+(or of the data plane failing to reach it), not at the next read of the registry. ``autoscale``
+sizes each variant between its floor and ``max_replicas`` on observed concurrency
+(``autoscaler``); ``scale_to_zero`` stops an idle variant's replicas and ``wake`` starts one again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.serve.gateway.control import launcher
+from mnist_mlops.serve.gateway.control.autoscaler import Autoscaler, ScalingPolicy
 from mnist_mlops.serve.gateway.control.follow_gate import FollowGate, GateUnavailable
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
@@ -30,7 +33,12 @@ from mnist_mlops.serve.gateway.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
-WAKE_BACKOFF_LIMIT = 60.0  # seconds: the longest wait between two tries to wake a variant that fails
+START_BACKOFF_LIMIT = 60.0  # seconds: the longest wait between two tries to start a replica that fails
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next try after ``failures`` failed starts in a row: 1, 2, 4 ... 60."""
+    return min(START_BACKOFF_LIMIT, 2.0 ** (failures - 1))
 
 
 @dataclass
@@ -50,7 +58,11 @@ class VariantPool:
     # without a request and starts again on the next one (``wake``); 1 keeps every backend up.
     min_replicas: int = 1
     idle_after: float = 60.0
+    # The autoscaler: each variant between max(min_replicas, 1) and max_replicas while awake.
+    max_replicas: int = 1
+    scaling: ScalingPolicy = field(default_factory=ScalingPolicy)
     _waking: dict[str, asyncio.Task] = field(default_factory=dict)
+    _scalers: dict[str, Autoscaler] = field(default_factory=dict)
 
     @property
     def variants(self) -> dict[str, Variant]:
@@ -72,14 +84,15 @@ class VariantPool:
                 variant.weight = weight
         for alias in [a for a in self.variants if a not in weights]:
             variant = self.variants.pop(alias)
-            if variant.backend is not None:
-                self.spawn(self._retire(variant.backend))
+            self._scalers.pop(alias, None)
+            for backend in variant.replicas:
+                self.spawn(self._retire(backend))
         self.launcher.share_cores(self.backends_started_here())
 
     def backends_started_here(self) -> int:
-        """Backends this gateway runs itself: one per alias not served from a URL. (A rollout's
-        new backend overlaps the old one only while it starts.)"""
-        return sum(1 for variant in self.variants.values() if not variant.external_url)
+        """Backends this gateway may run at once: ``max_replicas`` per alias not served from a URL.
+        (A rollout's new replicas overlap the old ones only while they start.)"""
+        return self.max_replicas * sum(1 for variant in self.variants.values() if not variant.external_url)
 
     async def sync(self, resolved: dict[str, str]) -> None:
         """Bring every variant in line with the registry (``alias -> version``), concurrently."""
@@ -99,15 +112,17 @@ class VariantPool:
         while True:
             await asyncio.sleep(interval)
             for variant in list(self.variants.values()):
-                backend = variant.backend
-                if backend is None or backend.handle is None or variant.state != "ready":
+                if variant.state != "ready":
                     continue
-                if not backend.alive():
-                    self.spawn(self._restart(variant))
-                elif backend.failed:
-                    backend.failed = False
-                    if not await launcher.healthy(backend, self.client):
-                        self.spawn(self._restart(variant))
+                for backend in variant.replicas:
+                    if backend.handle is None:
+                        continue
+                    if not backend.alive():
+                        self.spawn(self._restart(variant, backend))
+                    elif backend.failed:
+                        backend.failed = False
+                        if not await launcher.healthy(backend, self.client):
+                            self.spawn(self._restart(variant, backend))
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
         if self.min_replicas == 0 and version is not None and not variant.external_url:
@@ -127,9 +142,10 @@ class VariantPool:
             if variant.backend is None:
                 variant.state = "absent"
             return
-        if variant.backend is not None and not variant.backend.alive():
+        dead = next((backend for backend in variant.replicas if not backend.alive()), None)
+        if dead is not None:
             if variant.state != "down":  # not already being restarted
-                await self._restart(variant)
+                await self._restart(variant, dead)
             return
         wanted_new = version != variant.version
         if not wanted_new or version in (variant.pending_version, variant.failed_version):
@@ -165,12 +181,16 @@ class VariantPool:
             variant.pending_version = None
         if variant.backend is not None and not await self._passes_gate(variant, backend):
             return
-        old, variant.backend = variant.backend, backend
+        # The new version starts at the demand the old one serves, not at one replica.
+        extra = await self._start_replicas(variant, version, len(variant.replicas) - 1)
+        old, variant.replicas = variant.replicas, [backend, *extra]
         variant.state, variant.failed_version, variant.last_error = "ready", None, None
         self.metrics.alias_switches.labels(variant.alias).inc()
-        logger.info("alias %s now served by v%s (%s)", variant.alias, version, backend.url)
-        if old is not None:
-            self.spawn(self._retire(old))
+        logger.info(
+            "alias %s now served by v%s (%s, %d replicas)", variant.alias, version, backend.url, len(variant.replicas)
+        )
+        for backend in old:
+            self.spawn(self._retire(backend))
 
     async def _passes_gate(self, variant: Variant, candidate: Backend) -> bool:
         """Whether ``candidate`` (started, not yet serving) may replace the variant's backend; a
@@ -204,26 +224,31 @@ class VariantPool:
             self._waking[variant.alias] = task
         return task
 
+    async def _start_serving(self, variant: Variant, version: str) -> Backend:
+        """A replica that has answered a real prediction: only such a one may take traffic."""
+        backend = await self._start(variant, version)
+        if not await launcher.answers_a_prediction(backend, self.client):
+            await launcher.stop(backend)
+            raise RuntimeError(f"v{version} started but did not answer a prediction")
+        return backend
+
     async def _wake(self, variant: Variant) -> None:
         version, started = variant.idle_version, time.monotonic()
         variant.state, variant.last_error = "waking", None
         try:
-            backend = await self._start(variant, version)
-            if not await launcher.answers_a_prediction(backend, self.client):
-                await launcher.stop(backend)
-                raise RuntimeError(f"v{version} started but did not answer a prediction")
+            backend = await self._start_serving(variant, version)
         except Exception as exc:
             variant.wake_failures += 1
-            backoff = min(WAKE_BACKOFF_LIMIT, 2.0 ** (variant.wake_failures - 1))
-            variant.wake_retry_at = time.monotonic() + backoff
+            wait = backoff(variant.wake_failures)
+            variant.wake_retry_at = time.monotonic() + wait
             variant.state, variant.last_error = "idle", f"v{version} failed to wake: {exc}"
             self.metrics.wake_failures.labels(variant.alias).inc()
-            logger.error("alias %s: %s; next try in %.0f s at the earliest", variant.alias, variant.last_error, backoff)
+            logger.error("alias %s: %s; next try in %.0f s at the earliest", variant.alias, variant.last_error, wait)
             raise
-        if variant.idle_version != version or variant.backend is not None:  # the split or registry moved on
+        if variant.idle_version != version or variant.replicas:  # the split or registry moved on
             self.spawn(self._retire(backend))
             return
-        variant.backend, variant.idle_version, variant.state = backend, None, "ready"
+        variant.replicas, variant.idle_version, variant.state = [backend], None, "ready"
         variant.wake_failures, variant.last_request = 0, time.monotonic()
         elapsed = variant.last_request - started
         self.metrics.wakes.labels(variant.alias).inc()
@@ -237,47 +262,166 @@ class VariantPool:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for variant in list(self.variants.values()):
-                backend = variant.backend
+                replicas = variant.replicas
                 if (
-                    backend is None
-                    or backend.handle is None
+                    not replicas
+                    or variant.external_url
                     or variant.state != "ready"
                     or variant.pending_version is not None
-                    or backend.in_flight > 0
+                    or variant.scaling
+                    or variant.active > 0
+                    or variant.in_flight > 0
                     or now - variant.last_request < self.idle_after
                 ):
                     continue
-                variant.backend, variant.idle_version, variant.state = None, backend.version, "idle"
+                version = replicas[0].version
+                variant.replicas, variant.idle_version, variant.state = [], version, "idle"
+                self._scaler(variant).forget()
                 self.metrics.sleeps.labels(variant.alias).inc()
                 logger.info(
-                    "alias %s: no request for %.0f s; v%s scaled to zero",
-                    variant.alias,
-                    self.idle_after,
-                    backend.version,
+                    "alias %s: no request for %.0f s; v%s scaled to zero", variant.alias, self.idle_after, version
                 )
+                for backend in replicas:
+                    self.spawn(self._retire(backend))
+
+    async def autoscale(self, interval: float = 0.5) -> None:
+        """Every ``interval``: sample each variant's concurrency, decide its replicas
+        (``autoscaler``), start or drain the difference; and meter the replica-seconds held."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            elapsed, last = now - last, now
+            for variant in list(self.variants.values()):
+                self.scale_step(variant, now, elapsed)
+
+    def scale_step(self, variant: Variant, now: float, elapsed: float) -> None:
+        """One tick of ``autoscale`` for one variant."""
+        alias, serving = variant.alias, len(variant.replicas)
+        self.metrics.replicas.labels(alias).set(serving)
+        if not variant.external_url:
+            self.metrics.replica_seconds.labels(alias).inc(serving * elapsed)
+        if variant.external_url or variant.state != "ready" or variant.pending_version is not None:
+            return
+        scaler = self._scaler(variant)
+        scaler.observe(now, variant.active)
+        decision = scaler.decide(now, serving)
+        self.metrics.desired_replicas.labels(alias).set(decision.desired)
+        self.metrics.panic.labels(alias).set(1 if decision.panicking else 0)
+        starting = variant.scaling
+        if decision.desired > serving + starting and now >= variant.scale_retry_at:
+            more = decision.desired - serving - starting
+            self.metrics.scale_events.labels(alias, "up").inc()
+            logger.info(
+                "alias %s: concurrency %.1f over %.0f s (%.1f over %.0f s%s) wants %d replicas, %d serve: starting %d",
+                alias,
+                decision.stable,
+                self.scaling.stable_window,
+                decision.panic,
+                self.scaling.panic_window,
+                ", panic" if decision.panicking else "",
+                decision.desired,
+                serving,
+                more,
+            )
+            self.spawn(self._scale_up(variant, more))
+        elif decision.desired < serving and not starting:
+            self.metrics.scale_events.labels(alias, "down").inc()
+            logger.info(
+                "alias %s: concurrency %.1f over %.0f s wants %d replicas, %d serve: draining %d",
+                alias,
+                decision.stable,
+                self.scaling.stable_window,
+                decision.desired,
+                serving,
+                serving - decision.desired,
+            )
+            self._scale_down(variant, serving - decision.desired)
+
+    def _scaler(self, variant: Variant) -> Autoscaler:
+        scaler = self._scalers.get(variant.alias)
+        if scaler is None:
+            floor = max(self.min_replicas, 1)
+            scaler = self._scalers[variant.alias] = Autoscaler(self.scaling, floor, max(self.max_replicas, floor))
+        return scaler
+
+    async def _start_replicas(self, variant: Variant, version: str, count: int) -> list[Backend]:
+        """``count`` more replicas of ``version`` started at once, each one having answered a
+        prediction; those that fail are logged, counted and left out (retried after a backoff)."""
+        if count <= 0:
+            return []
+        variant.scaling += count
+        try:
+            results = await asyncio.gather(
+                *(self._start_serving(variant, version) for _ in range(count)), return_exceptions=True
+            )
+        finally:
+            variant.scaling -= count
+        started = [result for result in results if isinstance(result, Backend)]
+        failures = [result for result in results if not isinstance(result, Backend)]
+        if failures:
+            variant.scale_failures += 1
+            wait = backoff(variant.scale_failures)
+            variant.scale_retry_at = time.monotonic() + wait
+            variant.last_error = f"{len(failures)} replica(s) of v{version} failed to start: {failures[0]}"
+            self.metrics.replica_start_failures.labels(variant.alias).inc(len(failures))
+            logger.error("alias %s: %s; next try in %.0f s at the earliest", variant.alias, variant.last_error, wait)
+        elif started:
+            variant.scale_failures = 0
+        return started
+
+    async def _scale_up(self, variant: Variant, count: int) -> None:
+        version = variant.version
+        for backend in await self._start_replicas(variant, version, count):
+            if variant.version == version and variant.ready:
+                variant.replicas = [*variant.replicas, backend]
+                logger.info("alias %s: replica %s of v%s takes traffic", variant.alias, backend.url, version)
+            else:  # the alias moved or the variant slept meanwhile
                 self.spawn(self._retire(backend))
 
-    async def _restart(self, variant: Variant) -> None:
-        """A backend died: restart the same version (meanwhile the data plane's fallback rules hold)."""
-        dead = variant.backend
-        if dead is None or variant.state == "down":
+    def _scale_down(self, variant: Variant, count: int) -> None:
+        """Take the ``count`` least busy replicas out of the rotation (never the last one), then
+        drain each: it stops only once its requests in flight are answered."""
+        count = min(count, len(variant.replicas) - 1)
+        if count <= 0:
             return
-        variant.state = "down"
-        variant.last_error = f"backend for v{dead.version} {dead.exit_status()}; restarting"
+        leaving = sorted(variant.replicas, key=lambda backend: backend.in_flight)[:count]
+        variant.replicas = [backend for backend in variant.replicas if backend not in leaving]
+        for backend in leaving:
+            self.spawn(self._retire(backend))
+
+    async def _restart(self, variant: Variant, dead: Backend) -> None:
+        """A replica died: start the same version in its place. The other replicas serve meanwhile;
+        when it was the last one, the data plane's fallback rules hold until it is back."""
+        if dead not in variant.replicas:
+            return  # already replaced, or the alias moved on
+        alone = len(variant.replicas) == 1
+        if alone and variant.state == "down":
+            return
         variant.restarts += 1
         self.metrics.backend_restarts.labels(variant.alias).inc()
-        logger.warning("alias %s: %s", variant.alias, variant.last_error)
+        why = f"backend for v{dead.version} {dead.exit_status()}; restarting"
+        if alone:
+            variant.state, variant.last_error = "down", why
+        else:
+            variant.replicas = [backend for backend in variant.replicas if backend is not dead]
+        logger.warning("alias %s: %s", variant.alias, why)
         await launcher.stop(dead)  # whatever is left of its process group
         try:
             backend = await self._start(variant, dead.version)
         except Exception as exc:
-            variant.last_error = f"restart of v{dead.version} failed: {exc}"
-            variant.state = "failed"  # the next read of the registry tries again
+            logger.error("alias %s: restart of v%s failed: %s", variant.alias, dead.version, exc)
+            if alone:
+                variant.last_error = f"restart of v{dead.version} failed: {exc}"
+                variant.state = "failed"  # the next read of the registry tries again
             return
-        if variant.backend is not dead:  # the alias moved meanwhile: the new version's backend serves
+        if alone and variant.replicas == [dead]:
+            variant.replicas, variant.state, variant.last_error = [backend], "ready", None
+        elif not alone and variant.ready and variant.version == dead.version:
+            variant.replicas = [*variant.replicas, backend]
+        else:  # the alias moved or the variant slept meanwhile
             self.spawn(self._retire(backend))
             return
-        variant.backend, variant.state, variant.last_error = backend, "ready", None
         logger.info("alias %s: backend for v%s restarted", variant.alias, dead.version)
 
     async def _retire(self, backend: Backend) -> None:
@@ -290,5 +434,5 @@ class VariantPool:
 
     async def close(self) -> None:
         await self.tasks.wait()
-        await asyncio.gather(*(launcher.stop(v.backend) for v in self.variants.values() if v.backend))
+        await asyncio.gather(*(launcher.stop(b) for v in self.variants.values() for b in v.replicas))
         await self.launcher.close()

@@ -1,0 +1,114 @@
+"""The autoscaler with real processes: a gateway at ``--min_replicas 0 --max_replicas 3`` wakes on
+the first request, adds replicas (forked from the warm pool) while concurrency stays above the
+target, drains them when it falls, with no failed request on the way, holds its count on a steady
+load, and is back at zero once idle; every decision is in ``/metrics`` and the log, and the
+replica-seconds it held are metered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
+
+# Short windows so a test takes seconds: target 2 requests per replica, 6 s stable, 2 s panic.
+SCALING = [
+    "--backend_mode",
+    "warm",
+    "--poll_interval",
+    "1",
+    "--min_replicas",
+    "0",
+    "--max_replicas",
+    "3",
+    "--target_concurrency",
+    "2",
+    "--stable_window",
+    "6",
+    "--panic_window",
+    "2",
+    "--scale_to_zero_after",
+    "5",
+]
+
+
+def metric(gateway, name: str, **labels: str) -> float:
+    text = httpx.get(f"{gateway.url}/metrics", headers=gateway.headers(), timeout=10).text
+    return sum(sample.value for sample in samples(text, name, **labels))
+
+
+async def load(gateway, concurrency: int, seconds: float, every: float = 0.25) -> tuple[list[int], list[int]]:
+    """``concurrency`` clients asking one after another for ``seconds``: their statuses, and the
+    champion's replica count sampled every ``every`` seconds meanwhile."""
+    statuses, counts = [], []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def ask() -> None:
+            while time.monotonic() < deadline:
+                answer = await client.post(f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers())
+                statuses.append(answer.status_code)
+
+        async def watch() -> None:
+            while time.monotonic() < deadline:
+                answer = await client.get(f"{gateway.url}/variants", headers=gateway.headers(gateway.admin_key))
+                counts.append(answer.json()["variants"][0]["replicas"])
+                await asyncio.sleep(every)
+
+        await asyncio.gather(watch(), *(ask() for _ in range(concurrency)))
+    return statuses, counts
+
+
+def replica_pids(gateway) -> set[int]:
+    return {replica["pid"] for replica in gateway.variants()["champion"]["replica_backends"]}
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway(trained_store, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("autoscaling")
+    running = start_gateway(two_version_store(trained_store, directory), directory, *SCALING)
+    yield running
+    running.stop()
+
+
+def test_replicas_follow_the_load_up_and_drain_down_with_no_failed_request(gateway):
+    wait_for(lambda: gateway.variants()["champion"]["state"] == "idle", 60, "the champion never went idle")
+    statuses, rising = asyncio.run(load(gateway, 8, 12))
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    assert max(rising) == 3, rising  # 8 in flight at 2 per replica: as many as allowed
+    busy = replica_pids(gateway)
+    assert len(busy) == 3 and metric(gateway, "gateway_scale_events_total", variant="champion", direction="up") >= 1
+
+    # One client now: the stable window brings the count down while requests keep coming.
+    statuses, falling = asyncio.run(load(gateway, 1, 15))
+    assert set(statuses) == {200}, sorted(set(statuses))
+    assert falling[-1] == 1 and max(falling) == 3, falling
+    assert metric(gateway, "gateway_scale_events_total", variant="champion", direction="down") >= 1
+    drained = busy - replica_pids(gateway)
+    assert len(drained) == 2
+    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in drained), 30, "a drained replica still runs")
+
+    wait_for(lambda: gateway.variants()["champion"]["state"] == "idle", 30, "not back at zero once idle")
+    assert gateway.variants()["champion"]["replicas"] == 0
+    assert metric(gateway, "gateway_replica_seconds_total", variant="champion") > 3
+    log = gateway.log.read_text()
+    assert "wants 3 replicas" in log and "draining" in log
+
+
+def test_a_steady_load_holds_its_replica_count(gateway):
+    statuses, counts = asyncio.run(load(gateway, 3, 24))
+    assert set(statuses) == {200}
+    settled = counts[len(counts) // 2 :]  # after two stable windows
+    assert len(set(settled)) == 1, counts  # 3 in flight at 2 per replica: 2 replicas, and no flapping
+    assert settled[0] == 2, counts

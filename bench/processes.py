@@ -199,3 +199,17 @@ def gateway(tracking_uri: str, workdir: Path, *extra: str) -> Server:
         f"http://127.0.0.1:{port}",
         workdir / f"gateway-{port}.log",
     )
+
+
+def mlflow_server(tracking_uri: str, workdir: Path, **extra_env: str) -> Server:
+    """``mlflow server`` on the benchmark's store, one worker, on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    return Server(
+        "mlflow server",
+        command,
+        environment(tracking_uri, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **extra_env),
+        f"http://127.0.0.1:{port}",
+        workdir / f"mlflow-server-{port}.log",
+    )

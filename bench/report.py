@@ -122,6 +122,16 @@ def ratios(
             _find(figures, "serverless", f"step load c{STEP_CLIENTS}, fixed replicas: requests/s"),
         ),
         ratio(
+            "serverless: alias moved to served p50, webhook / polling every 5 s",
+            _find(figures, "serverless", "alias moved to new version serving, webhook: p50"),
+            _find(figures, "serverless", "alias moved to new version serving, polling: p50"),
+        ),
+        ratio(
+            "serverless: idle memory at zero, before any request / always on, mlflow backends",
+            _find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
+            _find(figures, "serverless", "idle A/B gateway, always on, mlflow backends: memory"),
+        ),
+        ratio(
             "serverless: idle memory at zero, after waking / always on",
             _find(figures, "serverless", "idle A/B gateway at zero, after its variants slept again: memory"),
             always_on,

@@ -5,16 +5,21 @@
   and the very first one (the warm pool starts too), against stock ``mlflow models serve``'s launch
   to first correct answer measured here;
 - the memory an idle A/B gateway holds (proportional set size of the gateway and every process it
-  started, so pages a fork shares with the warm pool count once): always on, against scaled to
-  zero before any request and after its variants have woken and slept again;
+  started, so pages a fork shares with the warm pool count once): always on (with warm-pool
+  backends, and with the default ``mlflow models serve`` ones), against scaled to zero before any
+  request and after its variants have woken and slept again;
 - a step load through the A/B split (idle, then 32 clients, then idle): failed requests, the
   replicas over time, p99 while the variants scale up from zero, the time back to zero, and the
-  throughput against the same gateway with fixed replicas, in interleaved rounds.
+  throughput against the same gateway with fixed replicas, in interleaved rounds;
+- an alias moved on a real ``mlflow server`` to the new version serving: through the registry's
+  signed webhook (polling at an hour), against polling at the default interval, in alternation.
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -30,6 +35,8 @@ SECTION = "serverless"
 IDLE_AFTER = 1.0  # seconds: short, so that many cold wakes fit in a run
 A_B = ("--split", "champion=50,challenger=50", "--backend_mode", "warm")
 STEP_CLIENTS = 32
+POLL_INTERVAL = 5.0  # the gateway's default --poll_interval
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789abcdef"
 SCALE_UP_SECONDS = 2  # the first part of a step, from zero replicas: its p99 is the scale-up's
 
 
@@ -143,6 +150,80 @@ def _step_figures(steps: dict[str, list], seconds: float) -> list[Figure]:
     return figures
 
 
+def _served_version(url: str) -> str | None:
+    champion = _variants(url)["champion"]
+    return champion["version"] if champion["state"] == "ready" else None
+
+
+def _move(registry, version: str, followers: dict[str, str]) -> dict[str, float]:
+    """Seconds from the alias moved on the tracking server to each gateway (name -> URL) serving
+    ``version``."""
+    moved = time.perf_counter()
+    registry.set_registered_model_alias("mnist-cnn", "champion", version)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(seen) < len(followers):
+        for name, url in followers.items():
+            if name not in seen and _served_version(url) == version:
+                seen[name] = time.perf_counter() - moved
+        if time.monotonic() > deadline:
+            raise BenchError(f"not followed to v{version} within 120 s: {seen}")
+        time.sleep(0.01)
+    return seen
+
+
+def _alias_moves(mode: Mode, model: ModelUnderTest) -> list[Figure]:
+    """Webhook against polling: two gateways follow the same champion alike (warm backends, no
+    gate on follow, which costs the same whatever woke the follower); each move is timed on both."""
+    from cryptography.fernet import Fernet
+    from mlflow import MlflowClient
+
+    server = processes.mlflow_server(
+        model.tracking_uri,
+        model.directory,
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+    )
+    common = ("--backend_mode", "warm", "--no_follow_gate", "--tracking_uri")
+    moves = mode.count(10, 2)
+    times: dict[str, list[float]] = {"webhook": [], "polling": []}
+    with processes.running(server, "/health"):
+        hooked = processes.gateway(model.tracking_uri, model.directory, *common, server.url, "--poll_interval", "3600")
+        hooked.env["MNIST_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+        polled = processes.gateway(
+            model.tracking_uri, model.directory, *common, server.url, "--poll_interval", str(POLL_INTERVAL)
+        )
+        with processes.running(hooked, "/ready"), processes.running(polled, "/ready"):
+            register = [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", "webhook", "register"]
+            register += ["--url", hooked.url, "--tracking_uri", server.url]
+            done = subprocess.run(
+                register,
+                env=processes.environment(server.url, MNIST_WEBHOOK_SECRET=WEBHOOK_SECRET),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode != 0:
+                raise BenchError(f"webhook register failed: {done.stderr.strip()}")
+            registry = MlflowClient(server.url, server.url)
+            followers = {"webhook": hooked.url, "polling": polled.url}
+            for index in range(moves):
+                for name, seconds in _move(registry, "2" if index % 2 == 0 else "1", followers).items():
+                    times[name].append(seconds)
+            registry.set_registered_model_alias("mnist-cnn", "champion", "1")  # as the other sections expect
+    return [
+        Figure(
+            SECTION,
+            f"alias moved to new version serving, {name}: p50",
+            statistics.median(runs),
+            "s",
+            {"moves": len(runs), "runs": [round(t, 3) for t in runs], "poll_interval_s": POLL_INTERVAL},
+        )
+        for name, runs in times.items()
+    ]
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     require_wrk()
     images, labels = mnist_test(1)
@@ -163,6 +244,13 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
         figures.append(
             Figure(SECTION, "idle A/B gateway, always on: memory", tree_pss_mib(always_on.process.pid), "MiB")
         )
+        # The issue's baseline: the same split with the default backends, `mlflow models serve`.
+        stock_backends = processes.gateway(model.tracking_uri, model.directory, *A_B[:2])
+        with processes.running(stock_backends, "/ready"):
+            _first_answer(stock_backends.url, body, label)
+            time.sleep(1.0)
+            stock_memory = tree_pss_mib(stock_backends.process.pid)
+        figures.append(Figure(SECTION, "idle A/B gateway, always on, mlflow backends: memory", stock_memory, "MiB"))
         _wait_asleep(scaled.url)
         before = tree_pss_mib(scaled.process.pid)
         first = _first_answer(scaled.url, body, label)
@@ -186,4 +274,4 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
         Figure(SECTION, "idle A/B gateway at zero, before any request: memory", before, "MiB"),
         Figure(SECTION, "idle A/B gateway at zero, after its variants slept again: memory", after, "MiB"),
     ]
-    return figures + _step_figures(steps, seconds)
+    return figures + _step_figures(steps, seconds) + _alias_moves(mode, model)

@@ -25,6 +25,7 @@ class Usage:
     images: int
     errors: int  # requests answered with a status other than 200
     busy_seconds: float  # the requests' time in the gateway, received to answered
+    compute_seconds: float = 0.0  # the backends' time charged to them (a batch's, shared by rows)
 
     def to_dict(self) -> dict:
         return {
@@ -34,6 +35,7 @@ class Usage:
             "images": self.images,
             "errors": self.errors,
             "busy_seconds": round(self.busy_seconds, 3),
+            "compute_seconds": round(self.compute_seconds, 3),
         }
 
 
@@ -210,7 +212,8 @@ class LogReader:
 
     def usage(self, since: float, until: float) -> list[Usage]:
         """Per key and variant, the answers served (shadow copies are the platform's, not the
-        client's) with ``since <= time < until``: requests, images (rows), errors, busy seconds."""
+        client's) with ``since <= time < until``: requests, images (rows), errors, busy seconds,
+        backend compute seconds."""
         p = predictions.c
         first_row = p.row == 0
         query = (
@@ -221,12 +224,13 @@ class LogReader:
                 func.count(),
                 func.count(distinct(case((p.status != 200, p.request_id)))),
                 func.coalesce(func.sum(case((first_row, p.latency_ms), else_=0.0)), 0.0),
+                func.coalesce(func.sum(case((first_row, p.compute_ms), else_=0.0)), 0.0),
             )
             .where(p.role == "serve", p.time >= since, p.time < until)
             .group_by(p.key_name, p.variant)
             .order_by(p.key_name, p.variant)
         )
         return [
-            Usage(key, variant, requests, images, errors, float(busy_ms) / 1000.0)
-            for key, variant, requests, images, errors, busy_ms in self._all(query)
+            Usage(key, variant, requests, images, errors, float(busy_ms) / 1000.0, float(compute_ms) / 1000.0)
+            for key, variant, requests, images, errors, busy_ms, compute_ms in self._all(query)
         ]

@@ -61,6 +61,7 @@ predictions = Table(
     Column("status", Integer, nullable=False),
     Column("key_name", String(64)),
     Column("client_request_id", String(128)),
+    Column("compute_ms", Float),  # the backend's time charged to the request (a batch's, by rows)
     Index("predictions_time", "time"),
 )
 
@@ -78,9 +79,12 @@ feedback = Table(
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
 
 TABLES = (predictions, feedback)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns each version added, by table (version 1 is the first log, without schema_info).
-ADDED = {2: {"predictions": ("key_name", "client_request_id"), "feedback": ("key_name",)}}
+ADDED = {
+    2: {"predictions": ("key_name", "client_request_id"), "feedback": ("key_name",)},
+    3: {"predictions": ("compute_ms",)},
+}
 
 
 class SchemaTooNew(Exception):

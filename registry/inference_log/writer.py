@@ -71,6 +71,7 @@ class Answer:
     predictions: list | None = None
     key_name: str | None = None
     client_request_id: str | None = None
+    compute_ms: float | None = None  # the backend's time charged to this request (``usage``)
 
     def rows(self) -> list[dict]:
         parsed = self.predictions
@@ -87,6 +88,7 @@ class Answer:
             "status": self.status,
             "key_name": self.key_name,
             "client_request_id": self.client_request_id,
+            "compute_ms": self.compute_ms,
         }
         if self.status != 200 or not parsed:
             return [base | {"row": 0, "label": None, "confidence": None}]

@@ -192,8 +192,9 @@ def _split(batch: list[Pending], answer: BackendAnswer) -> None:
         for pending in batch:
             pending.future.set_exception(error)
         return
-    start = 0
+    start, rows = 0, max(1, len(predictions))
     for pending in batch:
         part = predictions[start : start + len(pending.request.rows)]
         start += len(pending.request.rows)
-        pending.future.set_result(BackendAnswer(200, predictions_body(part), JSON, part))
+        share = answer.backend_seconds * len(part) / rows  # each client pays for its own rows
+        pending.future.set_result(BackendAnswer(200, predictions_body(part), JSON, part, share))

@@ -18,10 +18,15 @@ from mnist_mlops.common.store import tracking_uri
 from mnist_mlops.registry.inference_log.location import DEFAULT_LOG, LOG_ENV, default_location, shown
 from mnist_mlops.serve.gateway.access_log import setup_logging
 from mnist_mlops.serve.gateway.auth import ROLES, KeyFileError, append_entry, new_key_entry
-from mnist_mlops.serve.gateway.control.autoscaler import ScalingPolicy
 from mnist_mlops.serve.gateway.control.launcher import MODES
 from mnist_mlops.serve.gateway.limits import Limits
-from mnist_mlops.serve.gateway.settings import DEFAULT_MAX_BODY_BYTES, MAX_REPLICAS, GatewaySettings, is_loopback
+from mnist_mlops.serve.gateway.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_REPLICAS,
+    GatewaySettings,
+    ScalingPolicy,
+    is_loopback,
+)
 from mnist_mlops.serve.gateway.split import SplitError, parse_split
 from mnist_mlops.serve.gateway.webhooks import ALIAS_EVENTS
 from mnist_mlops.serve.gateway.webhooks import PATH as WEBHOOK_PATH
@@ -463,7 +468,7 @@ def usage_main(argv: list[str]) -> None:
     if args.json:
         print(json.dumps(body))
         return
-    columns = ("key", "variant", "requests", "images", "errors", "busy_seconds")
+    columns = ("key", "variant", "requests", "images", "errors", "busy_seconds", "compute_seconds")
     rows = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in body["usage"]]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     for line in [list(columns), *rows]:

@@ -10,6 +10,7 @@ The data path's HTTP client is ``backend_http.BackendClient`` (why: its docstrin
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from mnist_mlops.serve.gateway.backend_http import BackendClient, ResponseTooLarge
@@ -27,6 +28,7 @@ class BackendAnswer:
     body: bytes
     content_type: str
     predictions: list | None = None
+    backend_seconds: float = 0.0  # the backend call's time this answer is charged (a batch's, shared by rows)
 
 
 def new_client(connections: int = 256) -> BackendClient:
@@ -43,6 +45,7 @@ async def forward(
     client: BackendClient, backend: Backend, body: bytes, headers: dict[str, str], timeout: float
 ) -> BackendAnswer:
     backend.in_flight += 1
+    started = time.perf_counter()
     try:
         status, content_type, content = await client.post(backend.url, "/invocations", body, headers, timeout)
     except TimeoutError:
@@ -59,6 +62,7 @@ async def forward(
         raise GatewayTimeout(f"the model backend (v{backend.version}) timed out")
     if status >= 500:
         raise BadGateway(f"the model backend (v{backend.version}) failed with HTTP {status}")
+    took = time.perf_counter() - started
     if status >= 400:
-        return BackendAnswer(*relayed_client_error(status, content), JSON)
-    return BackendAnswer(status, content, content_type)
+        return BackendAnswer(*relayed_client_error(status, content), JSON, backend_seconds=took)
+    return BackendAnswer(status, content, content_type, backend_seconds=took)

@@ -105,6 +105,18 @@ class GatewayMetrics:
             ["variant"],
             registry=self.registry,
         )
+        self.key_requests = Counter(
+            "gateway_key_requests", "Requests answered, per key and variant", ["key", "variant"], registry=self.registry
+        )
+        self.key_images = Counter(
+            "gateway_key_images", "Images scored, per key and variant", ["key", "variant"], registry=self.registry
+        )
+        self.key_compute = Counter(
+            "gateway_key_compute_seconds",
+            "Backend time charged per key and variant (a micro-batch's, shared by its rows)",
+            ["key", "variant"],
+            registry=self.registry,
+        )
         self.held = Gauge("gateway_held_requests", "Requests waiting for a variant to wake", registry=self.registry)
         self.webhooks = Counter(
             "gateway_webhooks",
@@ -129,6 +141,25 @@ class GatewayMetrics:
         self.log_failing = Gauge(
             "gateway_inference_log_failing", "1 while the inference log cannot be written", registry=self.registry
         )
+
+    def usage(self, key: str, variant: str) -> KeyUsage:
+        return KeyUsage(
+            self.key_requests.labels(key, variant),
+            self.key_images.labels(key, variant),
+            self.key_compute.labels(key, variant),
+        )
+
+
+class KeyUsage:
+    """The usage counters of one (key, variant), looked up once instead of per request."""
+
+    def __init__(self, requests, images, compute) -> None:
+        self.requests, self.images, self.compute = requests, images, compute
+
+    def add(self, images: int, compute_seconds: float) -> None:
+        self.requests.inc()
+        self.images.inc(images)
+        self.compute.inc(compute_seconds)
 
 
 class VariantMetrics:

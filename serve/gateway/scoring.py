@@ -37,7 +37,7 @@ from mnist_mlops.serve.gateway.batching import Batcher, BatchSettings
 from mnist_mlops.serve.gateway.errors import BadRequest, GatewayError, TooManyRequests, Unavailable
 from mnist_mlops.serve.gateway.forwarding import BackendAnswer, backend_headers, forward
 from mnist_mlops.serve.gateway.limits import LimitBook, LimitExceeded, Limits
-from mnist_mlops.serve.gateway.metrics import GatewayMetrics, VariantMetrics
+from mnist_mlops.serve.gateway.metrics import GatewayMetrics, KeyUsage, VariantMetrics
 from mnist_mlops.serve.gateway.protocol import JSON, ScoringRequest, parse
 from mnist_mlops.serve.gateway.requests import (
     RawRequest,
@@ -121,6 +121,7 @@ class DataPlane:
         self.rng = random.Random()
         self.shadow_slots = asyncio.Semaphore(MAX_SHADOW_IN_FLIGHT)
         self._labelled: dict[tuple[str, str], VariantMetrics] = {}
+        self._usage: dict[tuple[str, str], KeyUsage] = {}
         self.tasks = TaskSet()
         own = {key.name: key.limits.merged(settings.limits) for key in keys.keys} if keys else {}
         self.limits = LimitBook(own, settings.limits)
@@ -151,6 +152,7 @@ class DataPlane:
                 await self._hold_until_awake(variant)
             answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
             status = answer.status
+            self._meter(key, variant, request.row_count, answer.backend_seconds)
             self._record(rid, "serve", variant, user, time.perf_counter() - started, answer, key, client_rid)
             if self.settings.shadow and variant.alias == CHAMPION and status == 200:
                 self._shadow(request, rid, user)
@@ -346,8 +348,17 @@ class DataPlane:
                 answer.predictions,
                 key.name if key else None,
                 client_rid,
+                round(answer.backend_seconds * 1000, 3),
             )
         )
+
+    def _meter(self, key: ApiKey | None, variant: Variant, images: int, compute: float) -> None:
+        """A key's use of a variant, in ``/metrics`` (the inference log keeps the same per request)."""
+        labels = (key.name if key else NO_KEY, variant.alias)
+        usage = self._usage.get(labels)
+        if usage is None:
+            usage = self._usage[labels] = self.metrics.usage(*labels)
+        usage.add(images, compute)
 
     def _variant_metrics(self, alias: str, version: str) -> VariantMetrics:
         cached = self._labelled.get((alias, version))

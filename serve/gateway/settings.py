@@ -6,10 +6,34 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_mlops.serve.gateway.control.autoscaler import ScalingPolicy
-
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_REPLICAS = 64  # per variant: far past what one machine's cores can use
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """The autoscaler's knobs (``control.autoscaler``)."""
+
+    target: float = 32.0  # requests in flight per replica the scaler aims at
+    stable_window: float = 60.0  # seconds
+    panic_window: float = 6.0  # seconds
+    panic_threshold: float = 2.0  # the short window wants this many times the replicas serving: panic
+    max_scale_down_rate: float = 2.0  # a decision keeps at least replicas / rate
+    scale_down_below: float = 0.8  # of the target: fewer replicas only if they would run below it
+
+    def check(self) -> None:
+        """Raise ValueError with one line naming the option that cannot work."""
+        if not self.target > 0:
+            raise ValueError(f"--target_concurrency must be above 0, got {self.target}")
+        if not 0 < self.scale_down_below <= 1:
+            raise ValueError(
+                f"scale_down_below is a share of the target: above 0, at most 1, got {self.scale_down_below}"
+            )
+        if not self.panic_window > 0 or not self.stable_window >= self.panic_window:
+            raise ValueError(
+                f"--panic_window must be above 0 and at most --stable_window, got {self.panic_window} and "
+                f"{self.stable_window}"
+            )
 
 
 @dataclass(frozen=True)

@@ -217,9 +217,16 @@ def test_usage_per_key_and_variant_equals_the_traffic_sent(gateway):
     for row in json.loads(result.stdout)["usage"]:
         requests, images = totals.setdefault(row["key"], [0, 0])
         totals[row["key"]] = [requests + row["requests"], images + row["images"]]
+        if row["key"] in sent:  # the backend's time is charged, and is part of the time in the gateway
+            assert 0 < row["compute_seconds"] <= row["busy_seconds"], row
     assert totals["svc-predict"] == [5, 10] and totals["other-client"] == [3, 3]
+    for name, (count, body) in sent.items():  # the same figures in /metrics, per key over the variants
+        images = count * len(body["dataframe_split"]["data"])
+        assert counter(gateway, "gateway_key_requests_total", key=name) == count
+        assert counter(gateway, "gateway_key_images_total", key=name) == images
+        assert counter(gateway, "gateway_key_compute_seconds_total", key=name) > 0
     table = usage_cli(gateway, gateway.admin_key, "--since", "10m")
-    assert table.returncode == 0 and "other-client" in table.stdout and "busy_seconds" in table.stdout
+    assert table.returncode == 0 and "other-client" in table.stdout and "compute_seconds" in table.stdout
     refused = usage_cli(gateway, gateway.predict_key)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "403" in refused.stderr
     bad = httpx.get(

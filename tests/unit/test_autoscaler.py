@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from mnist_mlops.serve.gateway.control.autoscaler import Autoscaler, ScalingPolicy
+from mnist_mlops.serve.gateway.control.autoscaler import Autoscaler
+from mnist_mlops.serve.gateway.settings import ScalingPolicy
 
 TICK = 0.5
 

@@ -106,16 +106,16 @@ def test_a_large_old_log_is_pruned_in_small_steps_while_new_records_are_written(
     assert ids(log, "predictions") == {"during"}
 
 
-def test_usage_counts_each_keys_requests_images_errors_and_busy_time_by_variant(log):
+def test_usage_counts_each_keys_requests_images_errors_busy_and_compute_time_by_variant(log):
     """The lines of a bill, on both databases: shadow copies are not the client's, a request of
     three images is one request and three images, and the range is half-open."""
     now = time.time()
     three = b'{"predictions": [{"label": 1}, {"label": 2}, {"label": 3}]}'
     rows = [
-        Answer("a1", "serve", now - 10, "champion", "1", None, 20.0, 200, three, key_name="alice"),
+        Answer("a1", "serve", now - 10, "champion", "1", None, 20.0, 200, three, key_name="alice", compute_ms=12.0),
         Answer("a2", "serve", now - 9, "champion", "1", None, 10.0, 503, b"", key_name="alice"),
         Answer("a2", "shadow", now - 9, "challenger", "2", None, 99.0, 200, BODY, key_name="alice"),
-        Answer("b1", "serve", now - 8, "challenger", "2", None, 5.0, 200, BODY, key_name="bob"),
+        Answer("b1", "serve", now - 8, "challenger", "2", None, 5.0, 200, BODY, key_name="bob", compute_ms=4.0),
         Answer("old", "serve", now - 3 * DAY, "champion", "1", None, 5.0, 200, BODY, key_name="bob"),
     ]
     write(log, rows)
@@ -129,6 +129,7 @@ def test_usage_counts_each_keys_requests_images_errors_and_busy_time_by_variant(
             "images": 4,
             "errors": 1,
             "busy_seconds": 0.03,
+            "compute_seconds": 0.012,
         },
         ("bob", "challenger"): {
             "key": "bob",
@@ -137,7 +138,29 @@ def test_usage_counts_each_keys_requests_images_errors_and_busy_time_by_variant(
             "images": 1,
             "errors": 0,
             "busy_seconds": 0.005,
+            "compute_seconds": 0.004,
         },
     }
     with LogReader(log) as reader:
         assert [(u.key_name, u.requests) for u in reader.usage(now - 9, now - 8)] == [("alice", 1)]
+
+
+def test_a_log_of_the_previous_schema_is_upgraded_in_place_and_keeps_its_rows(log):
+    """A log written before usage had compute time (schema 2) gains the column on first open, on
+    both databases; its rows stay and count with no compute time."""
+    now = time.time()
+    write(log, [Answer("before", "serve", now - 5, "champion", "1", None, 5.0, 200, BODY, key_name="bob")])
+    engine = create_engine(log)
+    with engine.begin() as connection:  # back to what a gateway of schema 2 left
+        connection.execute(text("ALTER TABLE predictions DROP COLUMN compute_ms"))
+        connection.execute(text("UPDATE schema_info SET version = 2"))
+    engine.dispose()
+    after = Answer("after", "serve", now - 1, "champion", "1", None, 5.0, 200, BODY, key_name="bob", compute_ms=3.0)
+    write(log, [after])
+    with LogReader(log) as reader:
+        (usage,) = reader.usage(now - DAY, now)
+    assert (usage.requests, usage.compute_seconds) == (2, 0.003)
+    engine = create_engine(log)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version FROM schema_info")).scalar() == 3
+    engine.dispose()

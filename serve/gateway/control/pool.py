@@ -23,10 +23,11 @@ import httpx
 
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.serve.gateway.control import launcher
-from mnist_mlops.serve.gateway.control.autoscaler import Autoscaler, ScalingPolicy
+from mnist_mlops.serve.gateway.control.autoscaler import Autoscaler
 from mnist_mlops.serve.gateway.control.follow_gate import FollowGate, GateUnavailable
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.metrics import GatewayMetrics
+from mnist_mlops.serve.gateway.settings import ScalingPolicy
 from mnist_mlops.serve.gateway.split import validate_split
 from mnist_mlops.serve.gateway.state import Backend, Table, Variant
 from mnist_mlops.serve.gateway.tasks import TaskSet

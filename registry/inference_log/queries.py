@@ -12,7 +12,14 @@ from sqlalchemy import and_, case, distinct, exists, func, or_, select, true
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
-from mnist_mlops.registry.inference_log.schema import database_url, engine_for, feedback, predictions, sqlite_file
+from mnist_mlops.registry.inference_log.schema import (
+    database_url,
+    engine_for,
+    feedback,
+    predictions,
+    replica_time,
+    sqlite_file,
+)
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,18 @@ class LogReader:
             )
         )
         return [bool(same) for (same,) in self._all(query)]
+
+    def replica_seconds(self, since: float, until: float) -> dict[str, float]:
+        """Replica-seconds held per variant, over every gateway writing this log, in the metering
+        intervals that ended with ``since <= time < until``."""
+        r = replica_time.c
+        query = (
+            select(r.variant, func.sum(r.seconds))
+            .where(r.time >= since, r.time < until)
+            .group_by(r.variant)
+            .order_by(r.variant)
+        )
+        return {variant: float(seconds) for variant, seconds in self._all(query)}
 
     def usage(self, since: float, until: float) -> list[Usage]:
         """Per key and variant, the answers served (shadow copies are the platform's, not the

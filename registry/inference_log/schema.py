@@ -76,14 +76,28 @@ feedback = Table(
     Index("feedback_time", "time"),
 )
 
+# Replica-seconds held per variant and version, one row per gateway and metering interval: the
+# part of a serverless bill no request carries (``VariantPool.autoscale`` meters it).
+replica_time = Table(
+    "replica_time",
+    metadata,
+    Column("gateway", String(64), primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("model_version", String(32), primary_key=True),
+    Column("start", Float, primary_key=True),
+    Column("time", Float, nullable=False),  # the interval's end
+    Column("seconds", Float, nullable=False),
+    Index("replica_time_time", "time"),
+)
+
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
 
-TABLES = (predictions, feedback)
+TABLES = (predictions, feedback, replica_time)
 SCHEMA_VERSION = 3
 # Columns each version added, by table (version 1 is the first log, without schema_info).
 ADDED = {
     2: {"predictions": ("key_name", "client_request_id"), "feedback": ("key_name",)},
-    3: {"predictions": ("compute_ms",)},
+    3: {"predictions": ("compute_ms",)},  # and the table replica_time (made by create_all)
 }
 
 

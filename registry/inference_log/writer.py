@@ -35,7 +35,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from mnist_mlops.registry.inference_log.schema import TABLES, create, database_url, engine_for, feedback, predictions
+from mnist_mlops.registry.inference_log.schema import (
+    TABLES,
+    create,
+    database_url,
+    engine_for,
+    feedback,
+    predictions,
+    replica_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +148,11 @@ class _Feedback:
 
 
 @dataclass(frozen=True)
+class _ReplicaTime:
+    rows: list[dict]
+
+
+@dataclass(frozen=True)
 class _Flush:
     done: concurrent.futures.Future
 
@@ -182,6 +195,7 @@ class InferenceLog:
         self._closed = False
         self._deadline: float | None = None  # set by close(): the writer gives up after it
         self._backlog: list[dict] = []  # rows waiting for the database to come back
+        self._replica_backlog: list[dict] = []  # replica-seconds waiting for it
         self._failing_since: float | None = None
         self._next_attempt = 0.0
         self.written = 0
@@ -212,6 +226,12 @@ class InferenceLog:
         self._queue.put(_Feedback(request_id, row, label, labeller or Labeller(None, True), future))
         self._urgent.set()
         return future
+
+    def record_replica_time(self, rows: list[dict]) -> None:
+        """Replica-seconds held: rows of ``schema.replica_time`` (gateway, variant, model_version,
+        start, time, seconds)."""
+        if rows:
+            self._queue.put(_ReplicaTime(rows))
 
     def flush(self) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -259,6 +279,8 @@ class InferenceLog:
             try:
                 if isinstance(item, _Feedback):
                     self._store_feedback(item)
+                elif isinstance(item, _ReplicaTime):
+                    self._store_replica_time(item.rows)
                 elif isinstance(item, _Flush):
                     item.done.set_result(not self._backlog)
             except Exception:  # a failed command must not stop the writer
@@ -339,6 +361,17 @@ class InferenceLog:
             )
             self._pruned = dict.fromkeys(self._pruned, 0)
         return PRUNE_EVERY
+
+    def _store_replica_time(self, rows: list[dict]) -> None:
+        """Kept in memory (bounded) while the database fails, and written with the next rows."""
+        self._replica_backlog = (self._replica_backlog + rows)[-self.max_backlog :]
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(insert(replica_time), self._replica_backlog)
+        except SQLAlchemyError as exc:
+            logger.warning("inference log: replica-seconds not written yet (%s); kept for the next try", _one_line(exc))
+            return
+        self._replica_backlog = []
 
     def _store_feedback(self, item: _Feedback) -> None:
         if self._backlog:  # the prediction may be among the rows that wait: no wrong 404

@@ -135,6 +135,7 @@ class Gateway:
             start_timeout=settings.start_timeout,
             gate=follow_gate_loader(settings) if settings.follow_gate else None,
             on_refusal=self.record_refusal,
+            meter=self.log.record_replica_time,
             min_replicas=settings.min_replicas,
             max_replicas=settings.max_replicas,
             scaling=settings.scaling,
@@ -396,13 +397,14 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
 
-        def read() -> list[dict]:
+        def read() -> tuple[list[dict], dict[str, float]]:
             with LogReader(settings.inference_log) as log:
-                return [row.to_dict() for row in log.usage(since, until)]
+                return [row.to_dict() for row in log.usage(since, until)], log.replica_seconds(since, until)
 
         await asyncio.wrap_future(gateway.log.flush())  # what was answered before this call is counted
-        rows = await asyncio.to_thread(read)
-        return JSONResponse({"since": since, "until": until, "usage": rows})
+        rows, replicas = await asyncio.to_thread(read)
+        held = [{"variant": variant, "replica_seconds": round(seconds, 3)} for variant, seconds in replicas.items()]
+        return JSONResponse({"since": since, "until": until, "usage": rows, "replicas": held})
 
     @app.put("/admin/split")
     async def set_split(request: Request) -> dict:

@@ -473,6 +473,8 @@ def usage_main(argv: list[str]) -> None:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     for line in [list(columns), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    held = ", ".join(f"{row['variant']} {row['replica_seconds']:g}" for row in body.get("replicas", []))
+    print(f"replica-seconds held: {held or 'none'}")
 
 
 def _split(text: str) -> dict[str, float]:

@@ -202,6 +202,12 @@ def usage_cli(gateway, key: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def admin_usage(gateway) -> dict:
+    answer = httpx.get(f"{gateway.url}/admin/usage", headers=gateway.headers(gateway.admin_key), timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def test_usage_per_key_and_variant_equals_the_traffic_sent(gateway):
     """What a serverless bill is made of, from the inference log: each key's requests and images
     per variant, read with ``mnist-gateway usage`` (admin only)."""
@@ -227,6 +233,17 @@ def test_usage_per_key_and_variant_equals_the_traffic_sent(gateway):
         assert counter(gateway, "gateway_key_compute_seconds_total", key=name) > 0
     table = usage_cli(gateway, gateway.admin_key, "--since", "10m")
     assert table.returncode == 0 and "other-client" in table.stdout and "compute_seconds" in table.stdout
+    # Replica-seconds are metered every 15 s into the same log: the variants this module woke held some.
+    deadline = time.monotonic() + 60
+    while True:
+        held = {row["variant"]: row["replica_seconds"] for row in admin_usage(gateway)["replicas"]}
+        if held and all(seconds > 0 for seconds in held.values()):
+            break
+        assert time.monotonic() < deadline, held
+        time.sleep(1)
+    assert set(held) <= {"champion", "challenger"}
+    assert sum(held.values()) <= counter(gateway, "gateway_replica_seconds_total") + 1
+    assert "replica-seconds held:" in usage_cli(gateway, gateway.admin_key).stdout
     refused = usage_cli(gateway, gateway.predict_key)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "403" in refused.stderr
     bad = httpx.get(

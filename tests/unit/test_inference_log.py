@@ -164,3 +164,23 @@ def test_a_log_of_the_previous_schema_is_upgraded_in_place_and_keeps_its_rows(lo
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version FROM schema_info")).scalar() == 3
     engine.dispose()
+
+
+def test_replica_seconds_sum_per_variant_over_gateways_within_the_range(log):
+    """The part of a bill no request carries: what each gateway metered, summed per variant."""
+    now = time.time()
+    writer = InferenceLog(log)
+    meter = [
+        ("gw-a", "champion", "1", now - 30, now - 15, 15.0),
+        ("gw-a", "champion", "1", now - 15, now - 1, 28.0),  # two replicas for 14 s
+        ("gw-b", "champion", "1", now - 20, now - 2, 18.0),
+        ("gw-a", "challenger", "2", now - 15, now - 1, 14.0),
+        ("gw-a", "champion", "1", now - 3 * DAY, now - 3 * DAY + 15, 15.0),  # out of range
+    ]
+    columns = ("gateway", "variant", "model_version", "start", "time", "seconds")
+    writer.record_replica_time([dict(zip(columns, row, strict=True)) for row in meter])
+    writer.flush().result(10)
+    writer.close()
+    with LogReader(log) as reader:
+        assert reader.replica_seconds(now - DAY, now) == {"challenger": 14.0, "champion": 61.0}
+        assert reader.replica_seconds(now - 14, now) == {"challenger": 14.0, "champion": 46.0}

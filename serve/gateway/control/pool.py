@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,8 +64,14 @@ class VariantPool:
     # The autoscaler: each variant between max(min_replicas, 1) and max_replicas while awake.
     max_replicas: int = 1
     scaling: ScalingPolicy = field(default_factory=ScalingPolicy)
+    # Told every ``meter_every`` seconds of the replica-seconds held since (``InferenceLog.record_replica_time``).
+    meter: Callable[[list[dict]], None] | None = None
+    meter_every: float = 15.0
     _waking: dict[str, asyncio.Task] = field(default_factory=dict)
     _scalers: dict[str, Autoscaler] = field(default_factory=dict)
+    _held: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> replica-seconds
+    _metered_since: float = field(default_factory=time.time)
+    _identity: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}:{os.getpid()}:{int(time.time())}")
 
     @property
     def variants(self) -> dict[str, Variant]:
@@ -288,20 +296,39 @@ class VariantPool:
     async def autoscale(self, interval: float = 0.5) -> None:
         """Every ``interval``: sample each variant's concurrency, decide its replicas
         (``autoscaler``), start or drain the difference; and meter the replica-seconds held."""
-        last = time.monotonic()
+        last = metered = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             elapsed, last = now - last, now
             for variant in list(self.variants.values()):
                 self.scale_step(variant, now, elapsed)
+            if now - metered >= self.meter_every:
+                metered = now
+                self.flush_meter()
+
+    def flush_meter(self) -> None:
+        """Hand the replica-seconds held since the last call to ``meter``, per variant and version."""
+        start, end = self._metered_since, time.time()
+        held, self._held, self._metered_since = self._held, {}, end
+        if self.meter is None:
+            return
+        rows = [
+            {"gateway": self._identity, "variant": alias, "model_version": version}
+            | {"start": start, "time": end, "seconds": seconds}
+            for (alias, version), seconds in held.items()
+            if seconds > 0
+        ]
+        self.meter(rows)
 
     def scale_step(self, variant: Variant, now: float, elapsed: float) -> None:
         """One tick of ``autoscale`` for one variant."""
         alias, serving = variant.alias, len(variant.replicas)
         self.metrics.replicas.labels(alias).set(serving)
-        if not variant.external_url:
+        if not variant.external_url and serving:
             self.metrics.replica_seconds.labels(alias).inc(serving * elapsed)
+            held = (alias, str(variant.version))
+            self._held[held] = self._held.get(held, 0.0) + serving * elapsed
         if variant.external_url or variant.state != "ready" or variant.pending_version is not None:
             return
         scaler = self._scaler(variant)
@@ -434,6 +461,7 @@ class VariantPool:
         self.tasks.spawn(coroutine)
 
     async def close(self) -> None:
+        self.flush_meter()  # before the inference log closes: what was held up to now is billed
         await self.tasks.wait()
         await asyncio.gather(*(launcher.stop(b) for v in self.variants.values() for b in v.replicas))
         await self.launcher.close()

@@ -100,6 +100,7 @@ KEYS = {
     "other-client": ("predict", None),  # a second client, for what one key must not do to another's
     "ground-truth": ("labeler", None),
     "throttled": ("predict", Limits(rate_per_minute=3)),  # a burst of 3, then one request per 20 s
+    "metered": ("predict", Limits(images_per_day=5)),  # a quota: five images a UTC day
 }
 
 

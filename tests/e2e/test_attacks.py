@@ -294,6 +294,22 @@ def test_a_key_over_its_rate_gets_429_and_others_are_not_slowed(gateway):
     assert others.status_code == 200
 
 
+def test_a_key_past_its_daily_image_quota_gets_429_and_is_charged_only_what_was_served(gateway):
+    metered = gateway.keys["metered"]  # five images a day (tests/e2e/gateway_helpers.KEYS)
+    two = {"dataframe_split": {"columns": ["pixels"], "data": PIXELS["dataframe_split"]["data"] * 2}}
+
+    def send(body: dict) -> httpx.Response:
+        return httpx.post(f"{gateway.url}/invocations", json=body, headers=gateway.headers(metered), timeout=60)
+
+    assert [send(two).status_code, send(two).status_code] == [200, 200]
+    refused = send(two)  # would make six: refused whole, nothing charged
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "1 of its 5 images" in refused.json()["message"]
+    assert send(PIXELS).status_code == 200  # the one image left is still there
+    assert send(PIXELS).status_code == 429
+    assert httpx.post(f"{gateway.url}/invocations", json=two, headers=gateway.headers()).status_code == 200
+
+
 def test_the_champion_killed_under_load_keeps_its_traffic_and_is_back_in_seconds(trained_store, tmp_path):
     """SIGKILL to the champion's backend while 8 clients send: its requests wait for the
     restarted backend (or are retried once); none goes to the challenger beyond its 10% share."""

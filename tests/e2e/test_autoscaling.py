@@ -112,3 +112,60 @@ def test_a_steady_load_holds_its_replica_count(gateway):
     settled = counts[len(counts) // 2 :]  # after two stable windows
     assert len(set(settled)) == 1, counts  # 3 in flight at 2 per replica: 2 replicas, and no flapping
     assert settled[0] == 2, counts
+
+
+async def load_while(gateway, concurrency: int, seconds: float, action, after: float) -> tuple[list[int], list]:
+    """``load`` with ``action`` run in a thread ``after`` seconds in; the statuses, and the
+    champion's (version, replicas) every 0.1 s."""
+    statuses, seen = [], []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def ask() -> None:
+            while time.monotonic() < deadline:
+                answer = await client.post(f"{gateway.url}/invocations", json=PIXELS, headers=gateway.headers())
+                statuses.append(answer.status_code)
+
+        async def watch() -> None:
+            while time.monotonic() < deadline:
+                answer = await client.get(f"{gateway.url}/variants", headers=gateway.headers(gateway.admin_key))
+                champion = answer.json()["variants"][0]
+                seen.append((champion["version"], champion["replicas"], champion["state"]))
+                await asyncio.sleep(0.1)
+
+        async def act() -> None:
+            await asyncio.sleep(after)
+            await asyncio.to_thread(action)
+
+        await asyncio.gather(watch(), act(), *(ask() for _ in range(concurrency)))
+    return statuses, seen
+
+
+def test_a_replica_that_dies_under_load_is_replaced_while_the_others_serve(gateway):
+    def kill_one() -> None:
+        wait_for(lambda: len(replica_pids(gateway)) == 3, 30, "never at 3 replicas")
+        victim = sorted(replica_pids(gateway))[0]
+        psutil.Process(victim).kill()
+
+    restarts = gateway.variants()["champion"]["restarts"]
+    statuses, seen = asyncio.run(load_while(gateway, 8, 16, kill_one, after=4))
+    assert set(statuses) == {200}, sorted(set(statuses))
+    assert seen[-1][1] == 3 and gateway.variants()["champion"]["restarts"] == restarts + 1, seen[-20:]
+
+
+def test_an_alias_moved_under_load_starts_the_new_version_at_the_current_demand(gateway):
+    from mlflow import MlflowClient
+
+    registry = MlflowClient(gateway.uri, gateway.uri)
+    serving = gateway.variants()["champion"]["version"]
+    other = "2" if serving == "1" else "1"
+
+    def move() -> None:
+        wait_for(lambda: gateway.variants()["champion"]["replicas"] == 3, 30, "never at 3 replicas")
+        registry.set_registered_model_alias("mnist-cnn", "champion", other)
+
+    statuses, seen = asyncio.run(load_while(gateway, 8, 25, move, after=4))
+    assert set(statuses) == {200}, sorted(set(statuses))
+    switched = [replicas for version, replicas, _ in seen if version == other]
+    assert switched, f"v{other} never served: {seen[-5:]}"
+    assert switched[0] == 3, seen  # not one replica to be scaled up again from scratch

@@ -2,7 +2,8 @@
 
 Folders are read with Spark's own ``binaryFile`` source on the executors, so no image passes
 through the driver; tables are read with Spark's Parquet/CSV readers. The same command runs on a
-cluster with ``--master spark://...`` (or ``yarn``, ``k8s://...``).
+cluster with ``--master spark://...`` (or ``yarn``, ``k8s://...``), whose executors need a Python
+with the model's requirements and nothing of this project (``ship_our_code_with_the_tasks``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def session(master: str):
         # forward pass, small enough that a batch of 12-megapixel photos stays in memory.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     )
+    if not master.startswith("local"):
+        ship_our_code_with_the_tasks()
     if master.startswith("local"):
         # The driver and executors are this machine: say so, rather than have Spark resolve the
         # hostname and warn that it found a loopback address.
@@ -99,6 +102,17 @@ def session(master: str):
             .config("spark.driver.extraJavaOptions", _local_driver_options())
         )
     return builder.getOrCreate()
+
+
+def ship_our_code_with_the_tasks() -> None:
+    """On a cluster, executors need nothing of this project: the model travels with
+    ``spark_udf`` (its own code inside), and our functions that run in tasks (reading a file into
+    an image cell) are pickled by value, not by a reference their Python could not import."""
+    from pyspark import cloudpickle
+
+    import mnist_mlops
+
+    cloudpickle.register_pickle_by_value(mnist_mlops)
 
 
 def _glob_for_images() -> str:

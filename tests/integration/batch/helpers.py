@@ -29,11 +29,11 @@ BAD = 2 + len(OVERSIZED)  # the corrupt file, the blank image and the oversized 
 ROOT, NESTED = "phone photos ü%20 [1] {a,b}", "nested dir ü%20 [2]"
 
 
-def batch(uri: str, *args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+def batch(uri: str, *args: str, cwd: Path = PROJECT_ROOT, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mnist_mlops.serve.batch", *args],
         cwd=cwd,
-        env=subprocess_env(uri),
+        env=subprocess_env(uri, **env),
         capture_output=True,
         text=True,
         timeout=600,

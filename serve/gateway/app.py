@@ -48,6 +48,7 @@ from mnist_mlops.serve.gateway.control.follower import follow, sync_once
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.control.pool import VariantPool
 from mnist_mlops.serve.gateway.control.privilege import RunAs, backend_user, check_can_run
+from mnist_mlops.serve.gateway.control.ray_launcher import RayLauncher
 from mnist_mlops.serve.gateway.errors import (
     BadRequest,
     Conflict,
@@ -120,13 +121,26 @@ class Gateway:
         self.log = InferenceLog(settings.inference_log, keep_days=settings.inference_log_days)
         # The control plane's client (health checks); the data path's client is made in start().
         self.control_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=16))
-        launcher = Launcher(
-            settings.model_name,
-            settings.tracking_uri,
-            settings.backend_mode,
-            settings.backend_workers,
-            str(settings.log_dir) if settings.log_dir else None,
-            run_as=run_as,
+        ray = settings.engine == "ray"
+        launcher = (
+            RayLauncher(
+                settings.model_name,
+                settings.tracking_uri,
+                address=settings.ray_address,
+                http_port=settings.ray_http_port,
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                target_ongoing_requests=settings.scaling.target,
+            )
+            if ray
+            else Launcher(
+                settings.model_name,
+                settings.tracking_uri,
+                settings.backend_mode,
+                settings.backend_workers,
+                str(settings.log_dir) if settings.log_dir else None,
+                run_as=run_as,
+            )
         )
         self.pool = VariantPool(
             launcher,
@@ -136,8 +150,9 @@ class Gateway:
             gate=follow_gate_loader(settings) if settings.follow_gate else None,
             on_refusal=self.record_refusal,
             meter=self.log.record_replica_time,
-            min_replicas=settings.min_replicas,
-            max_replicas=settings.max_replicas,
+            # On Ray, Ray Serve sizes the application: the pool keeps one backend per variant.
+            min_replicas=1 if ray else settings.min_replicas,
+            max_replicas=1 if ray else settings.max_replicas,
             scaling=settings.scaling,
             idle_after=settings.scale_to_zero_after,
         )
@@ -214,7 +229,7 @@ class Gateway:
         )
         self._tasks.append(asyncio.create_task(self.pool.watch()))
         self._tasks.append(asyncio.create_task(self.pool.autoscale()))
-        if s.min_replicas == 0:
+        if s.min_replicas == 0 and s.engine == "local":
             self._tasks.append(asyncio.create_task(self.pool.scale_to_zero()))
         if s.auto_promote:
             self._tasks.append(asyncio.create_task(self.autopilot.run()))

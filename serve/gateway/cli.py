@@ -152,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(parser, "backend_workers", type=whole_number(1), default=1, help="worker processes per backend")
     add_option(
         parser,
+        "engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: backends are processes started here; ray: one Ray Serve application serves every "
+        "version, multiplexed, scaled by Ray between --min_replicas and --max_replicas (default local)",
+    )
+    add_option(
+        parser,
+        "ray_address",
+        default=None,
+        help="with --engine ray: an existing Ray cluster (auto, ray://host:10001); default: start a local Ray",
+    )
+    add_option(
+        parser,
+        "ray_http_port",
+        type=whole_number(1, 65535),
+        default=8000,
+        help="with --engine ray: the port of Ray Serve's HTTP proxy on 127.0.0.1 (default 8000)",
+    )
+    add_option(
+        parser,
         "backend",
         type=_backend_url,
         action="append",
@@ -337,6 +358,9 @@ def settings_from(args) -> GatewaySettings:
         request_timeout=args.request_timeout,
         start_timeout=args.start_timeout,
         backend_mode=args.backend_mode,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        ray_http_port=args.ray_http_port,
         backend_workers=args.backend_workers,
         backend_urls=dict(args.backend),
         certfile=args.certfile,

@@ -44,6 +44,8 @@ def backend_headers(rid: str, content_type: str | None = None) -> dict[str, str]
 async def forward(
     client: BackendClient, backend: Backend, body: bytes, headers: dict[str, str], timeout: float
 ) -> BackendAnswer:
+    if backend.headers:
+        headers = headers | backend.headers
     backend.in_flight += 1
     started = time.perf_counter()
     try:

@@ -72,6 +72,11 @@ class GatewaySettings:
     """``mlflow``: ``mlflow models serve``; ``warm``: forked from a preloaded interpreter
     (``mnist_mlops.serve.warm_pool``)."""
     backend_workers: int = 1
+    engine: str = "local"
+    """``local``: backends are processes started here; ``ray``: a Ray Serve application
+    (``control.ray_launcher``), scaled by Ray between ``min_replicas`` and ``max_replicas``."""
+    ray_address: str | None = None
+    ray_http_port: int = 8000
     backend_urls: dict[str, str] = field(default_factory=dict)
     """alias -> URL of a backend that runs elsewhere (not started here)."""
     certfile: Path | None = None

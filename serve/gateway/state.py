@@ -37,6 +37,9 @@ class Backend:
     workdir: str | None = None  # its private directory (model files, socket), removed when it stops
     failed: bool = False  # the data plane could not reach it: the control plane checks it at once
     log: str | None = None  # the file its output goes to (``--log_dir``), read for why it died
+    # Sent with every call to it: Ray Serve's multiplexing header names the version (``--engine ray``).
+    headers: dict[str, str] = field(default_factory=dict)
+    ping_timeout: float = 2.0  # seconds a health check may take (a Ray replica loads the version on it)
 
     @property
     def pid(self) -> int | None:

@@ -71,7 +71,7 @@ class FollowGate:
         """The share of the labels ``backend`` answers right (a refused row counts as wrong)."""
         predicted: list = []
         try:
-            async with backend_httpx_client(backend.url, timeout) as client:
+            async with backend_httpx_client(backend.url, timeout, backend.headers) as client:
                 for body in self.bodies:
                     answer = await client.post(
                         "/invocations", content=body, headers={"Content-Type": "application/json"}

@@ -104,13 +104,14 @@ class Forked:
         return True
 
 
-def backend_httpx_client(url: str, timeout: float) -> httpx.AsyncClient:
+def backend_httpx_client(url: str, timeout: float, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     """An httpx client whose relative URLs go to the backend at ``url`` (``unix:/path`` or HTTP),
     for the control plane's few calls (health checks, the gate on follow), not the data path."""
     path = unix_socket_path(url)
     if path is None:
-        return httpx.AsyncClient(base_url=url, timeout=timeout)
-    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path), base_url="http://backend", timeout=timeout)
+        return httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
+    transport = httpx.AsyncHTTPTransport(uds=path)
+    return httpx.AsyncClient(transport=transport, base_url="http://backend", timeout=timeout, headers=headers)
 
 
 async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
@@ -118,8 +119,9 @@ async def healthy(backend: Backend, client: httpx.AsyncClient) -> bool:
         return False
     try:
         if unix_socket_path(backend.url) is None:  # the control plane's shared keep-alive client
-            return (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200
-        async with backend_httpx_client(backend.url, 2.0) as local:
+            answer = await client.get(f"{backend.url}/ping", timeout=backend.ping_timeout, headers=backend.headers)
+            return answer.status_code == 200
+        async with backend_httpx_client(backend.url, backend.ping_timeout) as local:
             return (await local.get("/ping")).status_code == 200
     except httpx.HTTPError:
         return False
@@ -136,7 +138,7 @@ PROBE = (
 async def answers_a_prediction(backend: Backend, client: httpx.AsyncClient, timeout: float = 60.0) -> bool:
     """Whether ``backend`` answers a real prediction (its model loaded, its first call's warm-up
     paid), not only ``/ping``: a client is never the first to find out."""
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"} | backend.headers
     try:
         if unix_socket_path(backend.url) is None:
             answer = await client.post(f"{backend.url}/invocations", content=PROBE, headers=headers, timeout=timeout)

@@ -22,7 +22,7 @@ SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 
 # Runs first in every Python the worker starts: takes this project's editable install away, and
 # leaves a mark, so the test knows the executors' Python workers ran under it.
-HIDE_THE_PROJECT = '''
+HIDE_THE_PROJECT = """
 import os, sys
 sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")
                     and not getattr(f, "__module__", "").startswith("__editable__")]
@@ -31,7 +31,7 @@ sys.path[:] = [p for p in sys.path if "__editable__" not in p]
 for name in [n for n in sys.modules if n == "mnist_mlops" or n.startswith("mnist_mlops.")]:
     del sys.modules[name]
 open(os.path.join(os.environ["HIDDEN_MARKS"], str(os.getpid())), "w").close()
-'''
+"""
 
 
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -49,16 +49,23 @@ def cluster(tmp_path_factory):
         folder.mkdir()
     (hidden / "sitecustomize.py").write_text(HIDE_THE_PROJECT)
     port, ui = free_port(), free_port()
+    master_options = ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)]
     master = start_process(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--webui-port", str(ui)],
+        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", *master_options],
         cluster_env(),
         directory / "master.log",
     )
     url = f"spark://127.0.0.1:{port}"
+    worker_options = ["--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--work-dir", str(work)]
     worker = start_process(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1"]
-        + ["--cores", "2", "--memory", "2g", "--webui-port", str(free_port()), "--work-dir", str(work)],
+        [
+            str(SPARK_CLASS),
+            "org.apache.spark.deploy.worker.Worker",
+            url,
+            *worker_options,
+            "--webui-port",
+            str(free_port()),
+        ],
         cluster_env({"PYTHONPATH": str(hidden), "HIDDEN_MARKS": str(marks)}),
         directory / "worker.log",
     )

@@ -145,6 +145,8 @@ class GatewaySettings:
                 f"and --max_replicas from 1 to {MAX_REPLICAS}"
             )
         self.scaling.check()
+        if self.engine != "ray" and self.ray_address:
+            raise ValueError("--ray_address joins a Ray cluster for --engine ray; add --engine ray or leave it out")
         if self.no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"--no_auth serves without keys and is allowed on a loopback address only, not {self.host}"

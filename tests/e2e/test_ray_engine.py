@@ -7,6 +7,8 @@ version; and stopping the gateway stops its Ray."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -156,3 +158,13 @@ def test_stopping_the_gateway_stops_the_ray_it_started(setup):
     assert gateway.stop() == 0
     left = [p.pid for p in ray if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, left
+
+
+def test_a_ray_address_without_the_ray_engine_is_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", "--ray_address", "auto"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--engine ray" in result.stderr

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from dataclasses import dataclass
 
 from mnist_mlops.serve.gateway.state import Backend
@@ -23,6 +25,7 @@ from mnist_mlops.serve.gateway.state import Backend
 logger = logging.getLogger(__name__)
 
 APPLICATION = "mnist-gateway"
+SHUTDOWN_TIMEOUT = 15.0  # seconds
 
 
 @dataclass
@@ -50,6 +53,9 @@ class RayLauncher:
         return Backend(version=version, url=self._url, headers={MODEL_ID_HEADER: str(version)}, ping_timeout=120.0)
 
     def _deploy(self) -> str:
+        # Ray's own handler for fatal signals would turn the gateway's graceful SIGTERM into an
+        # abort; read when Ray is imported.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         import ray
         from ray import serve
 
@@ -69,7 +75,14 @@ class RayLauncher:
                 "downscale_delay_s": 60.0,
             },
         )
-        serve.run(model.bind(self.model_name, self.tracking_uri), name=APPLICATION, route_prefix="/", blocking=False)
+        serve.run(
+            model.bind(self.model_name, self.tracking_uri),
+            name=APPLICATION,
+            route_prefix="/",
+            blocking=False,
+            # The gateway logs every request already: Ray's replicas say only what goes wrong.
+            logging_config={"log_level": "WARNING", "enable_access_log": False},
+        )
         url = f"http://127.0.0.1:{self.http_port}"
         logger.info(
             "Ray Serve application %r deployed at %s (replicas %d..%d)",
@@ -84,6 +97,9 @@ class RayLauncher:
         """Ray places replicas on the cluster's CPUs itself."""
 
     async def close(self) -> None:
+        """Stop the local Ray started here (its Serve application with it), or delete the
+        application from a cluster joined by ``address``; bounded, since a Ctrl-C or a signal to
+        the process group reaches Ray's own processes too and may leave them half stopped."""
         if self._url is None:
             return
 
@@ -91,10 +107,13 @@ class RayLauncher:
             import ray
             from ray import serve
 
-            if self.address is None:  # ours: the whole local Ray goes
-                serve.shutdown()
-                ray.shutdown()
+            if self.address is None:
+                ray.shutdown()  # the whole local Ray: its Serve actors go with it
             else:
                 serve.delete(APPLICATION)
 
-        await asyncio.to_thread(stop)
+        worker = threading.Thread(target=stop, name="ray-shutdown", daemon=True)
+        worker.start()
+        await asyncio.to_thread(worker.join, SHUTDOWN_TIMEOUT)
+        if worker.is_alive():
+            logger.warning("Ray did not stop within %.0f s; its processes stop with this one", SHUTDOWN_TIMEOUT)

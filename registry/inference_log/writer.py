@@ -329,6 +329,8 @@ class InferenceLog:
         if self._backlog:
             self._lose(len(self._backlog), "the gateway stopped while the database could not be written")
             self._backlog = []
+        if self._replica_backlog:
+            logger.error("inference log: %d replica-seconds rows lost at stop", len(self._replica_backlog))
 
     def _lose(self, rows: int, why: str) -> None:
         self.lost += rows
@@ -363,8 +365,11 @@ class InferenceLog:
         return PRUNE_EVERY
 
     def _store_replica_time(self, rows: list[dict]) -> None:
-        """Kept in memory (bounded) while the database fails, and written with the next rows."""
+        """Kept in memory (bounded) while the database fails, and written with the next rows; no
+        attempt while it is failing (a stop must not wait on a database that is down)."""
         self._replica_backlog = (self._replica_backlog + rows)[-self.max_backlog :]
+        if self.failing:
+            return
         try:
             with self._engine.begin() as connection:
                 connection.execute(insert(replica_time), self._replica_backlog)

@@ -127,6 +127,7 @@ class Gateway:
                 settings.model_name,
                 settings.tracking_uri,
                 address=settings.ray_address,
+                serve_url=settings.ray_serve_url,
                 http_port=settings.ray_http_port,
                 min_replicas=settings.min_replicas,
                 max_replicas=settings.max_replicas,

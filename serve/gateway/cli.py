@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(
         parser,
+        "ray_serve_url",
+        default=None,
+        help="with --engine ray: route to this running application (mnist_mlops.serve.rayserve.deployment:app, "
+        "e.g. a RayService's serve Service) instead of deploying one",
+    )
+    add_option(
+        parser,
         "ray_http_port",
         type=whole_number(1, 65535),
         default=8000,
@@ -360,6 +367,7 @@ def settings_from(args) -> GatewaySettings:
         backend_mode=args.backend_mode,
         engine=args.engine,
         ray_address=args.ray_address,
+        ray_serve_url=args.ray_serve_url,
         ray_http_port=args.ray_http_port,
         backend_workers=args.backend_workers,
         backend_urls=dict(args.backend),

@@ -76,6 +76,8 @@ class GatewaySettings:
     """``local``: backends are processes started here; ``ray``: a Ray Serve application
     (``control.ray_launcher``), scaled by Ray between ``min_replicas`` and ``max_replicas``."""
     ray_address: str | None = None
+    ray_serve_url: str | None = None
+    """A running Ray Serve application to route to (not deployed or stopped here)."""
     ray_http_port: int = 8000
     backend_urls: dict[str, str] = field(default_factory=dict)
     """alias -> URL of a backend that runs elsewhere (not started here)."""
@@ -145,8 +147,10 @@ class GatewaySettings:
                 f"and --max_replicas from 1 to {MAX_REPLICAS}"
             )
         self.scaling.check()
-        if self.engine != "ray" and self.ray_address:
-            raise ValueError("--ray_address joins a Ray cluster for --engine ray; add --engine ray or leave it out")
+        if self.engine != "ray" and (self.ray_address or self.ray_serve_url):
+            raise ValueError("--ray_address and --ray_serve_url are for --engine ray: add it, or leave them out")
+        if self.ray_address and self.ray_serve_url:
+            raise ValueError("--ray_address deploys the application, --ray_serve_url uses one deployed: give one")
         if self.no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"--no_auth serves without keys and is allowed on a loopback address only, not {self.host}"

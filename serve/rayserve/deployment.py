@@ -78,3 +78,15 @@ class RegistryModel:
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )
         return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+
+def app(args: dict[str, str]):
+    """The application for ``serve run`` and KubeRay's RayService (``import_path:
+    mnist_mlops.serve.rayserve.deployment:app``), with ``args`` ``model_name`` (default
+    ``mnist-cnn``) and ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``). Replicas and
+    autoscaling come from the Serve config that deploys it."""
+    model_name = args.get("model_name", "mnist-cnn")
+    tracking_uri = args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError("set the application's tracking_uri argument or MLFLOW_TRACKING_URI")
+    return RegistryModel.bind(model_name, tracking_uri)

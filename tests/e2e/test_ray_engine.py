@@ -151,6 +151,19 @@ def test_an_alias_moved_in_the_registry_is_followed_on_ray(setup, mnist_test):
         pytest.fail("no request landed on the challenger")
 
 
+def test_a_second_gateway_routes_to_the_running_application_without_joining_ray(setup, mnist_test, tmp_path):
+    gateway, _, ray = setup
+    second = start_gateway(gateway.uri, tmp_path, "--engine", "ray", "--ray_serve_url", ray)
+    try:
+        answer = ask(second, digits_body(mnist_test, 2), "someone")
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+        assert {v["backend"] for v in second.variants().values()} == {ray}
+        assert not [p for p in psutil.Process(second.process.pid).children(recursive=True) if "ray" in p.name()]
+    finally:
+        assert second.stop() == 0
+    assert ask(gateway, digits_body(mnist_test, 1), "someone").status_code == 200  # the application stays
+
+
 def test_stopping_the_gateway_stops_the_ray_it_started(setup):
     gateway, _, _ = setup
     ray = [p for p in psutil.Process(gateway.process.pid).children(recursive=True) if "ray" in " ".join(p.cmdline())]

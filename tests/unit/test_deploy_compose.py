@@ -65,7 +65,7 @@ def test_the_image_copies_every_room_of_the_package():
     rooms = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     for folder in rooms.values():
         assert f"COPY {folder} {folder}" in dockerfile
-    assert "'.[team]'" in dockerfile
+    assert '".[$EXTRAS]"' in dockerfile and "ARG EXTRAS=team\n" in dockerfile  # the team extra by default
 
 
 def test_docker_compose_accepts_the_file_and_refuses_it_without_the_passwords():

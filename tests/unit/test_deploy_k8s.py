@@ -8,6 +8,7 @@ after a real prediction."""
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 import tomllib
 
@@ -21,6 +22,7 @@ from tests.helpers import PROJECT_ROOT
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 KUBERNETES = "1.33.0"
 EXAMPLE_SECRETS = "secrets.example.yaml"
+RAY_SERVICE = "rayservice.yaml"  # the Ray path: instead of the variants' Deployments, not in the kustomization
 
 
 def kustomization() -> dict:
@@ -60,7 +62,7 @@ def test_every_resource_validates_against_the_kubernetes_schemas():
 def test_the_kustomization_lists_every_manifest_but_the_example_secret():
     listed = set(kustomization()["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk - {EXAMPLE_SECRETS}
+    assert listed == on_disk - {EXAMPLE_SECRETS, RAY_SERVICE}
     images = {entry["name"] for entry in kustomization()["images"]}
     used = {c["image"].split(":")[0] for d in of_kind("Deployment").values() for c in containers(d)}
     assert used == images
@@ -129,3 +131,40 @@ def test_each_model_pod_is_ready_only_after_answering_a_real_prediction():
         compile(script, "readiness", "exec")  # the probe is Python that runs
         assert model["livenessProbe"]["httpGet"]["path"] == "/ping"
         assert model["resources"]["requests"]["cpu"] and model["resources"]["limits"]["memory"]
+
+
+def test_the_rayservice_alternative_passes_ray_serves_schema_and_kubernetes_pod_schemas():
+    from ray.serve.config import AutoscalingConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    (service,) = yaml.safe_load_all((K8S / RAY_SERVICE).read_text())
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    (application,) = config.applications
+    module, name = application.import_path.split(":")
+    builder = getattr(importlib.import_module(module), name)
+    builder(application.args)  # builds the application with these arguments (nothing runs)
+    (deployment,) = application.deployments
+    assert deployment.name == "RegistryModel"
+    AutoscalingConfig(**deployment.autoscaling_config)  # Ray's own checks: min <= initial <= max ...
+    cluster = service["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "ray"}, "template": template}
+        kubernetes_validate.validate(pod_template, KUBERNETES, strict=True)
+    (example,) = yaml.safe_load_all((K8S / EXAMPLE_SECRETS).read_text())
+    for template in templates:
+        for entry in template["spec"]["containers"][0]["env"]:
+            if "valueFrom" in entry:
+                assert entry["valueFrom"]["secretKeyRef"]["key"] in example["stringData"]
+    # The gateway in front routes to KubeRay's Serve Service (<name>-serve-svc) with --ray_serve_url.
+    words, args = iter(gateway_args()), []
+    for word in words:
+        if word == "--backend":
+            next(words)  # the Services of the variants' Deployments: not on this path
+        else:
+            args.append(word)
+    url = f"http://{service['metadata']['name']}-serve-svc.{service['metadata']['namespace']}.svc:8000"
+    assert f"--ray_serve_url {url}" in (K8S / RAY_SERVICE).read_text()
+    parsed = gateway_cli.build_parser().parse_args([*args, "--engine", "ray", "--ray_serve_url", url])
+    gateway_cli.settings_from(parsed).check()

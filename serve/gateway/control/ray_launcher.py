@@ -9,7 +9,8 @@ the inference log. Starting a backend only names a version; it takes traffic onc
 ongoing requests between ``min_replicas`` (0: scale to zero, the proxy holds requests meanwhile)
 and ``max_replicas``. By default a local Ray is started for the gateway and stopped with it;
 ``address`` joins an existing cluster instead (``ray://`` or ``auto``), where the application is
-left running when the gateway stops.
+left running when the gateway stops; ``serve_url`` routes to an application someone else
+deployed (KubeRay's RayService, ``serve run``) without joining Ray at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RayLauncher:
     model_name: str
     tracking_uri: str
     address: str | None = None  # None: a local Ray, started now and stopped with the gateway
+    serve_url: str | None = None  # an application deployed by someone else (a RayService): only routed to
     http_port: int = 8000
     min_replicas: int = 1
     max_replicas: int = 1
@@ -47,7 +49,7 @@ class RayLauncher:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._url is None:
-                self._url = await asyncio.to_thread(self._deploy)
+                self._url = self.serve_url.rstrip("/") if self.serve_url else await asyncio.to_thread(self._deploy)
         from mnist_mlops.serve.rayserve.deployment import MODEL_ID_HEADER
 
         return Backend(version=version, url=self._url, headers={MODEL_ID_HEADER: str(version)}, ping_timeout=120.0)
@@ -100,7 +102,7 @@ class RayLauncher:
         """Stop the local Ray started here (its Serve application with it), or delete the
         application from a cluster joined by ``address``; bounded, since a Ctrl-C or a signal to
         the process group reaches Ray's own processes too and may leave them half stopped."""
-        if self._url is None:
+        if self._url is None or self.serve_url:
             return
 
         def stop() -> None:

@@ -45,10 +45,13 @@ def metric(gateway, name: str, **labels: str) -> float:
     return sum(sample.value for sample in samples(text, name, **labels))
 
 
-async def load(gateway, concurrency: int, seconds: float, every: float = 0.25) -> tuple[list[int], list[int]]:
-    """``concurrency`` clients asking one after another for ``seconds``: their statuses, and the
-    champion's replica count sampled every ``every`` seconds meanwhile."""
-    statuses, counts = [], []
+async def load_while(
+    gateway, concurrency: int, seconds: float, action=None, after: float = 0.0, every: float = 0.1
+) -> tuple[list[int], list[tuple]]:
+    """``concurrency`` clients asking one after another for ``seconds``, and ``action`` run in a
+    thread ``after`` seconds in: their statuses, and the champion's (version, replicas, state)
+    every ``every`` seconds meanwhile."""
+    statuses, seen = [], []
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(timeout=120) as client:
 
@@ -60,11 +63,23 @@ async def load(gateway, concurrency: int, seconds: float, every: float = 0.25) -
         async def watch() -> None:
             while time.monotonic() < deadline:
                 answer = await client.get(f"{gateway.url}/variants", headers=gateway.headers(gateway.admin_key))
-                counts.append(answer.json()["variants"][0]["replicas"])
+                champion = answer.json()["variants"][0]
+                seen.append((champion["version"], champion["replicas"], champion["state"]))
                 await asyncio.sleep(every)
 
-        await asyncio.gather(watch(), *(ask() for _ in range(concurrency)))
-    return statuses, counts
+        async def act() -> None:
+            if action is not None:
+                await asyncio.sleep(after)
+                await asyncio.to_thread(action)
+
+        await asyncio.gather(watch(), act(), *(ask() for _ in range(concurrency)))
+    return statuses, seen
+
+
+async def load(gateway, concurrency: int, seconds: float) -> tuple[list[int], list[int]]:
+    """``load_while`` with no action: the statuses, and the champion's replicas every 0.25 s."""
+    statuses, seen = await load_while(gateway, concurrency, seconds, every=0.25)
+    return statuses, [replicas for _, replicas, _ in seen]
 
 
 def replica_pids(gateway) -> set[int]:
@@ -116,33 +131,6 @@ def test_a_steady_load_holds_its_replica_count(gateway):
     settled = counts[len(counts) // 2 :]  # after two stable windows
     assert len(set(settled)) == 1, counts  # 3 in flight at 2 per replica: 2 replicas, and no flapping
     assert settled[0] == 2, counts
-
-
-async def load_while(gateway, concurrency: int, seconds: float, action, after: float) -> tuple[list[int], list]:
-    """``load`` with ``action`` run in a thread ``after`` seconds in; the statuses, and the
-    champion's (version, replicas) every 0.1 s."""
-    statuses, seen = [], []
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=120) as client:
-
-        async def ask() -> None:
-            while time.monotonic() < deadline:
-                answer = await client.post(f"{gateway.url}/invocations", json=HEAVY, headers=gateway.headers())
-                statuses.append(answer.status_code)
-
-        async def watch() -> None:
-            while time.monotonic() < deadline:
-                answer = await client.get(f"{gateway.url}/variants", headers=gateway.headers(gateway.admin_key))
-                champion = answer.json()["variants"][0]
-                seen.append((champion["version"], champion["replicas"], champion["state"]))
-                await asyncio.sleep(0.1)
-
-        async def act() -> None:
-            await asyncio.sleep(after)
-            await asyncio.to_thread(action)
-
-        await asyncio.gather(watch(), act(), *(ask() for _ in range(concurrency)))
-    return statuses, seen
 
 
 def test_a_replica_that_dies_under_load_is_replaced_while_the_others_serve(gateway):

@@ -75,9 +75,17 @@ class Autopilot:
             return report
         challenger = self.pool.variants[CHALLENGER]
         logger.info("automatic A/B decision: %s (%s)", report.decision, "; ".join(report.reasons))
-        move = await asyncio.to_thread(
-            api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
-        )
-        if move is not None and report.decision == abtest.ROLLBACK:
-            challenger.in_registry = False  # out of the split now, before the follower reads the registry
+        rollback = report.decision == abtest.ROLLBACK
+        if rollback:  # out of the split before the registry says so
+            challenger.in_registry = False
+        move = None
+        self.pool.moves += 1  # a registry read begun from here until the move is done is stale
+        try:
+            move = await asyncio.to_thread(
+                api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
+            )
+        finally:
+            self.pool.moves += 1
+            if rollback and move is None:  # not moved (or not known): the next registry read decides
+                challenger.in_registry = True
         return report

@@ -32,6 +32,7 @@ async def sync_once(pool: VariantPool, model_name: str, tracking_uri: str) -> bo
     if (missing := missing_store(tracking_uri)) is not None:  # reading it would create an empty one
         _unavailable(pool, missing)
         return False
+    read_at_move = pool.moves
     try:
         resolved = await resolve_aliases(model_name, tracking_uri)
     except RegistryError as exc:  # no such registered model (yet): a user's to fix
@@ -42,7 +43,7 @@ async def sync_once(pool: VariantPool, model_name: str, tracking_uri: str) -> bo
         logger.warning("%s; serving on as before", reason)
         pool.no_model(reason)
         return False
-    await pool.sync(resolved)
+    await pool.sync(resolved, read_at_move)
     return True
 
 

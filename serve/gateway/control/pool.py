@@ -67,6 +67,7 @@ class VariantPool:
     # Told every ``meter_every`` seconds of the replica-seconds held since (``InferenceLog.record_replica_time``).
     meter: Callable[[list[dict]], None] | None = None
     meter_every: float = 15.0
+    moves: int = 0  # counts the starts and ends of registry moves made here; see ``sync``
     _waking: dict[str, asyncio.Task] = field(default_factory=dict)
     _scalers: dict[str, Autoscaler] = field(default_factory=dict)
     _held: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> replica-seconds
@@ -103,8 +104,13 @@ class VariantPool:
         (A rollout's new replicas overlap the old ones only while they start.)"""
         return self.max_replicas * sum(1 for variant in self.variants.values() if not variant.external_url)
 
-    async def sync(self, resolved: dict[str, str]) -> None:
-        """Bring every variant in line with the registry (``alias -> version``), concurrently."""
+    async def sync(self, resolved: dict[str, str], read_at_move: int | None = None) -> None:
+        """Bring every variant in line with the registry (``alias -> version``), concurrently.
+
+        ``read_at_move`` is ``moves`` when the registry read began: a read that started before a
+        move made here may predate it, and is dropped rather than undo it (the next read applies)."""
+        if read_at_move is not None and read_at_move != self.moves:
+            return
         jobs = [self._sync_variant(variant, resolved.get(alias)) for alias, variant in list(self.variants.items())]
         await asyncio.gather(*jobs)
 

@@ -14,6 +14,7 @@ above 1 falls back to uvicorn's worker processes over the same app. ``serve.warm
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -59,6 +60,7 @@ def run(
         )
         return
     app = scoring_server.init(load_pyfunc(local_path))
+    gc.freeze()  # the model and the libraries stay out of every later collection (as the gateway's)
     uvicorn.run(app, access_log=False, log_level="warning", **where)
 
 

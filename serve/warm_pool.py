@@ -17,6 +17,7 @@ Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "uds" (
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -102,6 +103,7 @@ def _child(request: dict) -> None:
 
 def serve_forever(path: str) -> None:
     preload()
+    gc.freeze()  # the preloaded modules: never scanned, so a fork's collections leave their pages shared
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -25,11 +25,24 @@ from bench import (
     training,
 )
 from bench.core import BenchError, Mode, prepare_model
+from bench.online import OPTIMISED, OPTIMISED_ARGS
+from bench.peers import harness as peers
 
-SECTIONS = ("training", "network", "pyfunc", "quality", "online", "coldstart", "batch", "inference_log", "serverless")
-# The gateway tuned for throughput: adaptive micro-batching over backends forked from the warm pool.
-OPTIMISED = "gateway (micro-batching) -> warm backend"
-OPTIMISED_ARGS = ["--backend_mode", "warm", "--batch_max_size", "64"]
+SECTIONS = (
+    "training",
+    "network",
+    "pyfunc",
+    "quality",
+    "online",
+    "coldstart",
+    "batch",
+    "inference_log",
+    "serverless",
+    "peers",
+)
+# Left out of the quick mode (the suite's smoke run) unless named with --only: the peers need a
+# virtualenv of their own and launch a cluster runtime, minutes the suite cannot spend.
+FULL_ONLY = ("peers",)
 # The same with two backend workers: the measurement behind the --backend_workers default.
 TWO_WORKERS = f"{OPTIMISED}, 2 workers"
 TWO_WORKERS_ARGS = [*OPTIMISED_ARGS, "--backend_workers", "2"]
@@ -51,26 +64,23 @@ def extra_gateways(mode: Mode) -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds per measurement (CI smoke)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mode = Mode(quick=args.quick)
     name = "quick" if args.quick else "full"
-    command = (
-        "make bench"
-        + ("-quick" if args.quick else "")
-        + ("" if args.only == list(SECTIONS) else f" ONLY='{' '.join(args.only)}'")
-    )
+    command = "make bench" + ("-quick" if args.quick else "") + (f" ONLY='{' '.join(args.only)}'" if args.only else "")
+    sections = args.only or [s for s in SECTIONS if not (args.quick and s in FULL_ONLY)]
     figures = []
     try:
         model = (
             prepare_model()
-            if set(args.only) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless"}
+            if set(sections) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless", "peers"}
             else None
         )
-        for section in args.only:
+        for section in sections:
             print(f"bench: {section} ...", file=sys.stderr, flush=True)
             if section == "training":
                 figures += training.measure(mode)
@@ -90,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
                 figures += inference_log.measure(mode)
             elif section == "serverless":
                 figures += serverless.measure(mode, model)
+            elif section == "peers":
+                figures += peers.measure(mode, model)
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None
-    derived = report.ratios(figures, OPTIMISED, AGAINST_OPTIMISED)
+    derived = report.ratios(figures, OPTIMISED, AGAINST_OPTIMISED) + peers.against_in_process(figures)
     print(report.table(figures + derived))
     path = report.write(args.out, machine.describe(), name, figures, derived, command)
     print(f"written: {path} and {path.with_suffix('.json')}", file=sys.stderr)

@@ -26,8 +26,10 @@ from pathlib import Path
 from bench import processes, spark_floor
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png, ratio
 from bench.network import best_batch
+from bench.plain_batch import CHUNK
 
 SPARK = ("--engine", "spark", "--master", "local[2]")
+PLAIN = "plain script (mlflow.pyfunc.load_model, predict in chunks)"
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,20 @@ def measure_spark_ceiling(model: ModelUnderTest, folder: Path, count: int, sweep
     ]
 
 
+def measure_plain_script(model: ModelUnderTest, folder: Path, count: int) -> Figure:
+    """The whole command of ``bench.plain_batch`` (interpreter start to exit) on ``folder``."""
+    output = Path(tempfile.mkdtemp(prefix="plain-")) / "scores.parquet"
+    command = [sys.executable, "-m", "bench.plain_batch", "--model", model.model_uri]
+    command += ["--input", str(folder), "--output", str(output)]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=processes.environment(model.tracking_uri), capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0 or done.stdout.strip().splitlines()[-1:] != [str(count)]:
+        raise BenchError(f"bench.plain_batch failed: {done.stderr[-500:]}")
+    name = f"{PLAIN}, {count} PNG files, including start-up"
+    return Figure("batch", name, count / wall, "images/s", {"command_seconds": round(wall, 2), "chunk": CHUNK})
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="mnist-bench-batch-"))
     count = mode.count(10_000, 1_000)
@@ -170,6 +186,8 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     figures = []
     for job in jobs:
         figures += measure_job(job, model, folders[job.scale], count * job.scale, sweep)
+    for scale in sorted(folders)[: 1 if mode.quick else None]:  # after the jobs: files in the page cache alike
+        figures.append(measure_plain_script(model, folders[scale], count * scale))
     return figures + measure_spark_ceiling(model, folders[1], count, sweep)
 
 
@@ -184,6 +202,10 @@ def ratios(figures: list[Figure]) -> list[Figure | None]:
         name = figure.name.split(":")[0] if "ceiling" in figure.name else figure.name.rsplit(", ", 1)[0]
         baseline = next((f for f in figures if f.name == baseline_name(name)), None)
         out.append(ratio(f"batch {figure.name} / bare network best around the job", figure, baseline))
+    for plain in (f for f in figures if f.name.startswith(PLAIN)):
+        files = plain.name.removeprefix(f"{PLAIN}, ")
+        ours = next((f for f in figures if f.name == f"pandas engine, {files}"), None)
+        out.append(ratio(f"batch whole command: mnist-batch / {PLAIN}, {files}", ours, plain))
     memory = [f for f in figures if f.section == "memory" and f.detail.get("job") == "pandas engine"]
     if len(memory) == 2:
         small, large = sorted(memory, key=lambda f: f.detail["count"])

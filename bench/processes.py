@@ -62,6 +62,18 @@ def peak_rss_mib(root: int) -> float:
     return total / 1024
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user and system) used so far by ``root`` and its live descendants, and by the
+    children they have reaped."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
+
+
 class Server:
     def __init__(self, name: str, command: list[str], env: dict[str, str], url: str, log: Path) -> None:
         self.name, self.command, self.env, self.url, self.log = name, command, env, url, log
@@ -100,6 +112,9 @@ class Server:
 
     def peak_rss_mib(self) -> float:
         return peak_rss_mib(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process is None:

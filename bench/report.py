@@ -184,7 +184,22 @@ def markdown(machine: dict, mode: str, figures: list[Figure], derived: list[Figu
         if figure.unit == "images/s" and figure.section == "online" and "(images)" not in figure.name:
             continue
         lines.append(f"| {figure.section} | {figure.name} | {_value(figure)} | {_latency(figure)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _configurations(figures)) + "\n"
+
+
+def _configurations(figures: list[Figure]) -> list[str]:
+    """Each measured system's configuration and tuning knobs (figures whose detail has a
+    ``tuning``), once per system."""
+    tunings = {f.name.rsplit(": ", 1)[0]: f.detail["tuning"] for f in figures if "tuning" in f.detail}
+    if not tunings:
+        return []
+    lines = ["", "## Configurations", "", "| system | configuration |", "| --- | --- |"]
+    for system, tuning in tunings.items():
+        knobs = "; ".join(
+            f"{key}: {' '.join(map(str, value)) if isinstance(value, list) else value}" for key, value in tuning.items()
+        )
+        lines.append(f"| {system} | {knobs} |")
+    return lines
 
 
 def write(

@@ -53,6 +53,7 @@ def test_the_quick_benchmark_runs_every_section_and_writes_its_results(tmp_path)
     assert any(name.endswith("concurrency 1, paired requests") for name in names)
     assert any(name.startswith("batch pandas engine") and "around the job" in name for name in names)
     assert any(name.startswith("batch spark local[2] ceiling") and "around the job" in name for name in names)
+    assert any(name.startswith("batch whole command: mnist-batch / plain script") for name in names)
     assert "inference log PostgreSQL / SQLite rows written/s, 2 writers" in names
     assert "serverless: request at zero replicas p99 / stock launch to first answer" in names
     assert "serverless: step load c32 requests/s, at zero when idle / fixed replicas" in names

@@ -224,6 +224,17 @@ def _alias_moves(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     ]
 
 
+def _stock_backends_memory(model: ModelUnderTest, body: bytes, label: int) -> Figure:
+    """An idle A/B gateway always on with the default backends (``mlflow models serve``). Full
+    mode only: two stock servers to start, and the same gateway code as the warm-backend one."""
+    stock_backends = processes.gateway(model.tracking_uri, model.directory, *A_B[:2])
+    with processes.running(stock_backends, "/ready"):
+        _first_answer(stock_backends.url, body, label)
+        time.sleep(1.0)
+        memory = tree_pss_mib(stock_backends.process.pid)
+    return Figure(SECTION, "idle A/B gateway, always on, mlflow backends: memory", memory, "MiB")
+
+
 def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     require_wrk()
     images, labels = mnist_test(1)
@@ -244,13 +255,8 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
         figures.append(
             Figure(SECTION, "idle A/B gateway, always on: memory", tree_pss_mib(always_on.process.pid), "MiB")
         )
-        # The issue's baseline: the same split with the default backends, `mlflow models serve`.
-        stock_backends = processes.gateway(model.tracking_uri, model.directory, *A_B[:2])
-        with processes.running(stock_backends, "/ready"):
-            _first_answer(stock_backends.url, body, label)
-            time.sleep(1.0)
-            stock_memory = tree_pss_mib(stock_backends.process.pid)
-        figures.append(Figure(SECTION, "idle A/B gateway, always on, mlflow backends: memory", stock_memory, "MiB"))
+        if not mode.quick:  # the issue's baseline: the same split on `mlflow models serve` backends
+            figures.append(_stock_backends_memory(model, body, label))
         _wait_asleep(scaled.url)
         before = tree_pss_mib(scaled.process.pid)
         first = _first_answer(scaled.url, body, label)

@@ -21,19 +21,21 @@ import time
 import httpx
 
 from bench import processes
-from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
+from bench.core import BenchError, Figure, Mode, ModelUnderTest, answer_rows, mnist_test, request_body
 
 
-def _first_correct_answer(url: str, body: bytes, label: int, alive, started: float, timeout: float = 300.0) -> float:
+def first_correct_answer(url: str, body: bytes, label: int, alive, started: float, timeout: float = 300.0) -> float:
+    """Seconds from ``started`` until ``url`` answers ``body`` with ``label`` (MLflow's answer
+    form or a bare list of rows), while ``alive()``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
             raise BenchError(f"the server at {url} exited before answering")
-        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+        with contextlib.suppress(httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
             answer = httpx.post(
                 f"{url}/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=10
             )
-            if answer.status_code == 200 and answer.json()["predictions"][0]["label"] == label:
+            if answer.status_code == 200 and answer_rows(answer.json())[0]["label"] == label:
                 return time.perf_counter() - started
         time.sleep(0.01)
     raise BenchError(f"no correct answer from {url} within {timeout:.0f}s")
@@ -42,7 +44,7 @@ def _first_correct_answer(url: str, body: bytes, label: int, alive, started: flo
 def process_cold_start(server: processes.Server, body: bytes, label: int) -> float:
     started = server.start()
     try:
-        return _first_correct_answer(server.url, body, label, lambda: server.process.poll() is None, started)
+        return first_correct_answer(server.url, body, label, lambda: server.process.poll() is None, started)
     finally:
         server.stop()
 
@@ -70,7 +72,7 @@ class Pool:
             pid = json.loads(client.makefile().readline())["pid"]
         try:
             alive = lambda: os.path.exists(f"/proc/{pid}")  # noqa: E731
-            return _first_correct_answer(f"http://127.0.0.1:{port}", body, label, alive, started)
+            return first_correct_answer(f"http://127.0.0.1:{port}", body, label, alive, started)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)

@@ -99,6 +99,11 @@ def request_body(images: np.ndarray) -> bytes:
     return json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
 
 
+def answer_rows(payload: object) -> list[dict]:
+    """The rows of an answer: MLflow's ``{"predictions": [...]}``, or a bare list (BentoML's)."""
+    return payload["predictions"] if isinstance(payload, dict) else payload
+
+
 @dataclass
 class ModelUnderTest:
     """The full default model, logged and registered in a store of the benchmark's own: version 1

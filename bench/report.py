@@ -10,7 +10,8 @@ from bench.core import Figure, ratio
 from bench.serverless import STEP_CLIENTS
 
 
-def _find(figures: list[Figure], section: str, name: str, unit: str | None = None) -> Figure | None:
+def find(figures: list[Figure], section: str, name: str, unit: str | None = None) -> Figure | None:
+    """The figure of ``section`` named ``name`` (and of ``unit``, if given), or None."""
     for figure in figures:
         if figure.section == section and figure.name == name and (unit is None or figure.unit == unit):
             return figure
@@ -24,7 +25,7 @@ def ratios(
     name) to the name of its ratio against the optimised gateway itself."""
     network = [f for f in figures if f.section == "network"]
     best = max(network, key=lambda f: f.value) if network else None
-    batch1 = _find(figures, "network", "bare network, batch 1")
+    batch1 = find(figures, "network", "bare network, batch 1")
     direct, proxy = "mlflow models serve", "gateway (proxy) -> mlflow models serve"
     single32, single1, batch64 = (
         "1 image/request, concurrency 32",
@@ -34,60 +35,60 @@ def ratios(
     out = [
         ratio(
             "training: tracked / untracked images/s",
-            _find(figures, "training", next((f.name for f in figures if "tracking on" in f.name), "")),
-            _find(figures, "training", next((f.name for f in figures if "tracking off" in f.name), "")),
+            find(figures, "training", next((f.name for f in figures if "tracking on" in f.name), "")),
+            find(figures, "training", next((f.name for f in figures if "tracking off" in f.name), "")),
         ),
         ratio(
             "pyfunc pixels (batch 64) / bare network best",
-            _find(figures, "pyfunc", "pyfunc in-process, pixels"),
+            find(figures, "pyfunc", "pyfunc in-process, pixels"),
             best,
         ),
         ratio(
             "pyfunc PNG (batch 64) / bare network best",
-            _find(figures, "pyfunc", "pyfunc in-process, png"),
+            find(figures, "pyfunc", "pyfunc in-process, png"),
             best,
         ),
         ratio(
             "pyfunc PNG one per call / bare network batch 1",
-            _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
+            find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
             batch1,
         ),
         ratio(
             "gateway / direct requests/s, 1 image, concurrency 32",
-            _find(figures, "online", f"{proxy}: {single32}"),
-            _find(figures, "online", f"{direct}: {single32}"),
+            find(figures, "online", f"{proxy}: {single32}"),
+            find(figures, "online", f"{direct}: {single32}"),
         ),
         ratio(
             "served / in-process images/s, 1 image/request (concurrency 32 vs one per call)",
-            _find(figures, "online", f"{direct}: {single32} (images)"),
-            _find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
+            find(figures, "online", f"{direct}: {single32} (images)"),
+            find(figures, "pyfunc", "pyfunc in-process, png, one per call"),
         ),
         ratio(
             "served / in-process images/s, 64 images/request",
-            _find(figures, "online", f"{direct}: {batch64} (images)"),
-            _find(figures, "pyfunc", "pyfunc in-process, png"),
+            find(figures, "online", f"{direct}: {batch64} (images)"),
+            find(figures, "pyfunc", "pyfunc in-process, png"),
         ),
     ]
     paired = f"added median latency, {single1}, paired requests"
-    out.append(_find(figures, "online", f"{proxy}: added median latency, {single1}"))
-    out.append(_find(figures, "online", f"{proxy}: {paired}"))
+    out.append(find(figures, "online", f"{proxy}: added median latency, {single1}"))
+    out.append(find(figures, "online", f"{proxy}: {paired}"))
     if optimised_target:
         out.append(
             ratio(
                 f"{optimised_target} / stock mlflow models serve requests/s, 1 image, concurrency 32",
-                _find(figures, "online", f"{optimised_target}: {single32}"),
-                _find(figures, "online", f"{direct}: {single32}"),
+                find(figures, "online", f"{optimised_target}: {single32}"),
+                find(figures, "online", f"{direct}: {single32}"),
             )
         )
-        out.append(_find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
-        out.append(_find(figures, "online", f"{optimised_target}: {paired}"))
+        out.append(find(figures, "online", f"{optimised_target}: added median latency, {single1}"))
+        out.append(find(figures, "online", f"{optimised_target}: {paired}"))
     for variant, name in (variants or {}).items():
         for load in (single32, f"{batch64} (images)"):
             out.append(
                 ratio(
                     f"{name}, {load}",
-                    _find(figures, "online", f"{variant}: {load}"),
-                    _find(figures, "online", f"{optimised_target}: {load}"),
+                    find(figures, "online", f"{variant}: {load}"),
+                    find(figures, "online", f"{optimised_target}: {load}"),
                 )
             )
     cold = {f.name.split(":")[0]: f for f in figures if f.section == "cold start"}
@@ -98,42 +99,42 @@ def ratios(
     ):
         out.append(ratio(f"cold start: {name} / mlflow models serve", cold.get(name), stock))
     out += batch.ratios(figures)
-    stock_launch = _find(figures, "serverless", "stock mlflow models serve: launch to first correct answer")
-    always_on = _find(figures, "serverless", "idle A/B gateway, always on: memory")
+    stock_launch = find(figures, "serverless", "stock mlflow models serve: launch to first correct answer")
+    always_on = find(figures, "serverless", "idle A/B gateway, always on: memory")
     out += [
         ratio(
             "serverless: request at zero replicas p99 / stock launch to first answer",
-            _find(figures, "serverless", "request at zero replicas, warm pool up: p99"),
+            find(figures, "serverless", "request at zero replicas, warm pool up: p99"),
             stock_launch,
         ),
         ratio(
             "serverless: the very first request / stock launch to first answer",
-            _find(figures, "serverless", "the very first request (the warm pool starts too)"),
+            find(figures, "serverless", "the very first request (the warm pool starts too)"),
             stock_launch,
         ),
         ratio(
             "serverless: idle memory at zero, before any request / always on",
-            _find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
+            find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
             always_on,
         ),
         ratio(
             f"serverless: step load c{STEP_CLIENTS} requests/s, at zero when idle / fixed replicas",
-            _find(figures, "serverless", f"step load c{STEP_CLIENTS}, at zero when idle: requests/s"),
-            _find(figures, "serverless", f"step load c{STEP_CLIENTS}, fixed replicas: requests/s"),
+            find(figures, "serverless", f"step load c{STEP_CLIENTS}, at zero when idle: requests/s"),
+            find(figures, "serverless", f"step load c{STEP_CLIENTS}, fixed replicas: requests/s"),
         ),
         ratio(
             "serverless: alias moved to served p50, webhook / polling every 5 s",
-            _find(figures, "serverless", "alias moved to new version serving, webhook: p50"),
-            _find(figures, "serverless", "alias moved to new version serving, polling: p50"),
+            find(figures, "serverless", "alias moved to new version serving, webhook: p50"),
+            find(figures, "serverless", "alias moved to new version serving, polling: p50"),
         ),
         ratio(
             "serverless: idle memory at zero, before any request / always on, mlflow backends",
-            _find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
-            _find(figures, "serverless", "idle A/B gateway, always on, mlflow backends: memory"),
+            find(figures, "serverless", "idle A/B gateway at zero, before any request: memory"),
+            find(figures, "serverless", "idle A/B gateway, always on, mlflow backends: memory"),
         ),
         ratio(
             "serverless: idle memory at zero, after waking / always on",
-            _find(figures, "serverless", "idle A/B gateway at zero, after its variants slept again: memory"),
+            find(figures, "serverless", "idle A/B gateway at zero, after its variants slept again: memory"),
             always_on,
         ),
     ]
@@ -141,8 +142,8 @@ def ratios(
         out.append(
             ratio(
                 f"inference log PostgreSQL / SQLite rows written/s, {writers}",
-                _find(figures, "inference log", f"PostgreSQL: rows written/s, {writers}"),
-                _find(figures, "inference log", f"SQLite: rows written/s, {writers}"),
+                find(figures, "inference log", f"PostgreSQL: rows written/s, {writers}"),
+                find(figures, "inference log", f"SQLite: rows written/s, {writers}"),
             )
         )
     return [

@@ -29,7 +29,7 @@ def requirements(peer: str, model_dir: Path) -> list[str]:
     return [peer, *(line for line in model_requirements if line and not line.startswith("#"))]
 
 
-def ensure(name: str, wanted: list[str], quiet: bool = True) -> Path:
+def ensure(name: str, wanted: list[str]) -> Path:
     """The python of a virtualenv ``name`` holding ``wanted``: created (about a minute with pip's
     cache warm) unless one with exactly these requirements exists."""
     digest = hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
@@ -41,9 +41,9 @@ def ensure(name: str, wanted: list[str], quiet: bool = True) -> Path:
     print(f"bench: creating the {name} environment in {home} ...", file=sys.stderr, flush=True)
     venv.create(home, with_pip=True, clear=True)
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *wanted]
-    done = subprocess.run(command, capture_output=quiet, text=True, timeout=1800)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
-        tail = (done.stderr or "").strip().splitlines()[-3:] if quiet else []
+        tail = done.stderr.strip().splitlines()[-3:]
         raise BenchError(f"could not install {name}'s environment ({' '.join(wanted)}): {' | '.join(tail)}")
     stamp.write_text("\n".join(wanted) + "\n")
     return python

@@ -17,7 +17,6 @@ import functools
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,12 @@ from pathlib import Path
 import httpx
 
 from bench import processes
-from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png, ratio, request_body
+from bench.coldstart import first_correct_answer
+from bench.core import BenchError, Figure, Mode, ModelUnderTest, answer_rows, mnist_test, png, ratio, request_body
 from bench.load import LoadResult, run_wrk
 from bench.online import OPTIMISED_ARGS
 from bench.peers import environments
+from bench.report import find
 from tests.helpers import tree_pss_mib
 
 SECTION = "peers"
@@ -70,33 +71,12 @@ def bentoml_body(mlflow_body: bytes) -> bytes:
     return json.dumps({"rows": [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]}).encode()
 
 
-def answers(payload: object) -> list[dict]:
-    """The rows of an answer: MLflow's ``{"predictions": [...]}`` or a bare list (BentoML)."""
-    return payload["predictions"] if isinstance(payload, dict) else payload
-
-
 def _post(url: str, body: bytes, timeout: float = 10.0) -> list[dict]:
     answer = httpx.post(
         f"{url}/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=timeout
     )
     answer.raise_for_status()
-    return answers(answer.json())
-
-
-def first_correct_answer(server: processes.Server, body: bytes, label: int, timeout: float = 300.0) -> float:
-    """Launch ``server``; seconds until it answers ``body`` with ``label``."""
-    started = server.start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise BenchError(f"{server.name} exited with {server.process.returncode}: {server.tail()}")
-        try:
-            if _post(server.url, body)[0]["label"] == label:
-                return time.perf_counter() - started
-        except (httpx.HTTPError, KeyError, IndexError, ValueError, TypeError):
-            pass
-        time.sleep(0.02)
-    raise BenchError(f"{server.name}: no correct answer within {timeout:.0f}s: {server.tail()}")
+    return answer_rows(answer.json())
 
 
 def _load(system: System, url: str, body: bytes, connections: int, seconds: float) -> LoadResult:
@@ -111,7 +91,8 @@ def one_round(system: System, mode: Mode, bodies: dict[int, bytes], label: int, 
     server = system.server()
     seconds = mode.seconds(8.0, 1.0)
     try:
-        launch = first_correct_answer(server, system.body(bodies[1]), label)
+        alive = lambda: server.process.poll() is None  # noqa: E731
+        launch = first_correct_answer(server.url, system.body(bodies[1]), label, alive, server.start())
         got = _post(server.url, system.body(bodies[64]), timeout=60)
         same = sum(
             a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-4
@@ -166,7 +147,7 @@ def figures_of(system: System) -> list[Figure]:
 
 
 def _find(figures: list[Figure], name: str) -> Figure:
-    return next(f for f in figures if f.name == name)
+    return find(figures, SECTION, name)
 
 
 def _p99(figure: Figure) -> Figure:

@@ -117,11 +117,11 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
+    stop_haproxy(haproxy)  # first: the harness stops the whole group if this takes over 30 s
     try:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # the whole local Ray, its Serve application with it
     finally:
-        stop_haproxy(haproxy)
+        stop_haproxy(haproxy)  # one the manager may have started meanwhile
 
 
 if __name__ == "__main__":

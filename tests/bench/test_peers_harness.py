@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.core import Figure, request_body
+from bench.core import Figure, answer_rows, request_body
 from bench.peers import environments
 from bench.peers.harness import (
     BENTOML,
@@ -23,7 +23,6 @@ from bench.peers.harness import (
     MEMORY,
     PSS,
     RAY,
-    answers,
     bentoml_body,
     peer_ratios,
 )
@@ -38,7 +37,7 @@ def test_bentomls_request_carries_the_same_images_as_mlflows():
 
 @pytest.mark.parametrize("payload", [{"predictions": [{"label": 3}]}, [{"label": 3}]])
 def test_answers_are_read_from_mlflows_and_bentomls_forms(payload):
-    assert answers(payload) == [{"label": 3}]
+    assert answer_rows(payload) == [{"label": 3}]
 
 
 def _figures(system: str, rps: float, p99: float, images: float, mib: float) -> list[Figure]:

@@ -130,9 +130,10 @@ def test_a_registry_read_begun_before_a_move_made_here_does_not_undo_it():
     pool = pool_for(GatewaySettings(split={"champion": 50, "challenger": 50}))
     challenger = pool.variants["challenger"]
     read_at_move = pool.moves  # the follower starts reading: the challenger is still in the registry
-    pool.moves += 1  # meanwhile the autopilot rolls the challenger back
-    challenger.in_registry = False
-    asyncio.run(pool.sync({"champion": "1", "challenger": "2"}, read_at_move))  # the stale answer
+    with pool.local_move():  # meanwhile the autopilot rolls the challenger back
+        challenger.in_registry = False
+        asyncio.run(pool.sync({"champion": "1", "challenger": "2"}, pool.moves))  # begun and ended during it
+    asyncio.run(pool.sync({"champion": "1", "challenger": "2"}, read_at_move))  # begun before it
     assert not challenger.in_registry and pool.table.weights()["challenger"] == 0.0
     asyncio.run(pool.sync({}, pool.moves))  # a read begun after the move is applied
     assert all(not variant.in_registry for variant in pool.variants.values())

@@ -79,13 +79,12 @@ class Autopilot:
         if rollback:  # out of the split before the registry says so
             challenger.in_registry = False
         move = None
-        self.pool.moves += 1  # a registry read begun from here until the move is done is stale
         try:
-            move = await asyncio.to_thread(
-                api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
-            )
+            with self.pool.local_move():
+                move = await asyncio.to_thread(
+                    api.apply_ab_decision, self.model_name, report, self.gate, True, self.tracking_uri
+                )
         finally:
-            self.pool.moves += 1
             if rollback and move is None:  # not moved (or not known): the next registry read decides
                 challenger.in_registry = True
         return report

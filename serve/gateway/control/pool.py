@@ -14,11 +14,12 @@ sizes each variant between its floor and ``max_replicas`` on observed concurrenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -67,7 +68,8 @@ class VariantPool:
     # Told every ``meter_every`` seconds of the replica-seconds held since (``InferenceLog.record_replica_time``).
     meter: Callable[[list[dict]], None] | None = None
     meter_every: float = 15.0
-    moves: int = 0  # counts the starts and ends of registry moves made here; see ``sync``
+    moves: int = 0  # registry moves made here and finished (``local_move``); see ``sync``
+    _moving: int = 0  # registry moves made here and under way
     _waking: dict[str, asyncio.Task] = field(default_factory=dict)
     _scalers: dict[str, Autoscaler] = field(default_factory=dict)
     _held: dict[tuple[str, str], float] = field(default_factory=dict)  # (alias, version) -> replica-seconds
@@ -81,6 +83,17 @@ class VariantPool:
     def weights(self) -> dict[str, float]:
         """The configured split (``PUT /admin/split``'s), whatever the registry holds now."""
         return {alias: variant.weight for alias, variant in self.variants.items()}
+
+    @contextlib.contextmanager
+    def local_move(self) -> Iterator[None]:
+        """Around a registry move made by the gateway itself (an automatic rollback): a registry read
+        that overlaps it, begun before or finished during it, is not applied (``sync``)."""
+        self._moving += 1
+        try:
+            yield
+        finally:
+            self._moving -= 1
+            self.moves += 1
 
     def configure(self, weights: dict[str, float], external: dict[str, str] | None = None) -> None:
         """Set the split; new aliases get variants (their backends start on the next sync), and
@@ -107,9 +120,9 @@ class VariantPool:
     async def sync(self, resolved: dict[str, str], read_at_move: int | None = None) -> None:
         """Bring every variant in line with the registry (``alias -> version``), concurrently.
 
-        ``read_at_move`` is ``moves`` when the registry read began: a read that started before a
-        move made here may predate it, and is dropped rather than undo it (the next read applies)."""
-        if read_at_move is not None and read_at_move != self.moves:
+        ``read_at_move`` is ``moves`` when the registry read began: a read that overlaps a move made
+        here (``local_move``) may predate it, and is dropped rather than undo it (the next read applies)."""
+        if read_at_move is not None and (self._moving or read_at_move != self.moves):
             return
         jobs = [self._sync_variant(variant, resolved.get(alias)) for alias, variant in list(self.variants.items())]
         await asyncio.gather(*jobs)

@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     haproxy = private_haproxy()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    # "local": a Ray of its own, not the last cluster `ray start` left on this machine.
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     serve.run(
         Pyfunc.bind(args.model),

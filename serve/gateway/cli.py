@@ -545,6 +545,13 @@ def main(argv: list[str] | None = None) -> None:
     from mnist_mlops.serve.gateway.server import graceful_server, header_timeout_protocol
 
     setup_logging()
+    if settings.engine == "ray" and settings.ray_address:
+        from mnist_mlops.serve.gateway.control.ray_launcher import join
+
+        try:
+            join(settings.ray_address)
+        except ValueError as exc:
+            _fail(str(exc))
     if settings.certfile is None and not is_loopback(settings.host):
         logging.getLogger(PROG).warning(
             "serving plain HTTP on %s, which is not a loopback address: API keys and images cross the network "

@@ -6,10 +6,16 @@ version; and stopping the gateway stops its Ray."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import secrets
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,7 +34,33 @@ def digits_body(mnist_test, count: int = 24) -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(trained_store, tmp_path_factory):
+def cluster(tmp_path_factory):
+    """A Ray cluster started by ``ray start --head`` with token authentication, as Ray 2.60 sets it
+    up: (its address, its process, the environment that holds its token). Started before the
+    gateway of ``setup``, which must start a Ray of its own all the same (without an address,
+    ``ray.init`` would join this one)."""
+    directory = tmp_path_factory.mktemp("ray-cluster")
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    head = free_port()
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", str(head)]
+    command += ["--num-cpus", "1", "--include-dashboard=false", "--disable-usage-stats"]
+    process = start_process(command, subprocess_env() | auth, directory / "ray-head.log")
+    address = f"127.0.0.1:{head}"
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(head):
+            assert process.poll() is None and time.monotonic() < deadline, (directory / "ray-head.log").read_text()
+            time.sleep(0.2)
+        yield address, process, auth
+    finally:
+        # Every process of the group has its SIGTERM; `ray start --block` itself then lingers in a
+        # graceful shutdown for about 30 s: cut short.
+        stop_process(process, timeout=5)
+        forget_cluster(address)
+
+
+@pytest.fixture(scope="module")
+def setup(cluster, trained_store, tmp_path_factory):
     directory = tmp_path_factory.mktemp("ray-engine")
     uri = two_version_store(trained_store, directory)
     port = free_port()
@@ -127,6 +159,39 @@ def test_the_ray_application_refuses_a_call_that_names_no_version(setup, mnist_t
     assert unknown.status_code == 404 and "v99" in unknown.json()["message"]
 
 
+def test_the_ray_application_batches_concurrent_calls_and_answers_a_bad_one_alone(setup, mnist_test):
+    """Calls arriving together are answered by one model call (``@serve.batch``), each with its
+    own rows; a request the model refuses fails alone, with MLflow's error, and costs no one else."""
+    _, stock, ray = setup
+    images = mnist_test[0][:16]
+    bodies = [json.dumps(digits_body((images[i : i + 1], None), 1)) for i in range(len(images))]
+    bad = json.dumps({"dataframe_split": {"columns": ["pixels"], "data": [["1 2 three"]]}})
+    expected = httpx.post(f"{stock}/invocations", json=digits_body((images, None), 16), timeout=120).json()
+    refused_alone = httpx.post(f"{stock}/invocations", content=bad, headers={"Content-Type": "application/json"})
+
+    async def burst() -> list[httpx.Response]:
+        headers = {"Content-Type": "application/json", "serve_multiplexed_model_id": "1"}
+        async with httpx.AsyncClient(base_url=ray, headers=headers, timeout=120) as client:
+            calls = [client.post("/invocations", content=body) for body in [*bodies[:8], bad, *bodies[8:]]]
+            return await asyncio.gather(*calls)
+
+    batched = 0
+    for _ in range(3):  # a burst is batched unless Ray's 2 ms wait splits it everywhere: retried
+        answers = asyncio.run(burst())
+        refused = answers.pop(8)
+        assert refused.status_code == refused_alone.status_code == 400
+        assert refused.json()["error_code"] == refused_alone.json()["error_code"]
+        for answer, row in zip(answers, expected["predictions"], strict=True):
+            assert answer.status_code == 200, answer.text
+            (got,) = answer.json()["predictions"]
+            assert got["label"] == row["label"]
+            np.testing.assert_allclose(got["probabilities"], row["probabilities"], rtol=1e-5, atol=1e-6)
+        batched = max(int(a.headers.get("X-Serve-Batch-Rows", 1)) for a in answers)
+        if batched > 1:
+            break
+    assert batched > 1, "no two concurrent calls were answered by one model call"
+
+
 def wait_for_version(gateway, alias: str, version: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -171,6 +236,79 @@ def test_stopping_the_gateway_stops_the_ray_it_started(setup):
     assert gateway.stop() == 0
     left = [p.pid for p in ray if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, left
+
+
+def gateway_command(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "mnist_mlops.serve.gateway.cli", "--no_auth", "--engine", "ray", *extra]
+
+
+def test_a_gateway_joins_a_cluster_started_by_ray_start_with_its_token(cluster, setup, mnist_test, tmp_path):
+    """``--ray_address``: the application is deployed on a cluster someone started (``ray start
+    --head``, token authentication on), its replicas run in that cluster, and the gateway deletes
+    it when it stops, leaving the cluster up. A wrong token and an address where no Ray listens
+    each stop the gateway with one line naming the address."""
+    address, process, auth = cluster
+    gateway, _, _ = setup
+    refused = subprocess.Popen(  # about 20 s of Ray's retries: run beside the joining gateway
+        gateway_command("--ray_address", address),
+        env=subprocess_env(gateway.uri) | auth | {"RAY_AUTH_TOKEN": "not-the-token"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    serve_port = free_port()
+    joined = start_gateway(
+        gateway.uri,
+        tmp_path,
+        "--engine",
+        "ray",
+        "--ray_address",
+        address,
+        "--ray_http_port",
+        str(serve_port),
+        environment=auth,
+    )
+    try:
+        answer = ask(joined, digits_body(mnist_test, 2), "someone")
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2, answer.text
+        assert {v["backend"] for v in joined.variants().values()} == {f"http://127.0.0.1:{serve_port}"}
+        assert replicas(process), "no Serve replica runs in the cluster"
+        assert not [p for p in psutil.Process(joined.process.pid).children(recursive=True) if "ray::" in p.name()]
+    finally:
+        assert joined.stop() == 0
+    deadline = time.monotonic() + 60
+    while replicas(process):  # the application is deleted; the cluster stays
+        assert time.monotonic() < deadline, "the application outlived the gateway"
+        time.sleep(0.5)
+    assert process.poll() is None
+    _, said = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and said.count("\n") == 1, said
+    assert f"cannot join the Ray cluster at {address}" in said and "RAY_AUTH_TOKEN" in said
+    nobody = f"127.0.0.1:{free_port()}"
+    result = subprocess.run(gateway_command("--ray_address", nobody), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"cannot reach the Ray cluster at {nobody}" in result.stderr
+
+
+def forget_cluster(address: str) -> None:
+    """Remove the note ``ray start`` leaves of its cluster when stopped by a signal (``ray stop``
+    would remove it, but stops every Ray on the machine): the machine as the test found it."""
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if note.read_text().strip().endswith(f":{address.rsplit(':', 1)[1]}"):
+            note.unlink()
+
+
+def replicas(cluster: subprocess.Popen) -> list[psutil.Process]:
+    """The cluster's Serve replicas of the gateway's application (Ray names its worker processes)."""
+    tree = psutil.Process(cluster.pid).children(recursive=True)
+    return [p for p in tree if "ServeReplica:mnist-gateway" in " ".join(p.cmdline())]
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
 
 
 def test_a_ray_address_without_the_ray_engine_is_one_line():

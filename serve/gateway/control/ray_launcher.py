@@ -8,16 +8,20 @@ the inference log. Starting a backend only names a version; it takes traffic onc
 ``/ping`` (the replica loaded the version). Ray Serve scales the application's replicas on
 ongoing requests between ``min_replicas`` (0: scale to zero, the proxy holds requests meanwhile)
 and ``max_replicas``. By default a local Ray is started for the gateway and stopped with it;
-``address`` joins an existing cluster instead (``ray://`` or ``auto``), where the application is
-left running when the gateway stops; ``serve_url`` routes to an application someone else
-deployed (KubeRay's RayService, ``serve run``) without joining Ray at all.
+``address`` joins an existing cluster instead (``host:port``, ``ray://`` or ``auto``; ``join``,
+at start-up, before the gateway listens), where the application is deleted when the gateway
+stops; ``serve_url`` routes to an application someone else deployed (KubeRay's RayService,
+``serve run``) without joining Ray at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -27,6 +31,59 @@ logger = logging.getLogger(__name__)
 
 APPLICATION = "mnist-gateway"
 SHUTDOWN_TIMEOUT = 15.0  # seconds
+REACH_TIMEOUT = 5.0  # seconds to open a TCP connection to a cluster's head
+TOKEN_HINT = (
+    "a cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+    "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) in this process's environment"
+)
+
+
+def _head(address: str) -> tuple[str, int] | None:
+    """The host and port of ``address`` (``host:port`` or ``ray://host:port``); None for ``auto``."""
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray_address {address!r}: expected host:port, ray://host:port or auto")
+    return host.strip("[]"), int(port)
+
+
+def join(address: str) -> None:
+    """Connect this process to the Ray cluster at ``address`` (``ray.init``), or raise ValueError
+    with one line naming it and the cause. Before Ray is asked: Ray retries an unreachable head
+    for minutes, and prints each retry and a refused token on the process's stderr (captured
+    here: the cause joins the one line)."""
+    head = _head(address)
+    if head is not None:
+        try:
+            socket.create_connection(head, REACH_TIMEOUT).close()
+        except OSError as exc:
+            raise ValueError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # see RayLauncher._deploy
+    import ray
+
+    with tempfile.TemporaryFile() as said, _stderr_to(said):
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            return
+        except Exception as exc:  # ConnectionError, a version mismatch, a refused token ...
+            cause = " ".join(str(exc).split())[:300]
+            said.seek(0)
+            refused = b"InvalidAuthToken" in said.read()
+    hint = f"the cluster refused this process's token: {TOKEN_HINT}" if refused else cause
+    raise ValueError(f"cannot join the Ray cluster at {address}: {hint}")
+
+
+@contextlib.contextmanager
+def _stderr_to(file):
+    """File descriptor 2 (where Ray's C++ core logs) into ``file`` for the block."""
+    saved = os.dup(2)
+    try:
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass
@@ -64,8 +121,14 @@ class RayLauncher:
         from mnist_mlops.serve.rayserve.deployment import RegistryModel
 
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
-        serve.start(http_options={"host": "127.0.0.1", "port": self.http_port})
+            # "local": a Ray of the gateway's own. Without an address, ray.init joins the last
+            # cluster `ray start` left on this machine, even one that has stopped since (it waits).
+            address = self.address or "local"
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        # On a cluster joined by address, the gateway reaches Serve's proxy on the head: it listens
+        # on the head's every interface (which the cluster's network must keep to the gateway).
+        head = _head(self.address) if self.address else None
+        serve.start(http_options={"host": "0.0.0.0" if head else "127.0.0.1", "port": self.http_port})
         model = RegistryModel.options(
             max_ongoing_requests=self.max_ongoing_requests,
             ray_actor_options={"num_cpus": 1},
@@ -85,7 +148,7 @@ class RayLauncher:
             # The gateway logs every request already: Ray's replicas say only what goes wrong.
             logging_config={"log_level": "WARNING", "enable_access_log": False},
         )
-        url = f"http://127.0.0.1:{self.http_port}"
+        url = f"http://{head[0] if head else '127.0.0.1'}:{self.http_port}"
         logger.info(
             "Ray Serve application %r deployed at %s (replicas %d..%d)",
             APPLICATION,

@@ -21,6 +21,7 @@ from bench import (
     pyfunc,
     quality,
     report,
+    scaling,
     serverless,
     training,
 )
@@ -39,10 +40,12 @@ SECTIONS = (
     "inference_log",
     "serverless",
     "peers",
+    "scaling",
 )
 # Left out of the quick mode (the suite's smoke run) unless named with --only: the peers need a
-# virtualenv of their own and launch a cluster runtime, minutes the suite cannot spend.
-FULL_ONLY = ("peers",)
+# virtualenv of their own and launch a cluster runtime, the scaling section Ray and Spark clusters:
+# minutes the suite cannot spend.
+FULL_ONLY = ("peers", "scaling")
 # The same with two backend workers: the measurement behind the --backend_workers default.
 TWO_WORKERS = f"{OPTIMISED}, 2 workers"
 TWO_WORKERS_ARGS = [*OPTIMISED_ARGS, "--backend_workers", "2"]
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = (
             prepare_model()
-            if set(sections) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless", "peers"}
+            if set(sections) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless", "peers", "scaling"}
             else None
         )
         for section in sections:
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures += serverless.measure(mode, model)
             elif section == "peers":
                 figures += peers.measure(mode, model)
+            elif section == "scaling":
+                figures += scaling.measure(mode, model)
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         raise SystemExit(1) from None

@@ -126,7 +126,7 @@ def _median(runs: list[dict], key: str, attribute: str | None = None) -> float:
     return statistics.median(getattr(run[key], attribute) if attribute else run[key] for run in runs)
 
 
-def figures_of(system: System) -> list[Figure]:
+def figures_of(system: System, section: str = SECTION) -> list[Figure]:
     runs, out = system.runs, []
     base = {"rounds": len(runs), "tuning": system.tuning}
     for load, images in ((C1, 1), (C32, 1), (C1_AFTER, 1), (IMAGES_64, 64)):
@@ -138,11 +138,11 @@ def figures_of(system: System) -> list[Figure]:
             "errors": sum(run[load].errors for run in runs),
         }
         unit, scale = ("images/s", images) if images > 1 else ("requests/s", 1)
-        out.append(Figure(SECTION, f"{system.name}: {load}", _median(runs, load, "rps") * scale, unit, detail))
-    out.append(Figure(SECTION, f"{system.name}: {LAUNCH}", _median(runs, "launch"), "s", base))
-    out.append(Figure(SECTION, f"{system.name}: {MEMORY}", _median(runs, "mib"), "MiB", base))
-    out.append(Figure(SECTION, f"{system.name}: {PSS}", _median(runs, "pss"), "MiB", base))
-    out.append(Figure(SECTION, f"{system.name}: {CPU}", _median(runs, "cpu_ms"), "ms", base))
+        out.append(Figure(section, f"{system.name}: {load}", _median(runs, load, "rps") * scale, unit, detail))
+    out.append(Figure(section, f"{system.name}: {LAUNCH}", _median(runs, "launch"), "s", base))
+    out.append(Figure(section, f"{system.name}: {MEMORY}", _median(runs, "mib"), "MiB", base))
+    out.append(Figure(section, f"{system.name}: {PSS}", _median(runs, "pss"), "MiB", base))
+    out.append(Figure(section, f"{system.name}: {CPU}", _median(runs, "cpu_ms"), "ms", base))
     return out
 
 
@@ -238,7 +238,9 @@ BENTOML_TUNING = {
 }
 
 
-def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
+def run_rounds(mode: Mode, model: ModelUnderTest, found: list[System], section: str = SECTION) -> list[Figure]:
+    """``one_round`` of every system in turn, for each round (interleaved), and their figures: the
+    requests are 1 and 64 MNIST test images, the answers to 64 checked against the in-process pyfunc."""
     import mlflow
     import pandas as pd
 
@@ -246,12 +248,16 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     bodies = {1: request_body(images[:1]), 64: request_body(images)}
     frame = pd.DataFrame({"image": [base64.b64encode(png(image)).decode() for image in images]})
     expected = json.loads(mlflow.pyfunc.load_model(str(model.local_path)).predict(frame).to_json(orient="records"))
-    found = systems(model)
     for round_number in range(mode.count(3, 1)):
         for system in found:
-            print(f"bench: peers round {round_number + 1}: {system.name} ...", file=sys.stderr, flush=True)
+            print(f"bench: {section} round {round_number + 1}: {system.name} ...", file=sys.stderr, flush=True)
             system.runs.append(one_round(system, mode, bodies, int(labels[0]), expected))
-    figures = [figure for system in found for figure in figures_of(system)]
+    return [figure for system in found for figure in figures_of(system, section)]
+
+
+def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
+    found = systems(model)
+    figures = run_rounds(mode, model, found)
     gateways = [s.name for s in found if s.name.startswith("gateway")]
     peers = [s.name for s in found if not s.name.startswith("gateway")]
     return figures + peer_ratios(figures, gateways, peers)

@@ -8,17 +8,10 @@ code by value, as on a cluster where nothing of the project is installed."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-import httpx
-import pyspark
 import pytest
 
-from tests.helpers import free_port, start_process, stop_process, subprocess_env
 from tests.integration.batch.helpers import BAD, GOOD, assert_same_rows, batch
-
-SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+from tests.spark_cluster import standalone_cluster
 
 # Runs first in every Python the worker starts: takes this project's editable install away, and
 # leaves a mark, so the test knows the executors' Python workers ran under it.
@@ -34,56 +27,16 @@ open(os.path.join(os.environ["HIDDEN_MARKS"], str(os.getpid())), "w").close()
 """
 
 
-def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = subprocess_env()
-    env |= {"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(SPARK_CLASS.parent.parent)}
-    return env | (extra or {})
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """(master URL, the marks folder, the worker's work folder)."""
     directory = tmp_path_factory.mktemp("spark-cluster")
-    hidden, marks, work = directory / "hidden", directory / "marks", directory / "work"
-    for folder in (hidden, marks, work):
+    hidden, marks = directory / "hidden", directory / "marks"
+    for folder in (hidden, marks):
         folder.mkdir()
     (hidden / "sitecustomize.py").write_text(HIDE_THE_PROJECT)
-    port, ui = free_port(), free_port()
-    master_options = ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)]
-    master = start_process(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", *master_options],
-        cluster_env(),
-        directory / "master.log",
-    )
-    url = f"spark://127.0.0.1:{port}"
-    worker_options = ["--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--work-dir", str(work)]
-    worker = start_process(
-        [
-            str(SPARK_CLASS),
-            "org.apache.spark.deploy.worker.Worker",
-            url,
-            *worker_options,
-            "--webui-port",
-            str(free_port()),
-        ],
-        cluster_env({"PYTHONPATH": str(hidden), "HIDDEN_MARKS": str(marks)}),
-        directory / "worker.log",
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # the master's own view: one worker, alive
-            try:
-                state = httpx.get(f"http://127.0.0.1:{ui}/json/", timeout=5).json()
-                if [w["state"] for w in state.get("workers", [])] == ["ALIVE"]:
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, (directory / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
-        yield url, marks, work
-    finally:
-        stop_process(worker)
-        stop_process(master)
+    with standalone_cluster(directory, worker_env={"PYTHONPATH": str(hidden), "HIDDEN_MARKS": str(marks)}) as url:
+        yield url, marks, directory / "work-0"
 
 
 def test_a_job_on_a_standalone_cluster_gives_the_local_engines_rows(cluster, store_uri, photo_folder, tmp_path):

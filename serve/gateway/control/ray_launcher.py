@@ -38,7 +38,7 @@ TOKEN_HINT = (
 )
 
 
-def _head(address: str) -> tuple[str, int] | None:
+def head_of(address: str) -> tuple[str, int] | None:
     """The host and port of ``address`` (``host:port`` or ``ray://host:port``); None for ``auto``."""
     if address == "auto":
         return None
@@ -53,7 +53,7 @@ def join(address: str) -> None:
     with one line naming it and the cause. Before Ray is asked: Ray retries an unreachable head
     for minutes, and prints each retry and a refused token on the process's stderr (captured
     here: the cause joins the one line)."""
-    head = _head(address)
+    head = head_of(address)
     if head is not None:
         try:
             socket.create_connection(head, REACH_TIMEOUT).close()
@@ -127,7 +127,7 @@ class RayLauncher:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         # On a cluster joined by address, the gateway reaches Serve's proxy on the head: it listens
         # on the head's every interface (which the cluster's network must keep to the gateway).
-        head = _head(self.address) if self.address else None
+        head = head_of(self.address) if self.address else None
         serve.start(http_options={"host": "0.0.0.0" if head else "127.0.0.1", "port": self.http_port})
         model = RegistryModel.options(
             max_ongoing_requests=self.max_ongoing_requests,
@@ -148,7 +148,8 @@ class RayLauncher:
             # The gateway logs every request already: Ray's replicas say only what goes wrong.
             logging_config={"log_level": "WARNING", "enable_access_log": False},
         )
-        url = f"http://{head[0] if head else '127.0.0.1'}:{self.http_port}"
+        host = head[0] if head else "127.0.0.1"
+        url = f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"  # an IPv6 head in brackets
         logger.info(
             "Ray Serve application %r deployed at %s (replicas %d..%d)",
             APPLICATION,

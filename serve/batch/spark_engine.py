@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ ARROW_BATCH_ROWS = 256
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
 DAEMON_MODULE = "mnist_mlops.serve.batch.spark_daemon"
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+MASTER_REACH_TIMEOUT = 5.0  # seconds to open a TCP connection to a standalone master
 RESULT_TYPE = "label double, confidence double, probabilities array<double>, error string"
 # Models logged since the answer gained ``uncertain`` (spark_udf wants exactly the model's columns).
 RESULT_TYPE_UNCERTAIN = "label double, confidence double, probabilities array<double>, uncertain boolean, error string"
@@ -64,6 +66,23 @@ def _local_driver_options() -> str:
     if LOG_CONFIG.is_file():
         return f"{LOCAL_JVM_OPTIONS} -Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     return LOCAL_JVM_OPTIONS
+
+
+def reach_master(master: str) -> None:
+    """Raise BatchError, naming ``master``, when no standalone master listens at any of its
+    addresses (``spark://host:port[,host:port]``): Spark's driver would retry for a minute and
+    then print its stack traces. Other masters (local, yarn, k8s) are Spark's to check."""
+    if not master.startswith("spark://"):
+        return
+    reasons = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), MASTER_REACH_TIMEOUT).close()
+            return
+        except (OSError, ValueError) as exc:
+            reasons.append(getattr(exc, "strerror", None) or str(exc))
+    raise BatchError(f"cannot reach the Spark master at {master}: {'; '.join(reasons)}")
 
 
 def session(master: str):
@@ -339,6 +358,7 @@ def run(
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
+    reach_master(master)
     spark = session(master)
     try:
         udf = mlflow.pyfunc.spark_udf(

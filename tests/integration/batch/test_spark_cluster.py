@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import free_port
 from tests.integration.batch.helpers import BAD, GOOD, assert_same_rows, batch
 from tests.spark_cluster import standalone_cluster
 
@@ -24,6 +25,12 @@ sys.path[:] = [p for p in sys.path if "__editable__" not in p]
 for name in [n for n in sys.modules if n == "mnist_mlops" or n.startswith("mnist_mlops.")]:
     del sys.modules[name]
 open(os.path.join(os.environ["HIDDEN_MARKS"], str(os.getpid())), "w").close()
+if os.path.exists(os.path.join(os.environ["HIDDEN_MARKS"], os.pardir, "no-torch")):
+    class NoTorch:  # a cluster whose Python lacks one of the model's requirements
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torch":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    sys.meta_path.insert(0, NoTorch())
 """
 
 
@@ -53,3 +60,36 @@ def test_a_job_on_a_standalone_cluster_gives_the_local_engines_rows(cluster, sto
     executors = list(work.glob("app-*/*/stderr"))  # the worker ran the job's executors itself
     assert executors, f"no executor ran in {work}"
     assert list(marks.iterdir()), "the executors' Python workers did not start without the project"
+
+
+def test_a_cluster_without_the_models_requirements_fails_with_the_first_cause(
+    cluster, store_uri, photo_folder, tmp_path
+):
+    """Executors whose Python lacks torch: one line naming the missing module, no trace of Spark's."""
+    url, marks, _ = cluster
+    flag = marks.parent / "no-torch"  # read by each new executor's Python workers at start
+    flag.touch()
+    try:
+        output = tmp_path / "scores"
+        args = ["--engine", "spark", "--master", url, "--input", str(photo_folder), "--output", str(output)]
+        result = batch(store_uri, *args, SPARK_LOCAL_IP="127.0.0.1")
+    finally:
+        flag.unlink()
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mnist-batch:")]
+    assert len(lines) == 1 and "torch" in lines[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "at org.apache" not in result.stderr, result.stderr[-3000:]
+    assert not output.exists()
+
+
+def test_a_master_that_is_not_there_stops_the_job_with_one_line_naming_it(store_uri, photo_folder, tmp_path):
+    nobody = f"spark://127.0.0.1:{free_port()}"
+    args = ["--engine", "spark", "--master", nobody, "--input", str(photo_folder), "--output", str(tmp_path / "o")]
+    result = batch(store_uri, *args)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"mnist-batch: error: cannot reach the Spark master at {nobody}")
+    )
+    assert "Traceback" not in result.stderr

@@ -2,7 +2,9 @@
 A/B split is served by one Ray Serve application multiplexed by registry version, and answers as
 ``mlflow models serve`` does, row for row; keys, sticky assignment, response headers, alias moves
 and feedback work as on local backends; the Ray application itself refuses a call that names no
-version; and stopping the gateway stops its Ray."""
+version, and batches concurrent calls without letting a bad one cost the others; stopping the
+gateway stops its Ray. And ``--ray_address``: a gateway joins a cluster started by ``ray start
+--head`` with a token, while a wrong token or an address with no Ray is one line."""
 
 from __future__ import annotations
 
@@ -167,7 +169,9 @@ def test_the_ray_application_batches_concurrent_calls_and_answers_a_bad_one_alon
     bodies = [json.dumps(digits_body((images[i : i + 1], None), 1)) for i in range(len(images))]
     bad = json.dumps({"dataframe_split": {"columns": ["pixels"], "data": [["1 2 three"]]}})
     expected = httpx.post(f"{stock}/invocations", json=digits_body((images, None), 16), timeout=120).json()
-    refused_alone = httpx.post(f"{stock}/invocations", content=bad, headers={"Content-Type": "application/json"})
+    refused_alone = httpx.post(
+        f"{stock}/invocations", content=bad, headers={"Content-Type": "application/json"}, timeout=60
+    )
 
     async def burst() -> list[httpx.Response]:
         headers = {"Content-Type": "application/json", "serve_multiplexed_model_id": "1"}

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
+from mnist_mlops.common.net import why_unreachable
 from mnist_mlops.common.progress import interactive
 from mnist_mlops.serve.batch.errors import BatchError
 from mnist_mlops.serve.batch.scoring_model import ScoringModel, cannot_load
@@ -77,11 +77,13 @@ def reach_master(master: str) -> None:
     reasons = []
     for address in master.removeprefix("spark://").split(","):
         host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), MASTER_REACH_TIMEOUT).close()
+        if not port.isdigit():
+            reasons.append(f"{address!r} has no port number")
+            continue
+        cause = why_unreachable(host, int(port), MASTER_REACH_TIMEOUT)
+        if cause is None:
             return
-        except (OSError, ValueError) as exc:
-            reasons.append(getattr(exc, "strerror", None) or str(exc))
+        reasons.append(cause)
     raise BatchError(f"cannot reach the Spark master at {master}: {'; '.join(reasons)}")
 
 

@@ -20,11 +20,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import tempfile
 import threading
 from dataclasses import dataclass
 
+from mnist_mlops.common.net import why_unreachable
 from mnist_mlops.serve.gateway.state import Backend
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,8 @@ def join(address: str) -> None:
     for minutes, and prints each retry and a refused token on the process's stderr (captured
     here: the cause joins the one line)."""
     head = head_of(address)
-    if head is not None:
-        try:
-            socket.create_connection(head, REACH_TIMEOUT).close()
-        except OSError as exc:
-            raise ValueError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+    if head is not None and (cause := why_unreachable(*head, REACH_TIMEOUT)):
+        raise ValueError(f"cannot reach the Ray cluster at {address}: {cause}")
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # see RayLauncher._deploy
     import ray
 

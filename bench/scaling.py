@@ -100,8 +100,8 @@ def scaling_ratios(figures: list[Figure]) -> list[Figure]:
             out.append(ratio(f"scaling: Ray Serve / local backends, {replicas} replica(s), {what}", on_ray, local))
         on_ray, local = (find(figures, SECTION, f"{online_name(e, replicas)}: {harness.C32}") for e in (RAY, LOCAL))
         if on_ray and local:
-            p99 = [Figure(SECTION, f.name + " p99", f.detail["p99_ms"], "ms") for f in (on_ray, local)]
-            out.append(ratio(f"scaling: Ray Serve / local backends, {replicas} replica(s), {harness.C32} p99", *p99))
+            name = f"scaling: Ray Serve / local backends, {replicas} replica(s), {harness.C32} p99"
+            out.append(ratio(name, harness.p99_of(on_ray), harness.p99_of(local)))
     spark = {
         n: next((f for f in figures if f.name.startswith(f"{spark_label(n)}, ") and "excluding" in f.name), None)
         for n in (1, 2)

@@ -150,7 +150,8 @@ def _find(figures: list[Figure], name: str) -> Figure:
     return find(figures, SECTION, name)
 
 
-def _p99(figure: Figure) -> Figure:
+def p99_of(figure: Figure) -> Figure:
+    """A run figure's p99 latency as a figure of its own, for a ratio of latencies."""
     return Figure(SECTION, f"{figure.name} p99", figure.detail["p99_ms"], "ms")
 
 
@@ -164,7 +165,7 @@ def peer_ratios(figures: list[Figure], gateways: list[str], peers: list[str]) ->
                 g, p = _find(figures, f"{gateway}: {what}"), _find(figures, f"{peer}: {what}")
                 out.append(ratio(f"peers: {gateway} / {peer}, {what}", g, p))
             g, p = _find(figures, f"{gateway}: {C32}"), _find(figures, f"{peer}: {C32}")
-            out.append(ratio(f"peers: {gateway} / {peer}, {C32} p99", _p99(g), _p99(p)))
+            out.append(ratio(f"peers: {gateway} / {peer}, {C32} p99", p99_of(g), p99_of(p)))
         best = {
             what: max((_find(figures, f"{p}: {what}") for p in peers), key=lambda f: f.value)
             for what in (C1, C32, IMAGES_64)
@@ -173,7 +174,9 @@ def peer_ratios(figures: list[Figure], gateways: list[str], peers: list[str]) ->
             out.append(ratio(f"peers: {gateway} / best peer, {what}", _find(figures, f"{gateway}: {what}"), peer))
         out.append(
             ratio(
-                f"peers: {gateway} / best peer, {C32} p99", _p99(_find(figures, f"{gateway}: {C32}")), _p99(best[C32])
+                f"peers: {gateway} / best peer, {C32} p99",
+                p99_of(_find(figures, f"{gateway}: {C32}")),
+                p99_of(best[C32]),
             )
         )
         for memory in (MEMORY, PSS):

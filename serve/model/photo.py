@@ -16,8 +16,8 @@ and JPEG blocks, printed lines, ink far fainter than a pen's. Here:
    a digit, bright grain is not. Components far smaller than the digit, or away from it, go;
 5. crop, thin strokes thickened, the longer side to 20 pixels, centre of mass at the centre.
 
-``fields`` returns three readings of the digit, and the pyfunc averages the network's answers over
-them: smoothed at two scales (``SCALES``: the grain of a sharp photo and of a heavily compressed one
+``fields`` returns three readings of the digit, and the pyfunc answers with the one the network is
+most confident of: smoothed at two scales (``SCALES``: the grain of a sharp photo and of a heavily compressed one
 differ), and plainly, the ink scaled by its own peak and cut at a fifth of it, which keeps the
 faintest strokes that the noise-based cut loses.
 """

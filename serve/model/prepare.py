@@ -3,8 +3,8 @@
 Pixel rows are parsed; image rows are decoded, then preprocessed. Images whose paper is one flat
 level (MNIST digits, drawings, scans) take MNIST's own recipe (``preprocess.to_mnist``): small ones
 of one size together, vectorised (``preprocess_batch``), the same answer either way. Photos take
-``photo.fields``, which reads the digit at two smoothings; the pyfunc averages the network's
-answers over a row's fields.
+``photo.fields``, which reads the digit three ways; the pyfunc answers each row with its most
+confident reading.
 """
 
 from __future__ import annotations

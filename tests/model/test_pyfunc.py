@@ -212,3 +212,31 @@ def test_the_28x28_image_the_network_saw_comes_back_on_request(model, mnist_test
 def test_a_bad_param_is_refused_naming_what_is_accepted(model, mnist_test, params, message):
     with pytest.raises(MlflowException, match=message):
         model.predict(pd.DataFrame({"pixels": [mnist_test[0][0].ravel()]}), params=params)
+
+
+def test_a_photo_is_answered_by_its_most_confident_reading_which_comes_back_as_input(model, mnist_root):
+    import torch
+
+    from mnist_mlops.registry.evalsets.sets import TUNING_SEED, Sources, build
+    from mnist_mlops.serve.model import photo
+    from mnist_mlops.serve.model.decode import as_unit, decode_levels_many
+    from mnist_mlops.serve.model.postprocess import probabilities_from_logits
+    from mnist_mlops.serve.model.transforms import normalize
+
+    classifier = model.unwrap_python_model()
+    files = [sample.data for sample in build("faint", Sources.load(mnist_root), TUNING_SEED, 30)]
+    answer = model.predict(pd.DataFrame({"image": files}), params={"on_error": "row", "return_input": True})
+    disagreeing = 0
+    for levels, (_, row) in zip(decode_levels_many(files), answer.iterrows(), strict=True):
+        if row["error"] is not None:
+            continue
+        readings = np.stack(photo.fields(as_unit(levels)))
+        with torch.inference_mode():
+            logits = classifier.network(normalize(torch.from_numpy(readings).unsqueeze(1)))
+        probabilities = probabilities_from_logits(logits, classifier.temperature)
+        best = int(probabilities.max(axis=1).argmax())
+        disagreeing += len(set(probabilities.argmax(axis=1))) > 1
+        assert row["label"] == probabilities[best].argmax()
+        np.testing.assert_allclose(row["probabilities"], probabilities[best], atol=1e-6)
+        np.testing.assert_allclose(np.reshape(row["input"], (28, 28)), readings[best], atol=1e-4)
+    assert disagreeing > 0  # readings that disagree: the choice among them was made

@@ -103,3 +103,83 @@ def _noise_floor(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     """Grain that survived the background removal: faint noise, strongest where there is ink."""
     noise = torch.randn(images.shape, generator=generator) * 0.08
     return (images + noise * (0.3 + images)).clamp(0, 1)
+
+
+def regional_forms(
+    images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, share: float = 0.4
+) -> torch.Tensor:
+    """The continental European forms of two digits MNIST's American writers rarely use, drawn on
+    ``share`` of a batch's 1s and 7s (``[N, 1, 28, 28]`` in [0, 1], before ``random_affine``): a 1
+    with a flag (a short stroke down to the left from its top), which the network otherwise reads
+    as a 7, and a 7 with a bar across its stem. Other images pass unchanged; labels do not change.
+    """
+    out = images.clone()
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=generator) < share
+    ones = torch.nonzero(chosen & (labels == 1)).flatten()
+    sevens = torch.nonzero(chosen & (labels == 7)).flatten()
+    if len(ones):
+        out[ones] = _with_flag(out[ones], generator)
+    if len(sevens):
+        out[sevens] = _with_crossbar(out[sevens], generator)
+    return out
+
+
+def _ink_rows(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image ``[k, 1, H, W]``: (top row, bottom row, ink column weights ``[k, H, W]``)."""
+    ink = images[:, 0]
+    rows = (ink > 0.5).any(dim=2)
+    height = ink.shape[1]
+    index = torch.arange(height).expand_as(rows)
+    top = torch.where(rows, index, height).amin(dim=1)
+    bottom = torch.where(rows, index, -1).amax(dim=1)
+    return top, bottom.clamp_min(top), ink
+
+
+def _column_at(ink: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """The ink's mean column in ``row`` of each image (the middle when the row is empty)."""
+    line = ink[torch.arange(len(row)), row.clamp(0, ink.shape[1] - 1)]
+    columns = torch.arange(ink.shape[2], dtype=ink.dtype)
+    return (line * columns).sum(1) / line.sum(1).clamp_min(1e-6) + (line.sum(1) <= 0) * (ink.shape[2] - 1) / 2
+
+
+def _stroke(shape: torch.Size, start: torch.Tensor, end: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased straight strokes ``[k, 1, H, W]`` from ``start`` to ``end`` (``[k, 2]``: row,
+    column), ``width`` pixels wide."""
+    height, wide = shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=start.dtype), torch.arange(wide, dtype=start.dtype), indexing="ij"
+    )
+    points = torch.stack([ys, xs], dim=-1).reshape(1, -1, 2)
+    direction = (end - start)[:, None, :]
+    along = ((points - start[:, None, :]) * direction).sum(-1) / (direction**2).sum(-1).clamp_min(1e-6)
+    nearest = start[:, None, :] + along.clamp(0, 1)[..., None] * direction
+    distance = (points - nearest).norm(dim=-1)
+    return (width[:, None] / 2 + 0.5 - distance).clamp(0, 1).reshape(-1, 1, height, wide)
+
+
+def _uniform(count: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(count, generator=generator) * (high - low) + low
+
+
+def _with_flag(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    top, bottom, ink = _ink_rows(images)
+    k = len(top)
+    start = torch.stack([top.float(), _column_at(ink, top)], dim=1)
+    length = (bottom - top + 1).float() * _uniform(k, 0.2, 0.38, generator)
+    angle = _uniform(k, 25.0, 60.0, generator) * (math.pi / 180.0)  # below the horizontal
+    end = start + torch.stack([torch.sin(angle), -torch.cos(angle)], dim=1) * length[:, None]
+    return torch.maximum(images, _stroke(images.shape, start, end, _uniform(k, 1.5, 3.0, generator)))
+
+
+def _with_crossbar(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    top, bottom, ink = _ink_rows(images)
+    k = len(top)
+    middle = (top + (bottom - top) * _uniform(k, 0.4, 0.6, generator)).round().long()
+    centre = torch.stack([middle.float(), _column_at(ink, middle)], dim=1)
+    half = (bottom - top + 1).float() * _uniform(k, 0.12, 0.22, generator)
+    tilt = _uniform(k, -10.0, 10.0, generator) * (math.pi / 180.0)
+    offset = torch.stack([torch.sin(tilt), torch.cos(tilt)], dim=1) * half[:, None]
+    return torch.maximum(
+        images, _stroke(images.shape, centre - offset, centre + offset, _uniform(k, 1.5, 3.0, generator))
+    )

@@ -18,7 +18,7 @@ from mnist_mlops.common.progress import batch_progress
 from mnist_mlops.serve.model.network import DigitNet, build_network
 from mnist_mlops.serve.model.transforms import normalize, to_unit_range
 from mnist_mlops.train import interrupt
-from mnist_mlops.train.augment import random_affine, random_degradation
+from mnist_mlops.train.augment import random_affine, random_degradation, regional_forms
 from mnist_mlops.train.data import MnistData, Split
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ def recompute_batch_norm(model: DigitNet, split: Split, generator: torch.Generat
         norm.momentum = None  # a cumulative average over the batches below
     model.train()
     for start in range(0, min(len(split), BATCH_NORM_IMAGES), EVAL_BATCH_SIZE):
-        images = random_affine(to_unit_range(split.images[start : start + EVAL_BATCH_SIZE]), generator)
-        images = random_degradation(images, generator, DEGRADE_LAST)
+        stop = start + EVAL_BATCH_SIZE
+        images = regional_forms(to_unit_range(split.images[start:stop]), split.labels[start:stop], generator)
+        images = random_degradation(random_affine(images, generator), generator, DEGRADE_LAST)
         model(normalize(images).to(device).contiguous(memory_format=torch.channels_last))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
@@ -128,7 +129,8 @@ def _train_epoch(model, optimizer, scheduler, split, hp, generator, device, prog
         interrupt.check()
         idx = order[start : start + hp.batch_size]
         share = degraded_share(scheduler.last_epoch, steps)  # the scheduler counts steps, not epochs
-        images = random_degradation(random_affine(to_unit_range(split.images[idx]), generator), generator, share)
+        images = regional_forms(to_unit_range(split.images[idx]), split.labels[idx], generator)
+        images = random_degradation(random_affine(images, generator), generator, share)
         images = normalize(images).to(device).contiguous(memory_format=torch.channels_last)
         labels = split.labels[idx].to(device)
         loss = F.cross_entropy(model(images), labels)

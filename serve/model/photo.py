@@ -24,6 +24,9 @@ faintest strokes that the noise-based cut loses.
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -50,14 +53,22 @@ def _no_digit(detail: str) -> RowError:
 
 
 def fields(gray: np.ndarray) -> list[np.ndarray]:
-    """Greyscale ``[H, W]`` in [0, 1] -> one ``float32 [28, 28]`` field per ``SCALES`` entry.
+    """Greyscale ``[H, W]`` in [0, 1] -> its readings, ``float32 [28, 28]`` each: one per ``SCALES``
+    entry, then the plain one.
 
-    Raises ``RowError`` (code ``no_digit``) when nothing in the image is a digit.
+    Whether the image holds a digit is the sharpest reading's call: it raises ``RowError`` (code
+    ``no_digit``) when nothing stands out there. The finest smoothing keeps a faint, thin stroke's
+    peak, which a softer one can sink under the grain: a later reading that finds nothing is left
+    out, and the others answer.
     """
     dark = dark_ink(gray)
     side = min(gray.shape)
     ink = ink_of(gray, dark, side)
-    return [*(_field(ink, side, scale) for scale in SCALES), _plain_field(ink)]
+    readings = [_field(ink, side, SCALES[0])]
+    for read in [*(partial(_field, ink, side, scale) for scale in SCALES[1:]), partial(_plain_field, ink)]:
+        with contextlib.suppress(RowError):
+            readings.append(read())
+    return readings
 
 
 def dark_ink(gray: np.ndarray) -> bool:

@@ -77,3 +77,25 @@ def test_flat_images_take_mnists_own_recipe_and_photos_the_photo_path(digits):
     assert paper_is_flat(image)  # MNIST: white on black
     assert paper_is_flat(1.0 - image)  # a drawing: black on white
     assert not paper_is_flat(photo_of(digits[0][0]))
+
+
+def test_a_faint_digit_only_the_sharpest_reading_finds_is_read_not_refused(mnist_root):
+    """The tuning seed's faint 7 (index 46): the softer smoothing sinks its strokes under the grain
+    (11.5 deviations, 12 needed), the sharpest finds them (31.6). It was refused as no digit."""
+    from mnist_mlops.registry.evalsets.sets import TUNING_SEED, Sources, build
+    from mnist_mlops.serve.model.decode import as_unit, decode_levels_many
+
+    sample = build("faint", Sources.load(mnist_root), TUNING_SEED, 47)[46]
+    gray = as_unit(decode_levels_many([sample.data])[0])
+    with pytest.raises(RowError):
+        photo._field(photo.ink_of(gray, photo.dark_ink(gray), min(gray.shape)), min(gray.shape), photo.SCALES[1])
+    readings = photo.fields(gray)
+    assert 1 <= len(readings) < len(photo.SCALES) + 1  # the soft reading left out, the others kept
+    assert all(reading.shape == (28, 28) for reading in readings)
+
+
+def test_an_image_where_the_sharpest_reading_finds_nothing_is_refused():
+    rng = np.random.default_rng(3)
+    grain = np.clip(render.paper(rng, 120, 160, "white", 0.03).mean(axis=2), 0, 1)
+    with pytest.raises(RowError, match="no digit found: nothing stands out"):  # not the blank-image check
+        photo.fields(grain)

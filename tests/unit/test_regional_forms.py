@@ -21,21 +21,22 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([one, seven, other, one]), torch.tensor([1, 7, 3, 1])
 
 
-def test_a_flag_goes_down_to_the_left_from_the_top_of_a_1():
+def _drawn_on(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of the ink ``regional_forms`` added to image ``index`` of ``_batch``."""
     images, labels = _batch()
     out = regional_forms(images, labels, torch.Generator().manual_seed(0), share=1.0)
-    added = (out - images)[0, 0]
-    rows, cols = torch.nonzero(added > 0.5, as_tuple=True)
+    return torch.nonzero((out - images)[index, 0] > 0.5, as_tuple=True)
+
+
+def test_a_flag_goes_down_to_the_left_from_the_top_of_a_1():
+    rows, cols = _drawn_on(0)
     assert len(rows) > 0
     assert rows.min() >= 4 and rows.max() <= 4 + 0.38 * 20 + 2  # from the top, at most 38% of the height down
     assert cols.max() <= 15 and cols.min() < 13  # to the left of the stroke
 
 
 def test_a_bar_crosses_the_stem_of_a_7_near_its_middle():
-    images, labels = _batch()
-    out = regional_forms(images, labels, torch.Generator().manual_seed(0), share=1.0)
-    added = (out - images)[1, 0]
-    rows, cols = torch.nonzero(added > 0.5, as_tuple=True)
+    rows, cols = _drawn_on(1)
     assert len(rows) > 0
     assert 9 <= rows.float().mean() <= 19  # the middle of rows 4-23
     assert cols.min() < 18 and cols.max() > 19  # on both sides of the stem

@@ -11,6 +11,7 @@ scored, the model could not be loaded, or the input/output was unusable (nothing
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import logging
@@ -257,13 +258,26 @@ def main(argv: list[str] | None = None) -> None:
         # output removed, instead of the process vanishing mid-write.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        raise SystemExit(run(args, stop))
+        code = run(args, stop)
     except BatchError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: error: interrupted (an output is published only when its job completes)\n")
         raise SystemExit(130) from None
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """End the process with ``code`` once a job is done, without the interpreter's teardown: with
+    MLflow, pandas and Arrow imported it took about 0.9 s here after the summary was printed, a
+    fifth of a 10,000-file job's wall time. Exit handlers still run (MLflow's, logging's,
+    multiprocessing's, pyspark's), and the standard streams are flushed; the job's output is
+    already published and its pools are shut."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 
-PRELOAD = ["torch", "scipy.ndimage", "PIL.Image", "mlflow.pyfunc", "mnist_mlops.serve.batch.workers"]
+# Last: it makes the server leave at once when the job is done (``serve.batch.quick_exit``).
+PRELOAD = [
+    "torch",
+    "scipy.ndimage",
+    "PIL.Image",
+    "mlflow.pyfunc",
+    "mnist_mlops.serve.batch.workers",
+    "mnist_mlops.serve.batch.quick_exit",
+]
 
 
 def context() -> multiprocessing.context.BaseContext:

@@ -29,7 +29,7 @@ def random_affine(
     n = images.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator) * (high - low) + low
+        return _uniform(n, low, high, generator)
 
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180.0)
     scale = uniform(*scale_range)
@@ -159,6 +159,7 @@ def _stroke(shape: torch.Size, start: torch.Tensor, end: torch.Tensor, width: to
 
 
 def _uniform(count: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    """``count`` draws from U(low, high) off ``generator``."""
     return torch.rand(count, generator=generator) * (high - low) + low
 
 

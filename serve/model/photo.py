@@ -17,9 +17,9 @@ and JPEG blocks, printed lines, ink far fainter than a pen's. Here:
 5. crop, thin strokes thickened, the longer side to 20 pixels, centre of mass at the centre.
 
 ``fields`` returns three readings of the digit, and the pyfunc answers with the one the network is
-most confident of: smoothed at two scales (``SCALES``: the grain of a sharp photo and of a heavily compressed one
-differ), and plainly, the ink scaled by its own peak and cut at a fifth of it, which keeps the
-faintest strokes that the noise-based cut loses.
+most confident of: smoothed at two scales (``SCALES``: the grain of a sharp photo and of a heavily
+compressed one differ), and plainly, the ink scaled by its own peak and cut at a fifth of it, which
+keeps the faintest strokes that the noise-based cut loses.
 """
 
 from __future__ import annotations

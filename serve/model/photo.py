@@ -13,7 +13,8 @@ and JPEG blocks, printed lines, ink far fainter than a pen's. Here:
 3. printed lines (ruled or squared paper: straight, thin, spanning half the image) are removed;
 4. the digit is found on the ink smoothed at twice the grain's scale, against the paper's noise
    (a robust deviation), not a fixed contrast: faint pencil that stands clearly above the grain is
-   a digit, bright grain is not. Components far smaller than the digit, or away from it, go;
+   a digit, bright grain is not. Components far smaller than the digit, or away from it, go. The
+   ink's edges must stand out too: a smudge of graphite is ink that fades out, a stroke has edges;
 5. crop, thin strokes thickened, the longer side to 20 pixels, centre of mass at the centre.
 
 ``fields`` returns three readings of the digit, and the pyfunc answers with the one the network is
@@ -42,6 +43,7 @@ MIN_SIGNAL = 12.0  # the digit's strokes must stand this many deviations above t
 MIN_SPREAD = 0.02  # an image whose levels span less than this is blank
 PAPER_GRID, PAPER_WINDOW = 32, 11  # polarity: medians over windows of 11/32 of the image
 CLOSING_SHARE = 0.15  # the first closing: 15% of the shorter side, wider than most strokes
+EDGE_SIGNAL = 10.0  # a digit's edges stand this many deviations above the paper's
 LINE_SHARE = 0.5  # printed lines span at least half the image
 KEPT_MASS, NEAR_MASS, NEAR_MARGIN = 0.08, 0.01, 0.15  # component selection (shares)
 PLAIN_CUT = 0.2  # the plain reading keeps ink above this share of its peak
@@ -57,14 +59,15 @@ def fields(gray: np.ndarray) -> list[np.ndarray]:
     entry, then the plain one.
 
     Whether the image holds a digit is the sharpest reading's call: it raises ``RowError`` (code
-    ``no_digit``) when nothing stands out there. The finest smoothing keeps a faint, thin stroke's
-    peak, which a softer one can sink under the grain: a later reading that finds nothing is left
-    out, and the others answer.
+    ``no_digit``) when nothing stands out there, or when what stands out has no stroke's edges (a
+    smudge). The finest smoothing keeps a faint, thin stroke's peak, which a softer one can sink
+    under the grain: a later reading that finds nothing is left out, and the others answer.
     """
     dark = dark_ink(gray)
     side = min(gray.shape)
     ink = ink_of(gray, dark, side)
     readings = [_field(ink, side, SCALES[0])]
+    _has_edges(ink, side)
     for read in [*(partial(_field, ink, side, scale) for scale in SCALES[1:]), partial(_plain_field, ink)]:
         with contextlib.suppress(RowError):
             readings.append(read())
@@ -135,6 +138,17 @@ def _field(ink: np.ndarray, side: int, scale: float) -> np.ndarray:
     crop = _cropped(digit)
     crop = _cropped(thicken_thin_strokes(crop, width))
     return centre_by_mass(fit_box(crop))
+
+
+def _has_edges(ink: np.ndarray, side: int) -> None:
+    """Raise ``RowError`` (no digit) unless the ink's edges stand ``EDGE_SIGNAL`` deviations above
+    the paper's: a pen's stroke, however faint or fat, ends in two sharp edges, while a smudge of
+    graphite fades out, so its ink clears the noise floor but its edges do not."""
+    edges = ndimage.gaussian_gradient_magnitude(ink, SCALES[0] * max(1.0, side / 150))
+    median, deviation = _robust(edges)
+    strong = edges[edges > median + NOISE_FLOOR * deviation]
+    if strong.size < 4 or (float(np.percentile(strong, 90)) - median) / deviation < EDGE_SIGNAL:
+        raise _no_digit("the marks on the paper have no pen stroke's edges (a smudge or a shadow is not a digit)")
 
 
 def _plain_field(ink: np.ndarray) -> np.ndarray:

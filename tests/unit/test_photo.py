@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from torchvision.datasets import MNIST
 
 from mnist_mlops.registry.evalsets import render
@@ -99,3 +100,30 @@ def test_an_image_where_the_sharpest_reading_finds_nothing_is_refused():
     grain = np.clip(render.paper(rng, 120, 160, "white", 0.03).mean(axis=2), 0, 1)
     with pytest.raises(RowError, match="no digit found: nothing stands out"):  # not the blank-image check
         photo.fields(grain)
+
+
+def test_a_smudge_that_clears_the_noise_floor_is_refused_for_want_of_edges(mnist_root):
+    """The tuning seed's smudge of graphite (no-digit set, index 18): its ink stands out from the
+    paper like a digit's, but it fades out where a pen's stroke ends in edges. It was answered (as
+    a digit) before the edges check."""
+    from mnist_mlops.registry.evalsets.sets import TUNING_SEED, Sources, build
+    from mnist_mlops.serve.model.decode import as_unit, decode_levels_many
+
+    sample = build("nodigit", Sources.load(mnist_root), TUNING_SEED, 19)[18]
+    assert sample.kind == "smudge"
+    gray = as_unit(decode_levels_many([sample.data])[0])
+    side = min(gray.shape)
+    assert photo._field(photo.ink_of(gray, photo.dark_ink(gray), side), side, photo.SCALES[0]).max() > 0
+    with pytest.raises(RowError, match="no pen stroke's edges") as refused:
+        photo.fields(gray)
+    assert refused.value.code == "no_digit"
+
+
+@pytest.mark.parametrize("fatter", [1, 3, 5])
+@pytest.mark.parametrize("contrast", [0.25, 0.9])
+def test_faint_or_fat_strokes_have_a_pens_edges(digits, fatter, contrast):
+    """However faint (a quarter of the paper's level) or wide (up to a fifth of the digit's height),
+    a stroke ends in edges: the edges check lets every one through."""
+    for digit in digits[0][:5]:
+        fat = ndimage.grey_dilation(digit, size=(fatter, fatter))
+        assert len(photo.fields(photo_of(fat, contrast=contrast))) >= 1

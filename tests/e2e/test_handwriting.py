@@ -80,3 +80,7 @@ def test_the_served_pipeline_reads_each_handwriting_set_at_least_as_well_as_the_
 @pytest.mark.parametrize("name", HANDWRITING_SETS)
 def test_a_digit_is_refused_at_most_once_in_200(figures, name):
     assert figures[name]["refused"] <= 0.005, figures[name]
+
+
+def test_images_without_a_digit_are_refused_at_least_99_times_in_100(figures):
+    assert figures["nodigit"]["refused"] >= 0.99, figures["nodigit"]

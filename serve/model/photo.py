@@ -43,7 +43,7 @@ MIN_SIGNAL = 12.0  # the digit's strokes must stand this many deviations above t
 MIN_SPREAD = 0.02  # an image whose levels span less than this is blank
 PAPER_GRID, PAPER_WINDOW = 32, 11  # polarity: medians over windows of 11/32 of the image
 CLOSING_SHARE = 0.15  # the first closing: 15% of the shorter side, wider than most strokes
-EDGE_SIGNAL = 10.0  # a digit's edges stand this many deviations above the paper's
+EDGE_SIGNAL = 11.5  # a digit's strongest edges stand this many deviations above the paper's
 LINE_SHARE = 0.5  # printed lines span at least half the image
 KEPT_MASS, NEAR_MASS, NEAR_MARGIN = 0.08, 0.01, 0.15  # component selection (shares)
 PLAIN_CUT = 0.2  # the plain reading keeps ink above this share of its peak
@@ -141,13 +141,14 @@ def _field(ink: np.ndarray, side: int, scale: float) -> np.ndarray:
 
 
 def _has_edges(ink: np.ndarray, side: int) -> None:
-    """Raise ``RowError`` (no digit) unless the ink's edges stand ``EDGE_SIGNAL`` deviations above
-    the paper's: a pen's stroke, however faint or fat, ends in two sharp edges, while a smudge of
-    graphite fades out, so its ink clears the noise floor but its edges do not."""
+    """Raise ``RowError`` (no digit) unless the ink's strongest edges (the top 1% of those above the
+    noise floor: a stroke's outline, not the many faint remains of printed lines) stand
+    ``EDGE_SIGNAL`` deviations above the paper's. A pen's stroke, however faint or fat, ends in
+    sharp edges; a smudge of graphite fades out, so its ink clears the floor but its edges do not."""
     edges = ndimage.gaussian_gradient_magnitude(ink, SCALES[0] * max(1.0, side / 150))
     median, deviation = _robust(edges)
     strong = edges[edges > median + NOISE_FLOOR * deviation]
-    if strong.size < 4 or (float(np.percentile(strong, 90)) - median) / deviation < EDGE_SIGNAL:
+    if strong.size < 4 or (float(np.percentile(strong, 99)) - median) / deviation < EDGE_SIGNAL:
         raise _no_digit("the marks on the paper have no pen stroke's edges (a smudge or a shadow is not a digit)")
 
 

@@ -45,6 +45,7 @@ PAPER_GRID, PAPER_WINDOW = 32, 11  # polarity: medians over windows of 11/32 of 
 CLOSING_SHARE = 0.15  # the first closing: 15% of the shorter side, wider than most strokes
 EDGE_SIGNAL = 11.5  # a digit's strongest edges stand this many deviations above the paper's
 LINE_SHARE = 0.5  # printed lines span at least half the image
+REGION_CUT = 0.5  # the digit's outline: above half its strokes' level (JPEG blocks around faint ink are not)
 KEPT_MASS, NEAR_MASS, NEAR_MARGIN = 0.08, 0.01, 0.15  # component selection (shares)
 PLAIN_CUT = 0.2  # the plain reading keeps ink above this share of its peak
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -169,7 +170,7 @@ def _digit_region(ink: np.ndarray, zoom: float) -> np.ndarray:
     median, deviation = _robust(detect)
     strong = detect[detect > median + NOISE_FLOOR * deviation]
     level = float(np.percentile(strong, 90)) if strong.size else float(detect.max())
-    labels, count = ndimage.label(detect - median > 0.3 * (level - median), structure=EIGHT)
+    labels, count = ndimage.label(detect - median > REGION_CUT * (level - median), structure=EIGHT)
     if count == 0:
         raise _no_digit("nothing stands out from the background")
     index = np.arange(count + 1)

@@ -103,3 +103,15 @@ def test_probabilities_sum_to_one_and_confidence_is_their_maximum(full_model, mn
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(answer["confidence"], probabilities.max(axis=1))
     assert (answer["label"] == probabilities.argmax(axis=1)).all()
+
+
+def test_faint_digits_among_jpeg_blocks_are_read_by_their_outline_alone(full_model, mnist_root):
+    """Three of the tuning seed's faint photos (a 1, a 2, a 6 among heavy JPEG blocks): when the
+    outline took ink above 0.3 of the strokes' level, blocks beside the strokes joined it and the
+    answers were 6, 5 and 4. Above half the level (``photo.REGION_CUT``) the outline is the digit's."""
+    from mnist_mlops.registry.evalsets.sets import TUNING_SEED, Sources, build
+
+    samples = build("faint", Sources.load(mnist_root), TUNING_SEED, 273)
+    chosen = [samples[i] for i in (99, 219, 272)]
+    predicted = pyfunc_labels(full_model, pd.DataFrame({"image": [s.data for s in chosen]}))
+    assert predicted.tolist() == [s.label for s in chosen] == [1, 2, 6]

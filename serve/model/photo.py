@@ -39,7 +39,7 @@ from .preprocess import NO_DIGIT, centre_by_mass, fit_box, stroke_width, thicken
 SCALES = (0.8, 1.6)  # smoothing of the ink, in pixels per 150 pixels of the image's shorter side
 DETECT_SCALE = 2.0  # the smoothing the digit is found on (same unit)
 NOISE_FLOOR = 4.0  # ink counts above the paper's median plus this many robust deviations
-MIN_SIGNAL = 12.0  # the digit's strokes must stand this many deviations above the paper
+MIN_SIGNAL = 10.0  # the digit's strokes must stand this many deviations above the paper
 MIN_SPREAD = 0.02  # an image whose levels span less than this is blank
 PAPER_GRID, PAPER_WINDOW = 32, 11  # polarity: medians over windows of 11/32 of the image
 CLOSING_SHARE = 0.15  # the first closing: 15% of the shorter side, wider than most strokes

@@ -81,12 +81,14 @@ def test_flat_images_take_mnists_own_recipe_and_photos_the_photo_path(digits):
 
 
 def test_a_faint_digit_only_the_sharpest_reading_finds_is_read_not_refused(mnist_root):
-    """The tuning seed's faint 7 (index 46): the softer smoothing sinks its strokes under the grain
-    (11.5 deviations, 12 needed), the sharpest finds them (31.6). It was refused as no digit."""
-    from mnist_mlops.registry.evalsets.sets import TUNING_SEED, Sources, build
+    """A faint 3 of the faint set built from seed 2 (neither the tuning nor the report seed), index
+    250: the softer smoothing sinks its strokes under the grain (9.7 deviations, 10 needed), the
+    sharpest finds them (25.6). A soft reading that finds nothing is left out, not the photo."""
+    from mnist_mlops.registry.evalsets.sets import Sources, build
     from mnist_mlops.serve.model.decode import as_unit, decode_levels_many
 
-    sample = build("faint", Sources.load(mnist_root), TUNING_SEED, 47)[46]
+    sample = build("faint", Sources.load(mnist_root), 2, 251)[250]
+    assert sample.label == 3
     gray = as_unit(decode_levels_many([sample.data])[0])
     with pytest.raises(RowError):
         photo._field(photo.ink_of(gray, photo.dark_ink(gray), min(gray.shape)), min(gray.shape), photo.SCALES[1])

@@ -1,7 +1,8 @@
 """A/B analysis over the gateway's inference log, and the decision it supports.
 
-Per variant: requests, error rate, latency p50/p99, mean confidence, and accuracy on the requests
-that got feedback (with a 95% Wilson interval); in shadow mode also how often the two agree. Then a
+Per variant: requests, error rate, latency p50/p99, mean confidence, the share of answers a person
+should check (confidence below the served model's default ``uncertain_below``), and accuracy on the
+requests that got feedback (with a 95% Wilson interval); in shadow mode also how often the two agree. Then a
 decision: promote the challenger, keep testing, or roll it back, from a sequential test that stays
 valid under repeated checking (``registry.sequential``), plus guardrails on the challenger's error
 rate and p99 latency. Only rows of the versions the aliases hold now count, so a finished test
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_mlops.common.names import CHALLENGER, CHAMPION
-from mnist_mlops.registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU
+from mnist_mlops.registry.defaults import AB_ALPHA, AB_MIN_FEEDBACK, AB_TAU, AB_UNCERTAIN_BELOW
 from mnist_mlops.registry.errors import RegistryError
 from mnist_mlops.registry.evaluate import Comparison, VersionScore, wilson_interval
 from mnist_mlops.registry.inference_log.queries import LogMissing, LogReader
@@ -46,6 +47,7 @@ class Arm:
     p50_ms: float | None = None
     p99_ms: float | None = None
     mean_confidence: float | None = None
+    uncertain: float | None = None  # share of answered images below AB_UNCERTAIN_BELOW confidence
     feedback: int = 0
     correct: int = 0
 
@@ -129,6 +131,7 @@ def _arm(log: LogReader, variant: str, role: str, version: str | None, since: fl
         arm.p50_ms, arm.p99_ms = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
     confidences = [r.confidence for r in rows if r.confidence is not None]
     arm.mean_confidence = float(np.mean(confidences)) if confidences else None
+    arm.uncertain = float(np.mean(np.array(confidences) < AB_UNCERTAIN_BELOW)) if confidences else None
     right = log.arm_feedback(variant, role, version, since)
     arm.feedback, arm.correct = len(right), sum(right)
     return arm

@@ -11,3 +11,6 @@ DEFAULT_MIN_ACCURACY = 0.97
 AB_ALPHA = 0.05  # the test's error rate, valid under continuous monitoring
 AB_TAU = 0.05  # the accuracy difference the unpaired test is tuned to (5 points)
 AB_MIN_FEEDBACK = 30  # per arm (or discordant pairs in shadow mode) before any decision
+# An answer below this confidence is one a person should check: the served model's default
+# ``uncertain_below`` (serve/model/schema.py, which imports nothing of the project; a test ties them)
+AB_UNCERTAIN_BELOW = 0.8

@@ -105,6 +105,7 @@ def ab_report(report) -> str:
                 "" if arm.p50_ms is None else f"{arm.p50_ms:.1f}",
                 "" if arm.p99_ms is None else f"{arm.p99_ms:.1f}",
                 "" if arm.mean_confidence is None else f"{arm.mean_confidence:.3f}",
+                "" if arm.uncertain is None else percent(arm.uncertain, 1),
                 arm.feedback,
                 "" if arm.accuracy is None else f"{percent(arm.accuracy)} [{percent(ci[0])}, {percent(ci[1])}]",
             ]
@@ -119,6 +120,7 @@ def ab_report(report) -> str:
                 "p50 ms",
                 "p99 ms",
                 "mean conf",
+                "uncertain",
                 "feedback",
                 "accuracy [95% CI]",
             ],

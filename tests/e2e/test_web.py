@@ -239,6 +239,10 @@ def test_the_ops_page_shows_a_split_changed_with_the_cli_and_changes_it_itself(p
     assert cli.returncode == 0, cli.stderr
     playwright.expect(weight).to_have_text("50", timeout=10_000)  # within a refresh or two
     assert page.locator("#decision").inner_text().startswith("Decision:")
+    headers = page.locator("#arms thead th").all_inner_texts()
+    assert "uncertain" in headers  # the share of answers a person should check, per arm
+    for arm in page.locator("#arms tbody tr").all():
+        assert arm.locator("th, td").count() == len(headers)
     screenshot(page, "ops")
     page.fill("#weight-challenger", "10")
     page.fill("#weight-champion", "90")

@@ -109,8 +109,9 @@ function renderAbtest(state) {
     ...[report.champion, report.challenger].map((arm) => {
       const accuracy = arm.accuracy === null ? "–" : `${percent(arm.accuracy)} [${percent(arm.ci95[0])}, ${percent(arm.ci95[1])}]`;
       const latency = arm.p50_ms === null ? "–" : `${arm.p50_ms.toFixed(1)} / ${arm.p99_ms.toFixed(1)} ms`;
+      const uncertain = arm.uncertain === null ? "–" : percent(arm.uncertain);
       const row = element("tr");
-      row.append(element("th", arm.variant), cell(arm.version), cell(arm.requests), cell(arm.errors), cell(arm.feedback), cell(accuracy), cell(latency));
+      row.append(element("th", arm.variant), cell(arm.version), cell(arm.requests), cell(arm.errors), cell(uncertain), cell(arm.feedback), cell(accuracy), cell(latency));
       return row;
     }),
   );

@@ -2,10 +2,10 @@
 
 Per variant: requests, error rate, latency p50/p99, mean confidence, the share of answers a person
 should check (confidence below the served model's default ``uncertain_below``), and accuracy on the
-requests that got feedback (with a 95% Wilson interval); in shadow mode also how often the two agree. Then a
-decision: promote the challenger, keep testing, or roll it back, from a sequential test that stays
-valid under repeated checking (``registry.sequential``), plus guardrails on the challenger's error
-rate and p99 latency. Only rows of the versions the aliases hold now count, so a finished test
+requests that got feedback (with a 95% Wilson interval); in shadow mode also how often the two
+agree. Then a decision: promote the challenger, keep testing, or roll it back, from a sequential
+test that stays valid under repeated checking (``registry.sequential``), plus guardrails on the
+challenger's error rate and p99 latency. Only rows of the versions the aliases hold now count, so a finished test
 (after a promotion or a rollback) starts afresh for the next challenger.
 """
 

@@ -32,6 +32,8 @@ DIRECT = "mlflow models serve"
 OPTIMISED = "gateway (micro-batching) -> warm backend"
 OPTIMISED_ARGS = ["--backend_mode", "warm", "--batch_max_size", "64"]
 PAIRED = f"added median latency, {SINGLE_1}, paired requests"
+# The backends' server: MLflow's invocations in a bare ASGI app (serve.scoring_app), not its FastAPI app.
+BARE_APP = "serve.backend (MLflow's invocations in a bare ASGI app)"
 
 
 def _figures(target: str, name: str, images: int, result: LoadResult, extra: dict | None = None) -> list[Figure]:
@@ -137,6 +139,7 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
         )
         with processes.running(plain, "/ready"):
             figures += _proxy_figures(mode, stock, plain, requests, proxy)
+        figures += bare_app_figures(mode, model, stock, requests)
     for target, arguments in (extra_gateways or {}).items():
         reference = direct_reference(model, arguments)
         server = processes.gateway(model.tracking_uri, model.directory, *arguments)
@@ -144,6 +147,23 @@ def measure(mode: Mode, model: ModelUnderTest, extra_gateways: dict[str, list[st
             figures += alternating_c1(mode, target, server.url, reference.url, requests[1], "its backend")
             figures += load_series(mode, target, server.url, requests)
             figures.append(Figure("memory", f"{target}: gateway and backend, peak RSS", server.peak_rss_mib(), "MiB"))
+    return figures
+
+
+def bare_app_figures(
+    mode: Mode, model: ModelUnderTest, stock: processes.Server, requests: dict[int, bytes]
+) -> list[Figure]:
+    """What the backends' bare app buys over MLflow's own (``mlflow models serve``): the same model
+    in one uvicorn process each, the same loads on each in alternating rounds."""
+    ours = processes.fast_backend(model.model_uri, model.tracking_uri, model.directory)
+    figures: list[Figure] = []
+    with processes.running(ours, "/ping"):
+        for name, connections in ((SINGLE_1, 1), (SINGLE_32, 32)):
+            rounds = mode.count(4, 1)
+            theirs, mine = alternate(stock.url, ours.url, requests[1], connections, rounds, mode.seconds(4.0, 1.0))
+            detail = {"rounds": rounds, "alternating": True}
+            figures += _figures(f"{DIRECT}, direct (alternating with {BARE_APP})", name, 1, _combine(theirs), detail)
+            figures += _figures(BARE_APP, name, 1, _combine(mine), detail)
     return figures
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench import batch
 from bench.core import Figure, ratio
+from bench.online import BARE_APP
 from bench.serverless import STEP_CLIENTS
 
 
@@ -69,6 +70,14 @@ def ratios(
             find(figures, "pyfunc", "pyfunc in-process, png"),
         ),
     ]
+    for load in (single1, single32):
+        out.append(
+            ratio(
+                f"backend: {BARE_APP} / {direct} (MLflow's FastAPI app), direct, {load}",
+                find(figures, "online", f"{BARE_APP}: {load}"),
+                find(figures, "online", f"{direct}, direct (alternating with {BARE_APP}): {load}"),
+            )
+        )
     paired = f"added median latency, {single1}, paired requests"
     out.append(find(figures, "online", f"{proxy}: added median latency, {single1}"))
     out.append(find(figures, "online", f"{proxy}: {paired}"))

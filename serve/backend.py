@@ -1,14 +1,15 @@
-"""A scoring backend without the ``mlflow`` CLI in front: MLflow's own scoring app, model preloaded.
+"""A scoring backend without the ``mlflow`` CLI in front: MLflow's scoring protocol, model preloaded.
 
     python -m mnist_mlops.serve.backend --model_uri models:/mnist-cnn/3 --port 5001
     python -m mnist_mlops.serve.backend --model_uri /path/to/model --uds /run/backend.sock
 
 ``mlflow models serve`` spends seconds importing the CLI and then starts a second interpreter
-(``uvicorn mlflow.pyfunc.scoring_server.app:app``) that imports everything again. This runs
-MLflow's scoring app (``mlflow.pyfunc.scoring_server.init``: the same routes, parsing, errors and
-protocol) in one process that loads the model once, so a backend answers sooner. ``--workers``
-above 1 falls back to uvicorn's worker processes over the same app. ``serve.warm_pool`` runs
-``run`` in a process forked from an interpreter that has imported everything already.
+(``uvicorn mlflow.pyfunc.scoring_server.app:app``) that imports everything again. This serves
+MLflow's scoring protocol (its ``invocations`` function: the same parsing, errors and answers)
+from one process that loads the model once, through the bare app of ``serve.scoring_app``, so a
+backend answers sooner and each request costs less. ``--workers`` above 1 falls back to MLflow's
+own app under uvicorn's worker processes. ``serve.warm_pool`` runs ``run`` in a process forked
+from an interpreter that has imported everything already.
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ def run(
     model_uri: str, host: str = "127.0.0.1", port: int | None = None, workers: int = 1, uds: str | None = None
 ) -> None:
     """Fetch the model (a local directory is used as it is), load it, serve MLflow's scoring
-    protocol on ``host:port`` or the Unix socket ``uds`` until stopped."""
+    protocol on ``host:port`` or the Unix socket ``uds`` until stopped (``serve.scoring_app``; with
+    ``workers`` above 1, MLflow's app in uvicorn's worker processes)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
     from mnist_mlops.serve.loading import load_pyfunc
+    from mnist_mlops.serve.scoring_app import scoring_app
 
     if os.path.isdir(model_uri):
         local_path = model_uri
@@ -59,7 +62,7 @@ def run(
             "mlflow.pyfunc.scoring_server.app:app", workers=workers, access_log=False, log_level="warning", **where
         )
         return
-    app = scoring_server.init(load_pyfunc(local_path))
+    app = scoring_app(load_pyfunc(local_path))
     gc.freeze()  # the model and the libraries stay out of every later collection (as the gateway's)
     uvicorn.run(app, access_log=False, log_level="warning", **where)
 

@@ -1,6 +1,6 @@
 """Real backend processes for the in-process gateways of this folder: the session's tiny model as
 v1 (champion) and v2 (challenger) of a store of their own, each served by
-``python -m mnist_mlops.serve.backend`` (MLflow's scoring app) on a free port."""
+``python -m mnist_mlops.serve.backend`` (MLflow's scoring protocol) on a free port."""
 
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ Two ways to start one (``--backend_mode``), both serving MLflow's scoring protoc
 - ``mlflow``: ``mlflow models serve -m <the version's files> --env-manager local``, the way a
   user starts it;
 - ``warm``: forked from a warm pool that has imported everything already
-  (``mnist_mlops.serve.warm_pool``), so a new version only loads its model; with several workers,
-  MLflow's scoring app under uvicorn's workers (``python -m mnist_mlops.serve.backend``).
+  (``mnist_mlops.serve.warm_pool``), so a new version only loads its model, and serves MLflow's
+  ``invocations`` through a bare ASGI app (``mnist_mlops.serve.scoring_app``); with several
+  workers, MLflow's scoring app under uvicorn's workers (``python -m mnist_mlops.serve.backend``).
 
 What a backend is given, and what it is not (``docs/security.md``):
 

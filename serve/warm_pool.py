@@ -24,6 +24,8 @@ import signal
 import socket
 import sys
 
+from mnist_mlops.serve.backend import spin_briefly
+
 PRELOAD = (
     "numpy",
     "pandas",
@@ -102,6 +104,7 @@ def _child(request: dict) -> None:
 
 
 def serve_forever(path: str) -> None:
+    spin_briefly()  # read by libgomp as torch loads it, below: the forks inherit it
     preload()
     gc.freeze()  # the preloaded modules: never scanned, so a fork's collections leave their pages shared
     if os.path.exists(path):

@@ -2,8 +2,8 @@
 
 MLflow's own app (``mlflow.pyfunc.scoring_server.init``) wraps its ``invocations`` function in
 FastAPI, an HTTP middleware and a hop to a worker thread per request; for a one-image request
-those cost more than the model (``bench/results``: the backend alone answered 2x the requests at
-concurrency 1 this way). This app calls the same function, so parsing, schema enforcement, the
+those cost more than the model (``make bench ONLY=online`` serves one model both ways, in
+alternating rounds). This app calls the same function, so parsing, schema enforcement, the
 ``params``, the answers and the error bodies are MLflow's, byte for byte; only the wrapping is
 thinner:
 

@@ -55,7 +55,9 @@ def _try_acquire(client: MlflowClient, name: str, token: str, lease: float) -> b
         )
         return True
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+        # "Does not exist" is a lost race too: the SQL store, its insert refused, reads the holder's
+        # model to word its error, and the holder can release it in between.
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
             raise
     return False
 

@@ -55,6 +55,7 @@ async def forward(
     except ResponseTooLarge as error:
         raise BadGateway(f"the model backend (v{backend.version}) answered too much: {error}") from None
     except OSError:  # ConnectionError included: refused, reset, closed, a garbled answer
+        backend.failed = True  # marked here, where the backend that failed is known (a batch picks its own)
         raise Unavailable(
             f"the model backend (v{backend.version}) cannot be reached", headers={"Retry-After": "2"}
         ) from None

@@ -7,7 +7,8 @@
 Every stage's failure is a ``GatewayError`` carrying its status; the pipeline turns it into the
 answer. The data plane reads the table of variants and never changes it: starting backends,
 following the registry and deciding the A/B test are the control plane's (``control``); it only
-flags a backend it could not reach (``Backend.failed``), which the control plane restarts at once.
+flags a backend it could not reach (``Backend.failed``, set by ``forwarding.forward``): passed over
+while another replica serves, restarted by the control plane, or cleared once it answers ``/ping``.
 
 What a client can and cannot touch (``docs/security.md``): the request id is the gateway's own
 (the client's ``X-Request-ID`` is kept beside it, for correlation); which variant answered is told
@@ -46,7 +47,7 @@ from mnist_mlops.serve.gateway.requests import (
     new_request_id,
     read_body,
 )
-from mnist_mlops.serve.gateway.state import Backend, Table, Variant
+from mnist_mlops.serve.gateway.state import Table, Variant
 from mnist_mlops.serve.gateway.tasks import TaskSet
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer; logged, never sent
@@ -207,15 +208,12 @@ class DataPlane:
         """The variant's answer. When its backend cannot be reached: the champion's (never the
         other way round: ``routing.fallback``); with no champion to stand in (the champion's own
         requests), the same variant's once its backend is back, if that is before ``deadline``."""
-        backend = variant.backend
         try:
             return await self._send(variant, request, rid), variant
-        except Unavailable:
-            if backend is not None:
-                backend.failed = True  # the control plane restarts it at once if it is gone
+        except Unavailable:  # ``forward`` marked the backend that failed; the control plane checks it
             stand_in = routing.fallback(self.table, variant)
             if stand_in is None:
-                await self._wait_for_restart(variant, backend, deadline)
+                await self._wait_for_restart(variant, deadline)
                 stand_in = variant
             return await self._send(stand_in, request, rid, batch=False), stand_in
 
@@ -254,8 +252,9 @@ class DataPlane:
         if not variant.ready:
             raise routing.unavailable(variant)
 
-    async def _wait_for_restart(self, variant: Variant, failed: Backend | None, deadline: float) -> None:
-        """Until ``variant`` has a ready backend other than ``failed``; 503 at ``deadline``, when
+    async def _wait_for_restart(self, variant: Variant, deadline: float) -> None:
+        """Until ``variant`` has a ready backend that is alive and not marked failed (another
+        replica, or the one that failed once restarted or found healthy); 503 at ``deadline``, when
         its restart failed, or when too many requests wait already."""
         if self.waiting_for_restart >= MAX_WAITING_FOR_RESTART:
             raise routing.unavailable(variant)
@@ -263,7 +262,7 @@ class DataPlane:
         try:
             while time.perf_counter() < deadline and variant.state != "failed":
                 current = variant.backend
-                if variant.ready and current is not None and current is not failed and current.alive():
+                if variant.ready and current is not None and not current.failed and current.alive():
                     return
                 await asyncio.sleep(0.02)
         finally:

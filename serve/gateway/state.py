@@ -35,7 +35,9 @@ class Backend:
     started: float = field(default_factory=time.monotonic)
     in_flight: int = 0  # requests being answered by this backend right now
     workdir: str | None = None  # its private directory (model files, socket), removed when it stops
-    failed: bool = False  # the data plane could not reach it: the control plane checks it at once
+    # The data plane could not reach it: passed over while another replica is there, until the
+    # control plane's health check clears it (or restarts it).
+    failed: bool = False
     log: str | None = None  # the file its output goes to (``--log_dir``), read for why it died
     # Sent with every call to it: Ray Serve's multiplexing header names the version (``--engine ray``).
     headers: dict[str, str] = field(default_factory=dict)
@@ -58,7 +60,8 @@ class Variant:
 
     ``replicas`` are the backends that take traffic, all of one version; the control plane adds
     one only after it has answered, and removes one before draining it. ``backend`` is the one a
-    request goes to: the replica with the fewest requests in flight.
+    request goes to: the replica with the fewest requests in flight, passing over one the data plane
+    could not reach (``Backend.failed``) while another is there.
     """
 
     alias: str
@@ -143,8 +146,8 @@ class Variant:
         return shown
 
 
-def _load(backend: Backend) -> int:
-    return backend.in_flight
+def _load(backend: Backend) -> tuple[bool, int]:
+    return backend.failed, backend.in_flight
 
 
 @dataclass

@@ -54,12 +54,16 @@ class InProcess:
     async def score(self, body: dict = PIXELS, **headers: str) -> httpx.Response:
         return await self.client.post("/invocations", json=body, headers=self.headers(**headers))
 
-    async def fire(self, count: int, concurrency: int = 16, user=lambda i: None, body=PIXELS) -> list[httpx.Response]:
+    async def fire(
+        self, count: int, concurrency: int = 16, user=lambda i: None, body=PIXELS, bodies: list[dict] | None = None
+    ) -> list[httpx.Response]:
+        """``count`` requests, ``concurrency`` at a time: ``body`` each, or ``bodies[i]``."""
         limit = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> httpx.Response:
             async with limit:
-                return await self.score(body, **({"X-User-ID": user(i)} if user(i) else {}))
+                sent = bodies[i] if bodies is not None else body
+                return await self.score(sent, **({"X-User-ID": user(i)} if user(i) else {}))
 
         return await asyncio.gather(*(one(i) for i in range(count)))
 

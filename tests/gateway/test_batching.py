@@ -1,6 +1,7 @@
 """Adaptive micro-batching in an in-process gateway over a real backend: merged answers equal
 unmerged ones row for row, a bad row fails alone, requests arriving during a batch form the next
-one, and an idle gateway adds no wait (read off the batch histograms, not a clock)."""
+one, an idle gateway adds no wait (read off the batch histograms, not a clock), and a replica
+that cannot be reached is passed over while another serves."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from mnist_mlops.serve.gateway.state import Backend
 from tests.gateway.harness import champion_only, in_process
-from tests.helpers import png_bytes
+from tests.helpers import free_port, png_bytes
 from tests.synthetic import phone_photo
 
 pytestmark = pytest.mark.anyio
@@ -105,3 +107,19 @@ async def test_an_idle_gateway_sends_each_request_at_once(backends, tmp_path, mn
         waits_after = await histogram(gw, "gateway_batch_wait_seconds")
     assert rows_after["bucket@1.0"] - rows["bucket@1.0"] == 20
     assert waits_after["bucket@0.0005"] - waits["bucket@0.0005"] == 20, "no request waited half a millisecond"
+
+
+async def test_a_replica_that_cannot_be_reached_is_passed_over_while_another_serves(backends, tmp_path, mnist_test):
+    """A batch picks its replica when it is sent, not when its requests arrived: the replica that
+    failed is the one marked, no request is sent to it again while the other serves, and no client
+    sees the failure (a replica killed under load once answered 503 this way)."""
+    images, _ = mnist_test
+    async with in_process(champion_only(backends, tmp_path), backends.keys) as gw:
+        champion = gw.gateway.pool.table.variants["champion"]
+        gone = Backend(version=champion.version, url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+        champion.replicas = [*champion.replicas, gone]
+        responses = await gw.fire(96, concurrency=16, body=None, bodies=[image_body(images[i]) for i in range(96)])
+        statuses = [response.status_code for response in responses]
+        assert statuses == [200] * 96, sorted(set(statuses))
+        assert all(response.json()["predictions"][0]["label"] in range(10) for response in responses)
+        assert gone.failed and gone in champion.replicas  # tried once, then passed over (never restarted here)

@@ -93,3 +93,14 @@ def test_the_gateway_is_ready_when_it_can_answer_every_request():
     assert table(champion="ready", challenger="failed").is_ready()
     assert not table(champion="failed", challenger="ready").is_ready()
     assert not table(champion="down", challenger="ready").is_ready()
+
+
+def test_a_replica_the_data_plane_could_not_reach_is_passed_over_while_another_is_there():
+    busy = Backend(version="1", url="http://busy", in_flight=3)
+    unreachable = Backend(version="1", url="http://gone", failed=True)
+    variant = Variant("champion", 100.0, replicas=[unreachable, busy], state="ready")
+    assert variant.backend is busy  # busier, but reachable
+    busy.failed = True
+    assert variant.backend is unreachable  # all marked: the least busy, as before
+    variant.replicas = [unreachable]
+    assert variant.backend is unreachable  # alone: still the one (the caller waits for its restart)

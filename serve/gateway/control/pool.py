@@ -135,21 +135,21 @@ class VariantPool:
 
     async def watch(self, interval: float = 0.2) -> None:
         """Restart, at once, each backend started here that died or that the data plane could not
-        reach and that no longer answers ``/ping``. (A restart that failed is tried again at the
-        next read of the registry, ``_sync_variant``, not in a tight loop here.)"""
+        reach and that no longer answers ``/ping``; one that answers it takes traffic again (a
+        backend that runs elsewhere too). (A restart that failed is tried again at the next read
+        of the registry, ``_sync_variant``, not in a tight loop here.)"""
         while True:
             await asyncio.sleep(interval)
             for variant in list(self.variants.values()):
                 if variant.state != "ready":
                     continue
                 for backend in variant.replicas:
-                    if backend.handle is None:
-                        continue
-                    if not backend.alive():
+                    if backend.handle is not None and not backend.alive():
                         self.spawn(self._restart(variant, backend))
                     elif backend.failed:
-                        backend.failed = False
-                        if not await launcher.healthy(backend, self.client):
+                        if await launcher.healthy(backend, self.client):
+                            backend.failed = False
+                        elif backend.handle is not None:
                             self.spawn(self._restart(variant, backend))
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:

@@ -118,7 +118,7 @@ async def test_a_replica_that_cannot_be_reached_is_passed_over_while_another_ser
         champion = gw.gateway.pool.table.variants["champion"]
         gone = Backend(version=champion.version, url=f"http://127.0.0.1:{free_port()}")  # nothing listens
         champion.replicas = [*champion.replicas, gone]
-        responses = await gw.fire(96, concurrency=16, body=None, bodies=[image_body(images[i]) for i in range(96)])
+        responses = await gw.fire(96, concurrency=16, bodies=[image_body(images[i]) for i in range(96)])
         statuses = [response.status_code for response in responses]
         assert statuses == [200] * 96, sorted(set(statuses))
         assert all(response.json()["predictions"][0]["label"] in range(10) for response in responses)

@@ -140,6 +140,7 @@ class VariantPool:
         of the registry, ``_sync_variant``, not in a tight loop here.)"""
         while True:
             await asyncio.sleep(interval)
+            unreached = []
             for variant in list(self.variants.values()):
                 if variant.state != "ready":
                     continue
@@ -147,10 +148,18 @@ class VariantPool:
                     if backend.handle is not None and not backend.alive():
                         self.spawn(self._restart(variant, backend))
                     elif backend.failed:
-                        if await launcher.healthy(backend, self.client):
-                            backend.failed = False
-                        elif backend.handle is not None:
-                            self.spawn(self._restart(variant, backend))
+                        unreached.append((variant, backend))
+            # Together: one that does not answer (up to its ping timeout, every round while it
+            # runs elsewhere) holds up neither the others' checks nor the next round's deaths.
+            await asyncio.gather(*(self._recheck(variant, backend) for variant, backend in unreached))
+
+    async def _recheck(self, variant: Variant, backend: Backend) -> None:
+        """A backend the data plane could not reach: back in rotation once it answers ``/ping``,
+        else restarted (one started here)."""
+        if await launcher.healthy(backend, self.client):
+            backend.failed = False
+        elif backend.handle is not None:
+            self.spawn(self._restart(variant, backend))
 
     async def _sync_variant(self, variant: Variant, version: str | None) -> None:
         if self.min_replicas == 0 and version is not None and not variant.external_url:

@@ -52,7 +52,7 @@ from mnist_mlops.serve.gateway.tasks import TaskSet
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer; logged, never sent
 MAX_SHADOW_IN_FLIGHT = 64
-MAX_WAITING_FOR_RESTART = 512  # requests held while their backend restarts; more get 503 at once
+MAX_WAITING_FOR_BACKEND = 512  # requests held until a backend is reachable again; more get 503 at once
 FEEDBACK_BODY_LIMIT = 64 * 1024
 FEEDBACK_SHAPE = 'expected a JSON object like {"request_id": "<X-Request-ID of the prediction>", "label": 3}'
 FEEDBACK_CODES = {
@@ -126,7 +126,7 @@ class DataPlane:
         self.tasks = TaskSet()
         own = {key.name: key.limits.merged(settings.limits) for key in keys.keys} if keys else {}
         self.limits = LimitBook(own, settings.limits)
-        self.waiting_for_restart = 0
+        self.waiting_for_backend = 0
 
     # --- scoring -------------------------------------------------------------------------------
     async def score(self, raw: RawRequest) -> Reply | None:
@@ -213,7 +213,7 @@ class DataPlane:
         except Unavailable:  # ``forward`` marked the backend that failed; the control plane checks it
             stand_in = routing.fallback(self.table, variant)
             if stand_in is None:
-                await self._wait_for_restart(variant, deadline)
+                await self._wait_for_reachable_backend(variant, deadline)
                 stand_in = variant
             return await self._send(stand_in, request, rid, batch=False), stand_in
 
@@ -252,13 +252,13 @@ class DataPlane:
         if not variant.ready:
             raise routing.unavailable(variant)
 
-    async def _wait_for_restart(self, variant: Variant, deadline: float) -> None:
+    async def _wait_for_reachable_backend(self, variant: Variant, deadline: float) -> None:
         """Until ``variant`` has a ready backend that is alive and not marked failed (another
         replica, or the one that failed once restarted or found healthy); 503 at ``deadline``, when
         its restart failed, or when too many requests wait already."""
-        if self.waiting_for_restart >= MAX_WAITING_FOR_RESTART:
+        if self.waiting_for_backend >= MAX_WAITING_FOR_BACKEND:
             raise routing.unavailable(variant)
-        self.waiting_for_restart += 1
+        self.waiting_for_backend += 1
         try:
             while time.perf_counter() < deadline and variant.state != "failed":
                 current = variant.backend
@@ -266,7 +266,7 @@ class DataPlane:
                     return
                 await asyncio.sleep(0.02)
         finally:
-            self.waiting_for_restart -= 1
+            self.waiting_for_backend -= 1
         raise routing.unavailable(variant)
 
     async def _send(self, variant: Variant, request: ScoringRequest, rid: str, batch: bool = True) -> BackendAnswer:

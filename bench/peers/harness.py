@@ -44,6 +44,10 @@ LAUNCH, CPU = "launch to first correct answer", "CPU per request at concurrency 
 MEMORY = "peak RSS of the process tree"  # summed VmHWM: a page shared by forks counts in each
 PSS = "memory of the process tree after the loads (PSS)"  # a shared page counts once
 
+# Rounds in full mode. One system's 8-second loads here vary up to twofold from round to round
+# (the same gateway's c1: 164 to 402 requests/s in one run): a median of five moves only when
+# three rounds are off, where a median of three moved with two.
+ROUNDS = 5
 GATEWAY = "gateway (micro-batching, 1 backend)"
 GATEWAY_2 = "gateway (micro-batching, 2 backends)"
 GATEWAY_SERVERLESS = "gateway (serverless: 0 to 2 backends)"
@@ -251,7 +255,7 @@ def run_rounds(mode: Mode, model: ModelUnderTest, found: list[System], section: 
     bodies = {1: request_body(images[:1]), 64: request_body(images)}
     frame = pd.DataFrame({"image": [base64.b64encode(png(image)).decode() for image in images]})
     expected = json.loads(mlflow.pyfunc.load_model(str(model.local_path)).predict(frame).to_json(orient="records"))
-    for round_number in range(mode.count(3, 1)):
+    for round_number in range(mode.count(ROUNDS, 1)):
         for system in found:
             print(f"bench: {section} round {round_number + 1}: {system.name} ...", file=sys.stderr, flush=True)
             system.runs.append(one_round(system, mode, bodies, int(labels[0]), expected))

@@ -344,22 +344,28 @@ class Launcher:
 
     async def fetch(self, version: str) -> Path:
         """The version's model files, in a new directory of the private directory (its workdir)."""
-        from mlflow.artifacts import download_artifacts
-
         workdir = Path(tempfile.mkdtemp(prefix=f"v{version}-", dir=self.private_directory()))
         try:
-            local = await asyncio.to_thread(
-                download_artifacts,
-                artifact_uri=f"models:/{self.model_name}/{version}",
-                dst_path=str(workdir / "model-files"),
-                tracking_uri=self.tracking_uri,
-            )
+            local = await asyncio.to_thread(self._download, version, str(workdir / "model-files"))
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         (workdir / "model").symlink_to(local)
         self._give(workdir)
         return workdir
+
+    def _download(self, version: str, destination: str) -> str:
+        """The version's files from this gateway's store (blocking). Not through a
+        ``models:/name/version`` URI: MLflow resolves one in its global registry
+        (``$MLFLOW_TRACKING_URI``'s store), whatever registry it is given, so a gateway started with
+        ``--tracking_uri`` would read another store's version of that number, or none."""
+        from mlflow import MlflowClient
+        from mlflow.artifacts import download_artifacts
+
+        source = MlflowClient(self.tracking_uri, self.tracking_uri).get_model_version_download_uri(
+            self.model_name, version
+        )
+        return download_artifacts(artifact_uri=source, dst_path=destination, tracking_uri=self.tracking_uri)
 
     def _log_path(self, version: str, workdir: Path) -> str:
         """Where the backend's output goes: a file in ``--log_dir`` that outlives it, else one in

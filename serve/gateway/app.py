@@ -226,6 +226,9 @@ class Gateway:
         self.data = DataPlane(
             self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client(), self.pool.wake
         )
+        if s.engine == "local" and s.min_replicas > 0 and self.pool.backends_started_here():
+            # A backend is wanted at once: the pool it forks from starts now, not after the registry read.
+            self.pool.spawn(self.pool.launcher.prepare())
         self._tasks.append(
             asyncio.create_task(follow(self.pool, s.model_name, s.tracking_uri, s.poll_interval, self.follow_now))
         )

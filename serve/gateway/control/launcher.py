@@ -232,9 +232,15 @@ class WarmPool:
                 start_new_session=True,
                 **(self.run_as.popen_arguments() if self.run_as else {}),
             )
-            line = await asyncio.wait_for(self.process.stdout.readline(), 120)
-            if line.strip() != b"ready":
-                raise RuntimeError("the warm pool did not start")
+            try:
+                line = await asyncio.wait_for(self.process.stdout.readline(), 120)
+                if line.strip() != b"ready":
+                    raise RuntimeError("the warm pool did not start")
+            except BaseException:  # the next call starts a pool afresh, not this one half-started
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process = None
+                raise
             logger.info("warm pool ready (pid %d)", self.process.pid)
 
     async def fork(self, model_path: str, uds: str, log: str | None, env: dict[str, str] | None = None) -> Forked:
@@ -381,17 +387,37 @@ class Launcher:
             os.chown(path, self.run_as.uid, self.run_as.gid)
         return path
 
+    @property
+    def forks(self) -> bool:
+        """Backends are forked from a warm pool (one worker each; several need processes of their own)."""
+        return self.mode == "warm" and self.workers == 1
+
+    def warm_pool(self) -> WarmPool:
+        if self.pool is None:
+            self.pool = WarmPool(self.environment(), self.private_directory(), self.run_as)
+        return self.pool
+
+    async def prepare(self) -> None:
+        """Start the warm pool now, before the first backend is asked for, so that its imports
+        (torch, MLflow's pyfunc: seconds) overlap the gateway's registry read and the model's
+        download instead of following them. Nothing to do where backends are not forked. A pool
+        that fails here is started again by the first fork, which reports the failure."""
+        if not self.forks:
+            return
+        try:
+            await self.warm_pool().ensure_started()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            logger.warning("the warm pool did not start ahead of the first backend: %s", exc)
+
     async def start(self, version: str) -> Backend:
         workdir = await self.fetch(version)
         model_path = str(workdir / "model")
         log = self._log_path(version, workdir)
         try:
-            if self.mode == "warm" and self.workers == 1:
-                if self.pool is None:
-                    self.pool = WarmPool(self.environment(), self.private_directory(), self.run_as)
+            if self.forks:
                 # The pool's environment is the one of its first backend: the share of now travels with the fork.
                 env = self.thread_share() | {"HOME": str(workdir)}
-                handle = await self.pool.fork(model_path, str(workdir / SOCKET_NAME), log, env)
+                handle = await self.warm_pool().fork(model_path, str(workdir / SOCKET_NAME), log, env)
             else:
                 output = open(log, "ab")  # noqa: SIM115 - closed below
                 process = await asyncio.create_subprocess_exec(

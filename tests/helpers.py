@@ -109,6 +109,16 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(header + labels.astype(np.uint8).tobytes())
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (dead, not yet reaped by its parent)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def tree_pss_mib(pid: int) -> float:
     """Memory of a process and every process it started, in MiB: proportional set sizes, so the
     pages a forked backend shares with the warm pool are counted once, not once per process."""

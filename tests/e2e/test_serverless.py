@@ -15,21 +15,13 @@ import sys
 import time
 
 import httpx
-import psutil
 import pytest
 from mlflow import MlflowClient
 
 from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_version_store
-from tests.helpers import subprocess_env, tree_pss_mib
+from tests.helpers import running, subprocess_env, tree_pss_mib
 
 SERVERLESS = ["--backend_mode", "warm", "--poll_interval", "1", "--min_replicas", "0"]
-
-
-def running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def states(gateway) -> dict[str, str]:

@@ -9,10 +9,12 @@ import os
 import sys
 import time
 
+import psutil
 import pytest
 
 from mnist_mlops.serve.gateway.control import launcher as launcher_module
 from mnist_mlops.serve.gateway.control.launcher import Launcher, stop
+from tests.helpers import running
 
 pytestmark = pytest.mark.anyio
 
@@ -20,19 +22,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def store_uri(trained_store, tmp_path_factory) -> str:
     return trained_store.copy_to(tmp_path_factory.mktemp("launcher-start"))
-
-
-def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(next(line for line in status if line.startswith("PPid:")).split()[1])
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_the_pool_started_ahead_is_the_one_the_first_backend_forks_from(store_uri):
@@ -44,7 +33,7 @@ async def test_the_pool_started_ahead_is_the_one_the_first_backend_forks_from(st
         backend = await launcher.start("1")
         try:
             assert launcher.pool.process is pool  # not a second pool
-            assert _parent_of(backend.handle.pid) == pool.pid
+            assert psutil.Process(backend.handle.pid).ppid() == pool.pid
         finally:
             await stop(backend)
     finally:
@@ -89,9 +78,9 @@ async def test_a_pool_that_does_not_start_is_stopped_and_started_afresh(store_ur
         assert launcher.pool.process is None
         first = int(pids.read_text().split()[0])
         deadline = time.monotonic() + 10
-        while _running(first) and time.monotonic() < deadline:
+        while running(first) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(first)  # killed, not left hanging beside the next one
+        assert not running(first)  # killed, not left hanging beside the next one
         monkeypatch.setattr(launcher_module.sys, "executable", python)
         await launcher.prepare()
         assert launcher.pool.process is not None and launcher.pool.process.returncode is None

@@ -40,6 +40,7 @@ from pathlib import Path
 import httpx
 
 from mnist_mlops.common.cores import threads_each
+from mnist_mlops.common.store import client as registry_client
 from mnist_mlops.serve.gateway.backend_http import unix_socket_path
 from mnist_mlops.serve.gateway.control.privilege import RunAs
 from mnist_mlops.serve.gateway.state import Backend
@@ -365,12 +366,9 @@ class Launcher:
         ``models:/name/version`` URI: MLflow resolves one in its global registry
         (``$MLFLOW_TRACKING_URI``'s store), whatever registry it is given, so a gateway started with
         ``--tracking_uri`` would read another store's version of that number, or none."""
-        from mlflow import MlflowClient
         from mlflow.artifacts import download_artifacts
 
-        source = MlflowClient(self.tracking_uri, self.tracking_uri).get_model_version_download_uri(
-            self.model_name, version
-        )
+        source = registry_client(self.tracking_uri).get_model_version_download_uri(self.model_name, version)
         return download_artifacts(artifact_uri=source, dst_path=destination, tracking_uri=self.tracking_uri)
 
     def _log_path(self, version: str, workdir: Path) -> str:

@@ -75,8 +75,9 @@ def _reap(signum, frame) -> None:
             return
 
 
-def _child(request: dict) -> None:
+def _child(request: dict, session_made: int) -> None:
     os.setsid()  # its own process group: the gateway stops it, and whatever it starts, with killpg
+    os.close(session_made)  # the pool answers with our pid now: a killpg from here on reaches us
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     log = os.open(request.get("log") or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -126,11 +127,18 @@ def serve_forever(path: str) -> None:
                 request = json.loads(connection.makefile("r").readline())
             except (ValueError, OSError):
                 continue
+            # Answered only once the child has its own session: a gateway that stops it at once
+            # would otherwise signal a process group that does not exist yet, and wait in vain.
+            waiting, session_made = os.pipe()
             pid = os.fork()
             if pid == 0:
                 server.close()
                 connection.close()
-                _child(request)
+                os.close(waiting)
+                _child(request, session_made)
+            os.close(session_made)
+            os.read(waiting, 1)  # end of file: the child closed its end, or died
+            os.close(waiting)
             connection.sendall((json.dumps({"pid": pid}) + "\n").encode())
 
 

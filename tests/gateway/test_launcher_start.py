@@ -34,6 +34,9 @@ async def test_the_pool_started_ahead_is_the_one_the_first_backend_forks_from(st
         try:
             assert launcher.pool.process is pool  # not a second pool
             assert psutil.Process(backend.handle.pid).ppid() == pool.pid
+            # Its own process group when the pool answers, so a stop at once reaches it (killpg);
+            # before, a stop that quick signalled no group and waited out its grace.
+            assert os.getpgid(backend.handle.pid) == backend.handle.pid
         finally:
             await stop(backend)
     finally:

@@ -54,7 +54,7 @@ class Pool:
         self.path = os.path.join(tempfile.mkdtemp(prefix="bench-pool-"), "pool.sock")
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.path],
+            [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.path, "--registry_uris"],
             env=processes.environment(tracking_uri),
             stdout=subprocess.PIPE,
             start_new_session=True,

@@ -1,7 +1,7 @@
 """A warm pool for scoring backends: an interpreter that has imported everything a backend needs
 and forks a copy of itself for each one.
 
-    python -m mnist_mlops.serve.warm_pool --socket /tmp/mnist-pool.sock
+    python -m mnist_mlops.serve.warm_pool --socket /tmp/mnist-pool.sock [--registry_uris]
 
 Most of a backend's cold start is importing MLflow, torch, pandas, SciPy and uvicorn (seconds),
 the same for every version. The pool pays it once; a new backend is then a ``fork`` that only
@@ -39,24 +39,28 @@ PRELOAD = (
     "mlflow.pyfunc.scoring_server",
     "mlflow.artifacts",
     "mlflow.tracking",
-    # the SQL stores a registry model URI is resolved through (their import is over a second)
-    "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store",
     "uvicorn",
     "uvicorn.loops.uvloop",
     "uvicorn.protocols.http.httptools_impl",
     "fastapi",
 )
+# The SQL stores a registry model URI (``models:/``) is resolved through: most of a second, and
+# memory no backend touches when it is given the model's files, as the gateway's are.
+REGISTRY_PRELOAD = (
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+)
 
 
-def preload() -> None:
-    """Import what every backend imports, and fill MLflow's package map, in the pool, once.
+def preload(registry_uris: bool = False) -> None:
+    """Import what every backend imports (and, for ``registry_uris``, what resolving a
+    ``models:/`` URI imports), and fill MLflow's package map, in the pool, once.
 
     No torch operation runs here: its thread pool must start in the children, after the fork.
     """
     import importlib
 
-    for name in PRELOAD:
+    for name in PRELOAD + (REGISTRY_PRELOAD if registry_uris else ()):
         importlib.import_module(name)
     # load_model checks the model's requirements against the installed packages, which walks the
     # metadata of every distribution (about a second); the map it builds is cached module-wide.
@@ -104,9 +108,9 @@ def _child(request: dict, session_made: int) -> None:
     os._exit(0)
 
 
-def serve_forever(path: str) -> None:
+def serve_forever(path: str, registry_uris: bool = False) -> None:
     spin_briefly()  # read by libgomp as torch loads it, below: the forks inherit it
-    preload()
+    preload(registry_uris)
     gc.freeze()  # the preloaded modules: never scanned, so a fork's collections leave their pages shared
     if os.path.exists(path):
         os.unlink(path)
@@ -145,8 +149,13 @@ def serve_forever(path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mnist_mlops.serve.warm_pool", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="Unix socket to listen on")
+    parser.add_argument(
+        "--registry_uris",
+        action="store_true",
+        help="backends will be given models:/ URIs: import the registry's SQL stores here, once",
+    )
     args = parser.parse_args(argv)
-    serve_forever(args.socket)
+    serve_forever(args.socket, args.registry_uris)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,9 @@ def follow_gate_loader(settings: GatewaySettings):
 class Gateway:
     """Both planes of one gateway process, started and stopped with the app."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, launcher: Launcher | None = None) -> None:
+        """``launcher``: the local engine's, made by the caller (``mnist-gateway`` starts its warm
+        pool ahead); None: made here from ``settings``."""
         self.settings = settings
         self.keys = None if settings.no_auth else KeyRing(load_keys(settings.api_keys))
         run_as = backends_run_as(settings)
@@ -135,14 +137,7 @@ class Gateway:
                 target_ongoing_requests=settings.scaling.target,
             )
             if ray
-            else Launcher(
-                settings.model_name,
-                settings.tracking_uri,
-                settings.backend_mode,
-                settings.backend_workers,
-                str(settings.log_dir) if settings.log_dir else None,
-                run_as=run_as,
-            )
+            else (launcher if launcher is not None else Launcher.for_gateway(settings, run_as))
         )
         self.pool = VariantPool(
             launcher,
@@ -226,7 +221,7 @@ class Gateway:
         self.data = DataPlane(
             self.data_plane_settings(), self.keys, self.pool.table, self.metrics, self.log, new_client(), self.pool.wake
         )
-        if s.engine == "local" and s.min_replicas > 0 and self.pool.backends_started_here():
+        if s.starts_backends_at_once():
             # A backend is wanted at once: the pool it forks from starts now, not after the registry read.
             self.pool.spawn(self.pool.launcher.prepare())
         self._tasks.append(
@@ -265,16 +260,16 @@ class Gateway:
         return self.pool.weights()
 
 
-def create_app(settings: GatewaySettings):
+def create_app(settings: GatewaySettings, launcher: Launcher | None = None):
     """The gateway as an ASGI app: ``POST /invocations`` on a direct path, the rest through FastAPI.
 
     The scoring route is the hot path: FastAPI's middleware stack and router cost about 0.13 ms of
     CPU per request (py-spy), a large part of the gateway's budget, so that one route is dispatched
     before them, reading the ASGI scope and sending ASGI messages itself (same answers and error
-    bodies as the FastAPI routes). ``.state.gateway`` is the ``Gateway``.
+    bodies as the FastAPI routes). ``.state.gateway`` is the ``Gateway``; ``launcher`` as there.
     """
     settings.check()
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, launcher)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -139,6 +139,16 @@ class GatewaySettings:
             split.setdefault(self.shadow, 0.0)
         return split
 
+    def backends_at_most(self) -> int:
+        """Backends this gateway may run at once as it starts: ``max_replicas`` for each alias
+        not served from a ``--backend`` URL."""
+        return self.max_replicas * len(set(self.served_split()) - set(self.backend_urls))
+
+    def starts_backends_at_once(self) -> bool:
+        """This gateway starts backends of its own as it starts: the local engine, replicas kept
+        (``min_replicas`` above 0), and an alias not served from a ``--backend`` URL."""
+        return self.engine == "local" and self.min_replicas > 0 and self.backends_at_most() > 0
+
     def check(self) -> None:
         """Refuse settings that would be unsafe or cannot work; raises ValueError with one line."""
         if not 0 <= self.min_replicas <= self.max_replicas <= MAX_REPLICAS:

@@ -449,18 +449,20 @@ def test_model_code_does_not_run_as_root_and_gets_no_credentials(trained_store, 
         seen = json.loads((markers / "loaded.json").read_text())
         assert seen["uid"] == pwd.getpwnam("nobody").pw_uid
     else:
-        refused = subprocess.run(
-            [sys.executable, "-m", "mnist_mlops.serve.gateway", "--no_auth", "--port", str(free_port())],
-            env=subprocess_env(uri),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        lines = refused.stderr.strip().splitlines()
-        assert refused.returncode != 0 and len(lines) == 1, refused.stderr
-        assert "'nobody'" in lines[0] and "--backend_user" in lines[0] and "Traceback" not in refused.stderr
-        assert not (markers / "loaded.json").exists()
+        for mode in ("mlflow", "warm"):  # warm: mnist-gateway starts its pool before this check
+            command = [sys.executable, "-m", "mnist_mlops.serve.gateway", "--no_auth", "--port", str(free_port())]
+            refused = subprocess.run(
+                [*command, "--backend_mode", mode],
+                env=subprocess_env(uri),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode != 0 and len(lines) == 1, refused.stderr
+            assert "'nobody'" in lines[0] and "--backend_user" in lines[0] and "Traceback" not in refused.stderr
+            assert not (markers / "loaded.json").exists()
 
     (tmp_path / "as-root").mkdir()
     gateway = start_gateway(uri, tmp_path / "as-root", *FAST, environment=secrets)  # root: start_gateway's default

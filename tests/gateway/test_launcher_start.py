@@ -1,11 +1,14 @@
 """The local launcher's start-up: the warm pool starts before the first backend is asked for
 (``Launcher.prepare``) and the first backend is forked from that same pool; a pool that fails to
 start leaves nothing behind and is started afresh by the next call; a version's files come from
-the gateway's own store whatever the environment names."""
+the gateway's own store whatever the environment names; ``mnist-gateway`` starts the pool before
+its own heavy imports, and leaves none behind when it refuses to start."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -14,7 +17,7 @@ import pytest
 
 from mnist_mlops.serve.gateway.control import launcher as launcher_module
 from mnist_mlops.serve.gateway.control.launcher import Launcher, stop
-from tests.helpers import running
+from tests.helpers import free_port, running, subprocess_env
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +32,7 @@ async def test_the_pool_started_ahead_is_the_one_the_first_backend_forks_from(st
     try:
         await launcher.prepare()
         pool = launcher.pool.process
-        assert pool is not None and pool.returncode is None  # ready: it printed so
+        assert pool is not None and pool.poll() is None  # ready: it printed so
         backend = await launcher.start("1")
         try:
             assert launcher.pool.process is pool  # not a second pool
@@ -86,7 +89,69 @@ async def test_a_pool_that_does_not_start_is_stopped_and_started_afresh(store_ur
         assert not running(first)  # killed, not left hanging beside the next one
         monkeypatch.setattr(launcher_module.sys, "executable", python)
         await launcher.prepare()
-        assert launcher.pool.process is not None and launcher.pool.process.returncode is None
+        assert launcher.pool.process is not None and launcher.pool.process.poll() is None
         assert launcher.pool.process.pid != first and os.path.exists(launcher.pool.socket)
     finally:
         await launcher.close()
+
+
+# Run by `mnist-gateway`'s own functions in a fresh interpreter: what it has imported when the
+# pool starts, and whether it starts one at all.
+POOL_AHEAD = """
+import asyncio, json, os, sys
+from mnist_mlops.serve.gateway import cli
+launcher = cli.pool_ahead(cli.settings_from(cli.build_parser().parse_args(sys.argv[1:])))
+pool = launcher.pool.process if launcher.pool else None
+imported = sorted(name for name in ("mlflow", "torch", "fastapi", "uvicorn") if name in sys.modules)
+ready = None
+if pool is not None:
+    asyncio.run(launcher.pool.ensure_started())
+    ready = launcher.pool.process is pool
+launcher.close_now()
+print(json.dumps({"imported": imported, "pool": pool.pid if pool else None, "ready": ready,
+                  "directory_left": bool(launcher.directory and os.path.exists(launcher.directory))}))
+"""
+
+
+def _pool_ahead(store_uri: str, *options: str) -> dict:
+    # This machine's interpreter is out of reach of the default backend user when the suite runs as root.
+    command = [sys.executable, "-c", POOL_AHEAD, "--no_auth", "--tracking_uri", store_uri, "--backend_user", "root"]
+    command += options
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_command_line_starts_the_pool_before_it_imports_mlflow(store_uri):
+    started = _pool_ahead(store_uri, "--backend_mode", "warm")
+    assert started["pool"] is not None and started["imported"] == []
+    assert started["ready"]  # the pool the gateway waits for is the one started ahead
+    assert not running(started["pool"]) and not started["directory_left"]  # close_now leaves nothing
+
+
+def test_no_pool_ahead_where_no_backend_is_forked_at_once(store_uri):
+    assert _pool_ahead(store_uri, "--backend_mode", "mlflow")["pool"] is None
+    assert _pool_ahead(store_uri, "--backend_mode", "warm", "--min_replicas", "0")["pool"] is None
+    assert _pool_ahead(store_uri, "--backend_mode", "warm", "--backend_workers", "2")["pool"] is None
+    external = ["--backend", "champion=http://127.0.0.1:9"]
+    assert _pool_ahead(store_uri, "--backend_mode", "warm", *external)["pool"] is None
+
+
+def test_a_gateway_that_refuses_to_start_leaves_no_pool_behind(store_uri, tmp_path):
+    """The pool starts before the key file is read; the refusal kills it and removes its directory."""
+    keys = tmp_path / "keys.toml"
+    keys.write_text("[[keys]]\nname = 'svc'\n")  # no role, no hash
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "mnist_mlops.serve.gateway", "--api_keys", str(keys), "--backend_mode", "warm"]
+    command += ["--tracking_uri", store_uri, "--port", str(free_port()), "--backend_user", "root"]
+    result = subprocess.run(
+        command, env=subprocess_env(TMPDIR=str(scratch)), capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mnist-gateway: error: {keys}: each [[keys]] needs a name, a role (predict, labeler, admin) and a sha256"
+    ]
+    assert list(scratch.iterdir()) == []  # the backends' private directory, pool socket and all
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(scratch) in " ".join(p.info["cmdline"] or [])]
+    assert left == []

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from mnist_mlops.common.cores import threads_each
 from mnist_mlops.common.store import client as registry_client
 from mnist_mlops.serve.gateway.backend_http import unix_socket_path
 from mnist_mlops.serve.gateway.control.privilege import RunAs
+from mnist_mlops.serve.gateway.settings import GatewaySettings
 from mnist_mlops.serve.gateway.state import Backend
 from mnist_mlops.serve.model import THREADS_ENV
 
@@ -52,6 +54,7 @@ MODES = ("mlflow", "warm")
 # What a backend's environment never carries: the registry's address and credentials, cloud keys.
 WITHHELD_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_")
 SOCKET_NAME = "backend.sock"
+READY_TIMEOUT = 120.0  # seconds for a warm pool to import everything and say "ready"
 
 
 class Spawned:
@@ -208,40 +211,47 @@ async def stop(backend: Backend, grace: float = 10.0) -> None:
 
 
 class WarmPool:
-    """The gateway's handle on a ``serve.warm_pool`` process: started once, asked for backends."""
+    """The gateway's handle on a ``serve.warm_pool`` process: started once, asked for backends.
+
+    ``spawn`` starts the process without waiting (milliseconds, no event loop needed: the command
+    line calls it before its own imports); ``ensure_started`` waits until it says ``ready``.
+    """
 
     def __init__(self, env: dict[str, str], directory: Path, run_as: RunAs | None = None) -> None:
         self.env, self.run_as = env, run_as
         self.socket = str(directory / "pool.sock")
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: subprocess.Popen | None = None
+        self._ready = False
         self._lock = asyncio.Lock()
+
+    def spawn(self) -> None:
+        """Start the pool's process, unless one is running or starting."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.kill()  # one that died: its pipe closed, forgotten
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.socket],
+            env=self.env,
+            cwd=os.path.dirname(self.socket),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **(self.run_as.popen_arguments() if self.run_as else {}),
+        )
 
     async def ensure_started(self) -> None:
         async with self._lock:
-            if self.process is not None and self.process.returncode is None:
+            if self._ready and self.process is not None and self.process.poll() is None:
                 return
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mnist_mlops.serve.warm_pool",
-                "--socket",
-                self.socket,
-                env=self.env,
-                cwd=os.path.dirname(self.socket),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                **(self.run_as.popen_arguments() if self.run_as else {}),
-            )
+            self.spawn()
             try:
-                line = await asyncio.wait_for(self.process.stdout.readline(), 120)
+                line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), READY_TIMEOUT)
                 if line.strip() != b"ready":
                     raise RuntimeError("the warm pool did not start")
             except BaseException:  # the next call starts a pool afresh, not this one half-started
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process = None
+                self.kill()
                 raise
+            self._ready = True
             logger.info("warm pool ready (pid %d)", self.process.pid)
 
     async def fork(self, model_path: str, uds: str, log: str | None, env: dict[str, str] | None = None) -> Forked:
@@ -257,11 +267,24 @@ class WarmPool:
         return Forked(int(answer["pid"]))
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        """Ask the pool to exit (its backends are stopped one by one, not here); killed after 10 s."""
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.process.wait(), 10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.process.wait, 10)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the pool's process (and anything still in its session) now, and forget it."""
+        process, self.process, self._ready = self.process, None, False
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
 
 
 @dataclass
@@ -281,6 +304,19 @@ class Launcher:
     """The unprivileged user backends run as (``control.privilege``); None: the gateway's own."""
     pool: WarmPool | None = None
     directory: Path | None = None  # the private directory of this gateway's backends, made on first use
+
+    @classmethod
+    def for_gateway(cls, settings: GatewaySettings, run_as: RunAs | None) -> Launcher:
+        """The launcher of a gateway started with ``settings`` (``--engine local``)."""
+        log_dir = str(settings.log_dir) if settings.log_dir else None
+        return cls(
+            settings.model_name,
+            settings.tracking_uri,
+            settings.backend_mode,
+            settings.backend_workers,
+            log_dir,
+            run_as=run_as,
+        )
 
     def share_cores(self, backends: int) -> None:
         """Give the backends started from now on their share of the cores, for ``backends``
@@ -395,6 +431,16 @@ class Launcher:
             self.pool = WarmPool(self.environment(), self.private_directory(), self.run_as)
         return self.pool
 
+    def start_pool_ahead(self) -> None:
+        """Start the warm pool's process now, without waiting for it (``prepare`` waits), where
+        backends are forked. ``mnist-gateway`` calls this before importing its app (MLflow,
+        FastAPI: about a second), so that the pool's imports overlap the gateway's own as well.
+        A pool that cannot start is not reported here: the gateway's check of the backends' user,
+        or its first fork, which tries again, says why."""
+        if self.forks:
+            with contextlib.suppress(OSError):
+                self.warm_pool().spawn()
+
     async def prepare(self) -> None:
         """Start the warm pool now, before the first backend is asked for, so that its imports
         (torch, MLflow's pyfunc: seconds) overlap the gateway's registry read and the model's
@@ -443,5 +489,13 @@ class Launcher:
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.stop()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close_now(self) -> None:
+        """What ``close`` does, at once and without waiting: for a command that exits before or
+        after its event loop ran. Nothing left to do after ``close``."""
+        if self.pool is not None:
+            self.pool.kill()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -11,7 +11,7 @@ name of its own (``mnist_mlops.train.export``), so nothing imported here can sha
 
 Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "uds" (or "host" and
 "port"), "env", "log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
-``killpg``); the pool reaps its children.
+``killpg``); the pool reaps its children, and exits when the process that started it is gone.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ REGISTRY_PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
 )
+
+
+STARTER_CHECK = 1.0  # seconds between checks that the process that started the pool is still there
 
 
 def preload(registry_uris: bool = False) -> None:
@@ -109,6 +112,7 @@ def _child(request: dict, session_made: int) -> None:
 
 
 def serve_forever(path: str, registry_uris: bool = False) -> None:
+    starter = os.getppid()
     spin_briefly()  # read by libgomp as torch loads it, below: the forks inherit it
     preload(registry_uris)
     gc.freeze()  # the preloaded modules: never scanned, so a fork's collections leave their pages shared
@@ -121,9 +125,14 @@ def serve_forever(path: str, registry_uris: bool = False) -> None:
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("ready", flush=True)
+    server.settimeout(STARTER_CHECK)
     while True:
         try:
             connection, _ = server.accept()
+        except TimeoutError:
+            if os.getppid() != starter:  # the gateway is gone, even killed outright: nobody will ask again
+                sys.exit(0)
+            continue
         except InterruptedError:
             continue
         with connection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -537,6 +538,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.check()
     except (SplitError, ValueError) as exc:
         _fail(str(exc))
+    # Until uvicorn takes SIGTERM over, it ends the command through the cleanup below, not at once.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     launcher = pool_ahead(settings)
     try:
         serve(settings, launcher)
@@ -612,6 +615,10 @@ def serve(settings: GatewaySettings, launcher: Launcher | None) -> None:
         timeout_graceful_shutdown=30,
     )
     graceful_server(config).run()
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _fail(message: str) -> None:

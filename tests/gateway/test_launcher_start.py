@@ -2,7 +2,8 @@
 (``Launcher.prepare``) and the first backend is forked from that same pool; a pool that fails to
 start leaves nothing behind and is started afresh by the next call; a version's files come from
 the gateway's own store whatever the environment names; ``mnist-gateway`` starts the pool before
-its own heavy imports, and leaves none behind when it refuses to start."""
+its own heavy imports, and leaves none behind when it refuses to start or is stopped meanwhile; a
+pool exits when the process that started it is gone."""
 
 from __future__ import annotations
 
@@ -153,5 +154,56 @@ def test_a_gateway_that_refuses_to_start_leaves_no_pool_behind(store_uri, tmp_pa
         f"mnist-gateway: error: {keys}: each [[keys]] needs a name, a role (predict, labeler, admin) and a sha256"
     ]
     assert list(scratch.iterdir()) == []  # the backends' private directory, pool socket and all
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(scratch) in " ".join(p.info["cmdline"] or [])]
-    assert left == []
+    assert _processes_naming(str(scratch)) == []
+
+
+def _processes_naming(text: str) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if text in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_gateway_stopped_while_its_pool_starts_leaves_nothing_behind(store_uri, tmp_path):
+    """SIGTERM in the second between the pool's start and uvicorn's own handlers (the gateway's
+    imports): the command still kills its pool and removes its directory."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "mnist_mlops.serve.gateway", "--no_auth", "--backend_mode", "warm"]
+    command += ["--tracking_uri", store_uri, "--port", str(free_port()), "--backend_user", "root"]
+    gateway = subprocess.Popen(
+        command, env=subprocess_env(TMPDIR=str(scratch)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_naming(f"{scratch}/") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pools = _processes_naming(f"{scratch}/")
+        assert pools, "the gateway started no pool"
+        gateway.terminate()
+        _, stderr = gateway.communicate(timeout=60)
+    finally:
+        gateway.kill()
+    assert gateway.returncode in (0, 128 + 15) and b"Traceback" not in stderr, stderr.decode()[-2000:]
+    assert not any(running(pid) for pid in pools) and list(scratch.iterdir()) == []
+
+
+def test_a_pool_whose_gateway_is_gone_exits(tmp_path):
+    """A gateway killed outright (SIGKILL: no cleanup of its own) leaves no warm pool running."""
+    starter = (
+        "import subprocess, sys\n"
+        "pool = subprocess.Popen([sys.executable, '-m', 'mnist_mlops.serve.warm_pool', '--socket', sys.argv[1]],\n"
+        "                        stdout=subprocess.PIPE, start_new_session=True)\n"
+        "assert pool.stdout.readline().strip() == b'ready'\n"
+        "print(pool.pid, flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", starter, str(tmp_path / "pool.sock")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    pool = int(result.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while running(pool) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(pool)

@@ -244,15 +244,17 @@ class WarmPool:
             if self._ready and self.process is not None and self.process.poll() is None:
                 return
             self.spawn()
+            process = self.process
             try:
-                line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), READY_TIMEOUT)
-                if line.strip() != b"ready":
+                line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), READY_TIMEOUT)
+                if line.strip() != b"ready" or self.process is not process:  # (not stopped meanwhile)
                     raise RuntimeError("the warm pool did not start")
             except BaseException:  # the next call starts a pool afresh, not this one half-started
-                self.kill()
+                if self.process is process:
+                    self.kill()
                 raise
             self._ready = True
-            logger.info("warm pool ready (pid %d)", self.process.pid)
+            logger.info("warm pool ready (pid %d)", process.pid)
 
     async def fork(self, model_path: str, uds: str, log: str | None, env: dict[str, str] | None = None) -> Forked:
         """A backend forked from the pool, serving ``model_path`` on the Unix socket ``uds``,

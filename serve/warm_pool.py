@@ -11,7 +11,8 @@ name of its own (``mnist_mlops.train.export``), so nothing imported here can sha
 
 Protocol: one JSON line per connection on a Unix socket, ``{"model_uri", "uds" (or "host" and
 "port"), "env", "log"}``; the answer is ``{"pid": ...}``. The child has its own session (stop it with
-``killpg``); the pool reaps its children, and exits when the process that started it is gone.
+``killpg``); the pool reaps its children. The pool exits, and its children stop, when the process
+that started the pool (the gateway) is gone, even killed outright.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 
 from mnist_mlops.serve.backend import spin_briefly
 
@@ -82,7 +85,36 @@ def _reap(signum, frame) -> None:
             return
 
 
-def _child(request: dict, session_made: int) -> None:
+def _alive(pid: int) -> bool:
+    """``pid`` runs: it exists and, where ``/proc`` tells, is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        if os.path.isdir("/proc"):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user (a backend runs unprivileged)
+        pass
+    return True
+
+
+def _stop_without(starter: int) -> None:
+    """SIGTERM this backend (uvicorn's graceful stop) once ``starter``, its gateway, is gone: a
+    gateway killed outright stops nothing itself. Not the pool: a backend outlives a pool that failed."""
+
+    def watch() -> None:
+        while _alive(starter):
+            time.sleep(STARTER_CHECK)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="gateway-watch", daemon=True).start()
+
+
+def _child(request: dict, session_made: int, starter: int) -> None:
     os.setsid()  # its own process group: the gateway stops it, and whatever it starts, with killpg
     os.close(session_made)  # the pool answers with our pid now: a killpg from here on reaches us
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -91,6 +123,7 @@ def _child(request: dict, session_made: int) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.environ.update(request.get("env") or {})
+    _stop_without(starter)
     from mnist_mlops.serve.backend import run
 
     try:
@@ -148,7 +181,7 @@ def serve_forever(path: str, registry_uris: bool = False) -> None:
                 server.close()
                 connection.close()
                 os.close(waiting)
-                _child(request, session_made)
+                _child(request, session_made, starter)
             os.close(session_made)
             os.read(waiting, 1)  # end of file: the child closed its end, or died
             os.close(waiting)

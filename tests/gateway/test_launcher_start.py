@@ -3,22 +3,25 @@
 start leaves nothing behind and is started afresh by the next call; a version's files come from
 the gateway's own store whatever the environment names; ``mnist-gateway`` starts the pool before
 its own heavy imports, and leaves none behind when it refuses to start or is stopped meanwhile; a
-pool exits when the process that started it is gone."""
+pool, and the backends forked from it, stop when the gateway is gone."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from mnist_mlops.serve.gateway.control import launcher as launcher_module
 from mnist_mlops.serve.gateway.control.launcher import Launcher, stop
-from tests.helpers import free_port, running, subprocess_env
+from tests.helpers import free_port, running, subprocess_env, wait_for_http
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +210,30 @@ def test_a_pool_whose_gateway_is_gone_exits(tmp_path):
     while running(pool) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not running(pool)
+
+
+def test_a_gateway_killed_outright_leaves_no_pool_and_no_backend(store_uri):
+    """SIGKILL (the OOM killer) runs none of the gateway's cleanup: the pool and the backend forked
+    from it see their gateway gone and stop on their own."""
+    # Short: the backend's Unix socket lives under it, and a socket path has at most 107 bytes.
+    scratch = Path(tempfile.mkdtemp(prefix="gw-", dir="/tmp"))
+    port = free_port()
+    command = [sys.executable, "-m", "mnist_mlops.serve.gateway", "--no_auth", "--backend_mode", "warm"]
+    command += ["--tracking_uri", store_uri, "--port", str(port), "--backend_user", "root"]
+    # The suite's model is a small training: judged by the follow gate against 0.5, not the production 0.97.
+    command += ["--follow_gate_min_accuracy", "0.5", "--follow_gate_samples", "500"]
+    gateway = subprocess.Popen(
+        command, env=subprocess_env(TMPDIR=str(scratch)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ready", gateway, timeout=240)
+        started = _processes_naming(f"{scratch}/")  # a fork keeps the pool's command line
+        assert len(started) == 2, started  # the pool and the champion's backend
+    finally:
+        gateway.kill()
+        gateway.wait()
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shutil.rmtree(scratch, ignore_errors=True)
+    assert not any(running(pid) for pid in started)

@@ -18,6 +18,7 @@ from bench import (
     machine,
     network,
     online,
+    precision,
     pyfunc,
     quality,
     report,
@@ -28,6 +29,7 @@ from bench import (
 from bench.core import BenchError, Mode, prepare_model
 from bench.online import OPTIMISED, OPTIMISED_ARGS
 from bench.peers import harness as peers
+from mnist_mlops.serve.model import DTYPE_ENV
 
 SECTIONS = (
     "training",
@@ -35,6 +37,7 @@ SECTIONS = (
     "pyfunc",
     "quality",
     "online",
+    "precision",
     "coldstart",
     "batch",
     "inference_log",
@@ -75,12 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     mode = Mode(quick=args.quick)
     name = "quick" if args.quick else "full"
     command = "make bench" + ("-quick" if args.quick else "") + (f" ONLY='{' '.join(args.only)}'" if args.only else "")
+    if os.environ.get(DTYPE_ENV):
+        command = f"{DTYPE_ENV}={os.environ[DTYPE_ENV]} {command}"
     sections = args.only or [s for s in SECTIONS if not (args.quick and s in FULL_ONLY)]
     figures = []
     try:
         model = (
             prepare_model()
-            if set(sections) & {"pyfunc", "quality", "online", "coldstart", "batch", "serverless", "peers", "scaling"}
+            if set(sections)
+            & {"pyfunc", "quality", "online", "precision", "coldstart", "batch", "serverless", "peers", "scaling"}
             else None
         )
         for section in sections:
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures += quality.measure(mode, model)
             elif section == "online":
                 figures += clients.measure(mode, model) + online.measure(mode, model, extra_gateways(mode))
+            elif section == "precision":
+                figures += precision.measure(mode, model)
             elif section == "coldstart":
                 figures += coldstart.measure(mode, model)
             elif section == "batch":

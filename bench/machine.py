@@ -43,6 +43,8 @@ def git_commit() -> str | None:
 def describe() -> dict:
     import torch
 
+    from mnist_mlops.serve.model import DTYPE_ENV
+
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -52,5 +54,7 @@ def describe() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        # The served network's number type in every model this run loads (``MNIST_TORCH_DTYPE``).
+        "torch_dtype": os.environ.get(DTYPE_ENV) or "float32",
         "versions": {name: version(name) for name in ("torch", "mlflow", "numpy", "pandas", "pyspark", "pillow")},
     }

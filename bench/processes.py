@@ -186,7 +186,9 @@ def fast_backend(model_uri: str, tracking_uri: str, workdir: Path, workers: int 
     )
 
 
-def gateway(tracking_uri: str, workdir: Path, *extra: str) -> Server:
+def gateway(tracking_uri: str, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """``mnist-gateway`` with the benchmark's fixed options, then ``extra``; ``env`` is added to
+    its environment (its backends inherit it)."""
     port = free_port()
     command = [
         sys.executable,
@@ -210,7 +212,7 @@ def gateway(tracking_uri: str, workdir: Path, *extra: str) -> Server:
     return Server(
         "mnist-gateway " + " ".join(extra),
         command,
-        environment(tracking_uri),
+        environment(tracking_uri, **(env or {})),
         f"http://127.0.0.1:{port}",
         workdir / f"gateway-{port}.log",
     )

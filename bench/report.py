@@ -184,7 +184,8 @@ def markdown(machine: dict, mode: str, figures: list[Figure], derived: list[Figu
         f"Command: `{command}`  ",
         f"Measured {machine['time']} on {machine['cpu']} "
         f"({machine['cores']} cores, {machine['memory_gib']} GiB), "
-        f"torch {machine['versions']['torch']} with {machine['torch_threads']} threads, "
+        f"torch {machine['versions']['torch']} with {machine['torch_threads']} threads"
+        f" in {machine.get('torch_dtype', 'float32')}, "
         f"mlflow {machine['versions']['mlflow']}, commit {machine['git_commit']}.",
         "",
         "| section | measurement | value | notes |",

@@ -35,7 +35,7 @@ from mnist_mlops.serve.batch.sources import (
 )
 from mnist_mlops.serve.batch.spark_warmup import first_cause, warm_up
 from mnist_mlops.serve.batch.summary import Summary
-from mnist_mlops.serve.model import REQUEST_PIXELS_ENV, THREADS_ENV
+from mnist_mlops.serve.model import DTYPE_ENV, REQUEST_PIXELS_ENV, THREADS_ENV
 from mnist_mlops.serve.model.limits import MAX_ENCODED_BYTES
 
 logger = logging.getLogger(__name__)
@@ -371,7 +371,12 @@ def run(
             params={"on_error": "row"},
             # Spark runs one task per core: one torch thread each avoids oversubscribing the cores.
             # A chunk of a job is no client request: no per-call decoding budget (``serve.model.decode``).
-            extra_env={THREADS_ENV: str(torch_threads), REQUEST_PIXELS_ENV: os.environ.get(REQUEST_PIXELS_ENV, "0")},
+            # The driver's number type choice reaches executors on other machines too.
+            extra_env={
+                THREADS_ENV: str(torch_threads),
+                REQUEST_PIXELS_ENV: os.environ.get(REQUEST_PIXELS_ENV, "0"),
+                DTYPE_ENV: os.environ.get(DTYPE_ENV, ""),
+            },
         )
     except Exception as exc:  # read on the driver: no MLmodel, no pyfunc flavour, an unknown environment
         raise cannot_load(scoring.uri, exc) from None

@@ -14,3 +14,8 @@ THREADS_ENV = "MNIST_TORCH_THREADS"
 # Decoded pixels one call may spend (read by ``decode.DecodeBudget``): unset, a serving default;
 # 0, no bound. Batch jobs set 0: a chunk of a job is not a client's request.
 REQUEST_PIXELS_ENV = "MNIST_REQUEST_PIXELS"
+
+# The number type the served network computes in (read by ``pyfunc.load_context``): ``float32``
+# (unset: the default, the answers of the model card), ``bfloat16``, or ``auto`` (bfloat16 where the
+# device computes in it natively, float32 elsewhere). ``network.inference_dtype`` parses it.
+DTYPE_ENV = "MNIST_TORCH_DTYPE"

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import THREADS_ENV, inputs
+from . import DTYPE_ENV, THREADS_ENV, inputs
 from .decode import DecodeBudget
 from .errors import InvalidModelInput
-from .network import build_network, fused_for_inference
+from .network import build_network, fused_for_inference, inference_dtype
 from .postprocess import answers, probabilities_from_logits
 from .prepare import prepare_rows
 from .schema import UNCERTAIN_BELOW
@@ -87,7 +87,9 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         network.load_state_dict(state)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.inference_batch = ROWS_PER_THREAD * torch.get_num_threads()
-        self.network = fused_for_inference(network).to(self.device)
+        # float32 unless the operator chose otherwise (DTYPE_ENV); inputs are cast to match.
+        self.dtype = inference_dtype(os.environ.get(DTYPE_ENV), self.device)
+        self.network = fused_for_inference(network).to(self.device, self.dtype)
 
     # pd.DataFrame is a hint MLflow derives no schema from: the logged signature stays the contract.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -116,7 +118,7 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         counts = np.array([len(fields) for fields in readings])
         batch = normalize(torch.from_numpy(np.concatenate(readings)).unsqueeze(1))
         logits = [
-            self.network(batch[start : start + self.inference_batch].to(self.device)).float().cpu()
+            self.network(batch[start : start + self.inference_batch].to(self.device, self.dtype)).float().cpu()
             for start in range(0, len(batch), self.inference_batch)
         ]
         probabilities = probabilities_from_logits(torch.cat(logits), self.temperature)

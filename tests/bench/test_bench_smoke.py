@@ -17,6 +17,7 @@ SECTIONS = {
     "network",
     "network (reference)",
     "pyfunc",
+    "precision",
     "online",
     "clients",
     "cold start",

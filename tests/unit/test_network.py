@@ -61,3 +61,28 @@ def test_the_fused_inference_form_keeps_its_convolutions_in_channels_last_layout
     x = torch.randn(4, 1, 28, 28)
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), fused(x.contiguous(memory_format=torch.channels_last)))
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [(None, torch.float32), ("", torch.float32), ("float32", torch.float32), (" BFloat16 ", torch.bfloat16)],
+)
+def test_the_served_number_type_is_float32_unless_chosen(choice, expected):
+    from mnist_mlops.serve.model.network import inference_dtype
+
+    assert inference_dtype(choice, torch.device("cpu")) is expected
+
+
+def test_auto_picks_bfloat16_only_where_the_cpu_computes_in_it():
+    from mnist_mlops.serve.model.network import inference_dtype
+
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert inference_dtype("auto", torch.device("cpu")) is (torch.bfloat16 if native else torch.float32)
+
+
+@pytest.mark.parametrize("choice", ["fp16", "float16", "int8", "bf16 please"])
+def test_an_unknown_number_type_is_refused_naming_the_accepted_ones(choice):
+    from mnist_mlops.serve.model.network import inference_dtype
+
+    with pytest.raises(ValueError, match=r"MNIST_TORCH_DTYPE is .*; expected one of float32, bfloat16, auto"):
+        inference_dtype(choice, torch.device("cpu"))

@@ -5,7 +5,9 @@ variant's queue. The dispatcher sends a batch whenever the backend has a free sl
 sends a lone request at once (no added wait); under load the queue fills while the backend works,
 so batches grow with the load, up to ``max_size`` rows. A request never waits more than
 ``max_delay`` for a slot: past that, an extra batch goes out even though the backend is busy (up
-to ``max_in_flight`` batches at once). Each client gets its own rows back, in MLflow's response
+to ``max_in_flight`` batches at once). A request that fills a batch by itself (``max_size`` rows)
+does not wait for a free slot: it goes out as a second batch to a busy backend, which reads it the
+moment it finishes the one before. Each client gets its own rows back, in MLflow's response
 shape, with its own status.
 
 One bad row fails only its own request: when the backend rejects a merged batch (4xx), the batch
@@ -101,6 +103,10 @@ class Batcher:
         if not self.queue:
             return False
         if self.in_flight < self._slots():
+            return True
+        if self.in_flight < 2 * self._slots() and len(self.queue[0].request.rows) >= self.settings.max_size:
+            # A full batch gains nothing by waiting: queued at its busy backend, it starts the
+            # moment the batch before it ends, instead of a round trip later.
             return True
         waited = time.perf_counter() - self.queue[0].enqueued
         return waited >= self.settings.max_delay and self.in_flight < self._max_in_flight()

@@ -97,6 +97,44 @@ async def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(bac
     assert after["bucket@4.0"] - before["bucket@4.0"] == 1 and after["bucket@2.0"] == before["bucket@2.0"]
 
 
+async def test_a_request_that_fills_a_batch_goes_to_a_busy_backend_at_once(backends, tmp_path, mnist_test):
+    """While a 60-photo request keeps the backend busy (most of a second), a request of
+    ``batch_max_size`` rows is sent at once as a second batch, queued at the backend, where a
+    smaller request waits for the slot (here as long as the test runs: ``batch_max_delay``)."""
+    images, _ = mnist_test
+    rng = np.random.default_rng(5)
+    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
+    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
+    full = {
+        "dataframe_split": {
+            "columns": ["image"],
+            "data": [image_body(images[i])["dataframe_split"]["data"][0] for i in range(4)],
+        }
+    }
+    settings = champion_only(backends, tmp_path, batch_max_size=4, batch_max_delay=60.0)
+    async with in_process(settings, backends.keys) as gw:
+        champion = gw.gateway.pool.variants["champion"]
+
+        async def waited_under(seconds: str) -> float:
+            return await gw.metric("gateway_batch_wait_seconds_bucket", variant="champion", le=seconds)
+
+        count = await gw.metric("gateway_batch_wait_seconds_count", variant="champion")
+        quick = await waited_under("0.05")
+        first = asyncio.create_task(gw.score(slow))
+        while not first.done() and champion.backend.in_flight == 0:
+            await asyncio.sleep(0.002)
+        filled = asyncio.create_task(gw.score(full))
+        while not filled.done() and champion.backend.in_flight < 2:
+            await asyncio.sleep(0.002)
+        assert not first.done(), "the 60 photos were still being scored when the full request went out"
+        small = asyncio.create_task(gw.score(image_body(images[9])))
+        answers = await asyncio.gather(first, filled, small)
+        assert [a.status_code for a in answers] == [200] * 3
+        assert len(answers[1].json()["predictions"]) == 4
+        assert await gw.metric("gateway_batch_wait_seconds_count", variant="champion") - count == 2
+        assert await waited_under("0.05") - quick == 1, "the full request went at once, the small one waited"
+
+
 async def test_an_idle_gateway_sends_each_request_at_once(backends, tmp_path, mnist_test):
     images, _ = mnist_test
     async with in_process(champion_only(backends, tmp_path), backends.keys) as gw:

@@ -39,7 +39,7 @@ from mnist_mlops.serve.batch.options import (
     path_text,
     spark_master,
 )
-from mnist_mlops.serve.model import REQUEST_PIXELS_ENV
+from mnist_mlops.serve.model import DTYPE_ENV, REQUEST_PIXELS_ENV, dtype_problem
 
 PROG = "mnist-batch"
 DEFAULT_MODEL = "models:/mnist-cnn@champion"
@@ -241,7 +241,7 @@ def unread_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if problem := unread_option(parser, args):
+    if problem := unread_option(parser, args) or dtype_problem(os.environ.get(DTYPE_ENV)):
         parser.error(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.engine == "spark":

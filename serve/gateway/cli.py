@@ -33,6 +33,7 @@ from mnist_mlops.serve.gateway.split import SplitError, parse_split
 from mnist_mlops.serve.gateway.webhooks import ALIAS_EVENTS
 from mnist_mlops.serve.gateway.webhooks import PATH as WEBHOOK_PATH
 from mnist_mlops.serve.gateway.webhooks import SECRET_ENV as WEBHOOK_SECRET_ENV
+from mnist_mlops.serve.model import DTYPE_ENV, dtype_problem
 
 PROG = "mnist-gateway"
 
@@ -538,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.check()
     except (SplitError, ValueError) as exc:
         _fail(str(exc))
+    if problem := dtype_problem(os.environ.get(DTYPE_ENV)):  # every backend would fail to load
+        _fail(problem)
     # Until uvicorn takes SIGTERM over, it ends the command through the cleanup below, not at once.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     launcher = pool_ahead(settings)

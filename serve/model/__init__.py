@@ -19,3 +19,12 @@ REQUEST_PIXELS_ENV = "MNIST_REQUEST_PIXELS"
 # (unset: the default, the answers of the model card), ``bfloat16``, or ``auto`` (bfloat16 where the
 # device computes in it natively, float32 elsewhere). ``network.inference_dtype`` parses it.
 DTYPE_ENV = "MNIST_TORCH_DTYPE"
+DTYPES = ("float32", "bfloat16", "auto")
+
+
+def dtype_problem(value: str | None) -> str | None:
+    """Why ``value`` (``DTYPE_ENV``'s) is no number type the model takes; None when it is one.
+    Here, torch-free, so a command line can refuse it before any model loads."""
+    if (value or "float32").strip().lower() in DTYPES:
+        return None
+    return f"{DTYPE_ENV} is {value!r}; expected one of {', '.join(DTYPES)}"

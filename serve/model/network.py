@@ -89,6 +89,10 @@ def inference_dtype(choice: str | None, device: torch.device) -> torch.dtype:
     test digits the labels were the same and confidences moved by at most 0.015. Where the device
     lacks the instructions, bfloat16 is emulated and slower than float32, hence ``auto``.
     Raises ``ValueError`` naming the accepted values for anything else."""
+    from . import dtype_problem
+
+    if problem := dtype_problem(choice):
+        raise ValueError(problem)
     name = (choice or "float32").strip().lower()
     if name == "auto":
         if device.type == "cuda":
@@ -97,8 +101,6 @@ def inference_dtype(choice: str | None, device: torch.device) -> torch.dtype:
             supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
             native = torch.backends.mkldnn.is_available() and supported()
         return torch.bfloat16 if native else torch.float32
-    if name not in DTYPE_CHOICES:
-        raise ValueError(f"MNIST_TORCH_DTYPE is {choice!r}; expected one of float32, bfloat16, auto")
     return DTYPE_CHOICES[name]
 
 

@@ -46,3 +46,22 @@ def test_the_command_line_answers_before_importing_the_heavy_libraries(module, a
     status, loaded = json.loads(result.stderr.strip().splitlines()[-1])
     assert status == code, result.stderr[-2000:]
     assert loaded == [], f"{module} {argv} imported {loaded} before answering"
+
+
+DTYPE_CASES = {
+    "mnist-gateway": ("mnist_mlops.serve.gateway.cli", ["--no_auth"]),
+    "mnist-batch": ("mnist_mlops.serve.batch.cli", ["--input", "photos", "--output", "scores.parquet"]),
+}
+
+
+@pytest.mark.parametrize(("module", "argv"), DTYPE_CASES.values(), ids=DTYPE_CASES.keys())
+def test_an_unknown_number_type_is_refused_in_one_line_before_any_model_loads(module, argv, tmp_path):
+    """``MNIST_TORCH_DTYPE=float16``: every model these commands load would fail; they say so at once."""
+    import os
+
+    env = {**os.environ, "MNIST_TORCH_DTYPE": "float16"}
+    command = [sys.executable, "-m", module, *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "MNIST_TORCH_DTYPE is 'float16'; expected one of float32, bfloat16, auto" in result.stderr

@@ -29,10 +29,12 @@ IN_PROCESS, GATEWAY = "pyfunc in-process, 64 PNGs a call", "gateway, 1 warm back
 
 
 def native_bfloat16() -> bool:
+    """Whether ``auto`` picks bfloat16 on this CPU (the model's own test)."""
     import torch
 
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    return bool(torch.backends.mkldnn.is_available() and supported())
+    from mnist_mlops.serve.model.network import inference_dtype
+
+    return inference_dtype("auto", torch.device("cpu")) is torch.bfloat16
 
 
 @contextlib.contextmanager
@@ -55,11 +57,7 @@ def measure(mode: Mode, model: ModelUnderTest) -> list[Figure]:
     by_name = {f.name: f for f in figures}
     ratios = [
         ratio(f"bfloat16 / float32, {what}", by_name[f"{what}, bfloat16"], by_name[f"{what}, float32"])
-        for what in (
-            "pyfunc in-process, 64 PNGs a call",
-            f"gateway, 1 warm backend, {C32}",
-            f"gateway, 1 warm backend, {IMAGES_64}",
-        )
+        for what in (IN_PROCESS, f"{GATEWAY}, {C32}", f"{GATEWAY}, {IMAGES_64}")
     ]
     return figures + [r for r in ratios if r is not None]
 
@@ -86,13 +84,7 @@ def in_process(mode: Mode, model: ModelUnderTest, detail: dict) -> list[Figure]:
 
             rates[name].append(throughput(step, mode.seconds(3.0, 0.5))[0])
     return [
-        Figure(
-            "precision",
-            f"pyfunc in-process, 64 PNGs a call, {name}",
-            statistics.median(rates[name]),
-            "images/s",
-            detail,
-        )
+        Figure("precision", f"{IN_PROCESS}, {name}", statistics.median(rates[name]), "images/s", detail)
         for name in TYPES
     ]
 

@@ -3,13 +3,16 @@
 Five 3x3 conv-BN-ReLU blocks (two of them strided, so no max-pooling), global average pooling and
 one linear layer: about 0.15M parameters and 11M multiply-adds per image; in ``channels_last``
 layout it trains about twice as fast per epoch as the classic pytorch/examples MNIST CNN on a
-2-core CPU, which is what makes a 99.5% run fit in minutes. Depends on torch only.
+2-core CPU, which is what makes a 99.5% run fit in minutes. Depends on torch and the package's
+constants only.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from . import dtype_problem
 
 NUM_CLASSES = 10
 
@@ -89,8 +92,6 @@ def inference_dtype(choice: str | None, device: torch.device) -> torch.dtype:
     test digits the labels were the same and confidences moved by at most 0.015. Where the device
     lacks the instructions, bfloat16 is emulated and slower than float32, hence ``auto``.
     Raises ``ValueError`` naming the accepted values for anything else."""
-    from . import dtype_problem
-
     if problem := dtype_problem(choice):
         raise ValueError(problem)
     name = (choice or "float32").strip().lower()

@@ -189,6 +189,9 @@ def serve_forever(path: str, registry_uris: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The gateway holds its stop signals back while it starts us (``WarmPool.spawn``), and a
+    # mask outlives exec: one that came meanwhile is delivered now, and stops us.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     parser = argparse.ArgumentParser(prog="mnist_mlops.serve.warm_pool", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="Unix socket to listen on")
     parser.add_argument(

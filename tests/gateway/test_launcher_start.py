@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,55 @@ def test_a_gateway_stopped_while_its_pool_starts_leaves_nothing_behind(store_uri
         gateway.kill()
     assert gateway.returncode in (0, 128 + 15) and b"Traceback" not in stderr, stderr.decode()[-2000:]
     assert not any(running(pid) for pid in pools) and list(scratch.iterdir()) == []
+
+
+# The stop signal lands at the worst moment: the pool's process exists, Popen has not returned.
+# The command's own handler (it raises SystemExit) and its own cleanup, as in `mnist-gateway`.
+STOPPED_INSIDE_POPEN = """
+import os, signal, subprocess, sys
+from mnist_mlops.serve.gateway import cli
+from mnist_mlops.serve.gateway.control import launcher as launcher_module
+from mnist_mlops.serve.gateway.control.launcher import WarmPool
+
+real_popen = subprocess.Popen
+def popen_then_stopped(*args, **kwargs):
+    process = real_popen(*args, **kwargs)
+    print(process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return process
+launcher_module.subprocess.Popen = popen_then_stopped
+signal.signal(signal.SIGTERM, cli._exit_on_signal)
+pool = WarmPool(dict(os.environ), __import__("pathlib").Path(sys.argv[1]))
+try:
+    pool.spawn()
+    print("not stopped", flush=True)
+finally:
+    pool.kill()
+"""
+
+
+def test_a_stop_signal_inside_the_pools_popen_still_finds_the_pool_to_kill(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_INSIDE_POPEN, str(tmp_path)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 128 + 15 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (pool,) = map(int, result.stdout.split())  # stopped before "not stopped": at spawn's end
+    assert not running(pool)
+
+
+def test_a_pool_started_while_the_stop_signals_were_held_still_obeys_sigterm(tmp_path):
+    """The signal mask outlives exec: the pool unblocks it, or the gateway's SIGTERM would wait."""
+    pool = launcher_module.WarmPool(subprocess_env(), tmp_path)
+    pool.spawn()
+    try:
+        os.killpg(pool.process.pid, signal.SIGTERM)  # during its imports, before it is ready
+        assert pool.process.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        pool.kill()
 
 
 def test_a_pool_whose_gateway_is_gone_exits(tmp_path):

@@ -55,6 +55,7 @@ MODES = ("mlflow", "warm")
 WITHHELD_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_")
 SOCKET_NAME = "backend.sock"
 READY_TIMEOUT = 120.0  # seconds for a warm pool to import everything and say "ready"
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what ends the gateway's command (its handlers raise)
 
 
 class Spawned:
@@ -229,15 +230,21 @@ class WarmPool:
         if self.process is not None and self.process.poll() is None:
             return
         self.kill()  # one that died: its pipe closed, forgotten
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.socket],
-            env=self.env,
-            cwd=os.path.dirname(self.socket),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            **(self.run_as.popen_arguments() if self.run_as else {}),
-        )
+        # A stop signal whose handler raised inside Popen, after the fork, would leave a pool that
+        # nobody holds to kill: it waits until the pool is ours. The pool unblocks them at its start.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mnist_mlops.serve.warm_pool", "--socket", self.socket],
+                env=self.env,
+                cwd=os.path.dirname(self.socket),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                **(self.run_as.popen_arguments() if self.run_as else {}),
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     async def ensure_started(self) -> None:
         async with self._lock:

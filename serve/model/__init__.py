@@ -22,9 +22,20 @@ DTYPE_ENV = "MNIST_TORCH_DTYPE"
 DTYPES = ("float32", "bfloat16", "auto")
 
 
+def dtype_name(value: str | None) -> str:
+    """``value`` (``DTYPE_ENV``'s) as one of ``DTYPES``: unset or empty is ``float32``; case and
+    surrounding spaces do not matter. Raises ``ValueError`` naming the accepted values. Here,
+    torch-free, so a command line can refuse a wrong value before any model loads."""
+    name = (value or "float32").strip().lower()
+    if name not in DTYPES:
+        raise ValueError(f"{DTYPE_ENV} is {value!r}; expected one of {', '.join(DTYPES)}")
+    return name
+
+
 def dtype_problem(value: str | None) -> str | None:
-    """Why ``value`` (``DTYPE_ENV``'s) is no number type the model takes; None when it is one.
-    Here, torch-free, so a command line can refuse it before any model loads."""
-    if (value or "float32").strip().lower() in DTYPES:
-        return None
-    return f"{DTYPE_ENV} is {value!r}; expected one of {', '.join(DTYPES)}"
+    """Why ``value`` is no number type the model takes (``dtype_name``'s refusal); None when it is one."""
+    try:
+        dtype_name(value)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import dtype_problem
+from . import dtype_name
 
 NUM_CLASSES = 10
 
@@ -92,9 +92,7 @@ def inference_dtype(choice: str | None, device: torch.device) -> torch.dtype:
     test digits the labels were the same and confidences moved by at most 0.015. Where the device
     lacks the instructions, bfloat16 is emulated and slower than float32, hence ``auto``.
     Raises ``ValueError`` naming the accepted values for anything else."""
-    if problem := dtype_problem(choice):
-        raise ValueError(problem)
-    name = (choice or "float32").strip().lower()
+    name = dtype_name(choice)
     if name == "auto":
         if device.type == "cuda":
             native = torch.cuda.is_bf16_supported()

@@ -17,7 +17,7 @@ REQUEST_PIXELS_ENV = "MNIST_REQUEST_PIXELS"
 
 # The number type the served network computes in (read by ``pyfunc.load_context``): ``float32``
 # (unset: the default, the answers of the model card), ``bfloat16``, or ``auto`` (bfloat16 where the
-# device computes in it natively, float32 elsewhere). ``network.inference_dtype`` parses it.
+# device computes in it natively, float32 elsewhere). ``dtype_name`` parses it.
 DTYPE_ENV = "MNIST_TORCH_DTYPE"
 DTYPES = ("float32", "bfloat16", "auto")
 

@@ -20,8 +20,10 @@ from tests.synthetic import phone_photo
 pytestmark = pytest.mark.anyio
 
 
-def image_body(image) -> dict:
-    return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png_bytes(image)).decode()]]}}
+def image_body(*images) -> dict:
+    """A ``dataframe_split`` body with one row per image, each a PNG in base64."""
+    rows = [[base64.b64encode(png_bytes(image)).decode()] for image in images]
+    return {"dataframe_split": {"columns": ["image"], "data": rows}}
 
 
 async def histogram(gw, name: str) -> dict[str, float]:
@@ -105,12 +107,7 @@ async def test_a_request_that_fills_a_batch_goes_to_a_busy_backend_at_once(backe
     rng = np.random.default_rng(5)
     photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
     slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
-    full = {
-        "dataframe_split": {
-            "columns": ["image"],
-            "data": [image_body(images[i])["dataframe_split"]["data"][0] for i in range(4)],
-        }
-    }
+    full = image_body(*images[:4])
     settings = champion_only(backends, tmp_path, batch_max_size=4, batch_max_delay=60.0)
     async with in_process(settings, backends.keys) as gw:
         champion = gw.gateway.pool.variants["champion"]

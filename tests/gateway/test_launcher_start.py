@@ -193,6 +193,7 @@ def test_a_gateway_stopped_while_its_pool_starts_leaves_nothing_behind(store_uri
 # The command's own handler (it raises SystemExit) and its own cleanup, as in `mnist-gateway`.
 STOPPED_INSIDE_POPEN = """
 import os, signal, subprocess, sys
+from pathlib import Path
 from mnist_mlops.serve.gateway import cli
 from mnist_mlops.serve.gateway.control import launcher as launcher_module
 from mnist_mlops.serve.gateway.control.launcher import WarmPool
@@ -205,7 +206,7 @@ def popen_then_stopped(*args, **kwargs):
     return process
 launcher_module.subprocess.Popen = popen_then_stopped
 signal.signal(signal.SIGTERM, cli._exit_on_signal)
-pool = WarmPool(dict(os.environ), __import__("pathlib").Path(sys.argv[1]))
+pool = WarmPool(dict(os.environ), Path(sys.argv[1]))
 try:
     pool.spawn()
     print("not stopped", flush=True)

@@ -8,6 +8,7 @@ command line has answered.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -57,8 +58,6 @@ DTYPE_CASES = {
 @pytest.mark.parametrize(("module", "argv"), DTYPE_CASES.values(), ids=DTYPE_CASES.keys())
 def test_an_unknown_number_type_is_refused_in_one_line_before_any_model_loads(module, argv, tmp_path):
     """``MNIST_TORCH_DTYPE=float16``: every model these commands load would fail; they say so at once."""
-    import os
-
     env = {**os.environ, "MNIST_TORCH_DTYPE": "float16"}
     command = [sys.executable, "-m", module, *argv]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

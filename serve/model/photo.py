@@ -15,8 +15,7 @@ and JPEG blocks, printed lines, ink far fainter than a pen's. Here:
    (a robust deviation), not a fixed contrast: faint pencil that stands clearly above the grain is
    a digit, bright grain is not. Components far smaller than the digit, or away from it, go. The
    ink's edges must stand out too: a smudge of graphite is ink that fades out, a stroke has edges;
-5. crop, thin strokes thickened and fat ones thinned (a broad pen, or an 8x8 scan's blocks), the
-   longer side to 20 pixels, centre of mass at the centre.
+5. crop, thin strokes thickened, the longer side to 20 pixels, centre of mass at the centre.
 
 ``fields`` returns three readings of the digit, and the pyfunc answers with the one the network is
 most confident of: smoothed at two scales (``SCALES``: the grain of a sharp photo and of a heavily
@@ -49,9 +48,6 @@ LINE_SHARE = 0.5  # printed lines span at least half the image
 REGION_CUT = 0.5  # the digit's outline: above half its strokes' level (JPEG blocks around faint ink are not)
 KEPT_MASS, NEAR_MASS, NEAR_MARGIN = 0.08, 0.01, 0.15  # component selection (shares)
 PLAIN_CUT = 0.2  # the plain reading keeps ink above this share of its peak
-# Strokes wider than FAT_STROKE of the digit's longer side (measured on the detected outline, which
-# the smoothing widens) are eroded to THINNED_STROKE: MNIST's writers never drew so broad a pen.
-FAT_STROKE, THINNED_STROKE = 0.3, 0.2
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -141,20 +137,8 @@ def _field(ink: np.ndarray, side: int, scale: float) -> np.ndarray:
     region = ndimage.maximum_filter(region, size=2 * max(1, round(width / 2)) + 1)
     digit = np.clip((smooth - floor) / (level - floor), 0.0, 1.0) * region
     crop = _cropped(digit)
-    crop = _cropped(thin_fat_strokes(thicken_thin_strokes(crop, width), width))
+    crop = _cropped(thicken_thin_strokes(crop, width))
     return centre_by_mass(fit_box(crop))
-
-
-def thin_fat_strokes(crop: np.ndarray, width: float) -> np.ndarray:
-    """Erode strokes of ``width`` wider than ``FAT_STROKE`` of ``crop``'s longer side down to
-    ``THINNED_STROKE`` of it; others pass unchanged. A fat bar of a 1 otherwise reaches the
-    network as a block it reads as 8; an 8x8 scan's strokes are a quarter of the digit wide."""
-    longer = max(crop.shape)
-    size = round(width - THINNED_STROKE * longer)
-    if width / longer <= FAT_STROKE or size < 2:
-        return crop
-    thinned = ndimage.grey_erosion(crop, size=(size, size), mode="constant", cval=0.0)
-    return thinned if thinned.max() >= 0.5 * crop.max() else crop  # a blob, not strokes: as it was
 
 
 def _has_edges(ink: np.ndarray, side: int) -> None:

@@ -11,7 +11,7 @@ from torchvision.datasets import MNIST
 from mnist_mlops.registry.evalsets import render
 from mnist_mlops.serve.model import photo
 from mnist_mlops.serve.model.errors import RowError
-from mnist_mlops.serve.model.preprocess import paper_is_flat, stroke_width, to_mnist
+from mnist_mlops.serve.model.preprocess import paper_is_flat, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -129,52 +129,3 @@ def test_faint_or_fat_strokes_have_a_pens_edges(digits, fatter, contrast):
     for digit in digits[0][:5]:
         fat = ndimage.grey_dilation(digit, size=(fatter, fatter))
         assert len(photo.fields(photo_of(fat, contrast=contrast))) >= 1
-
-
-def bar_of_a_one(height: int = 120, width: int = 60) -> np.ndarray:
-    """A 1 drawn with a broad pen: a bar a third as wide as it is tall, with a flag."""
-    crop = np.zeros((height, width + 20), np.float32)
-    crop[:, 20:] = 1.0
-    crop[10:40, :25] = 1.0
-    return crop
-
-
-def test_strokes_no_wider_than_a_pens_pass_unchanged(digits):
-    digit = to_mnist(digits[0][0] / 255.0)
-    mask = digit > 0.5
-    assert photo.thin_fat_strokes(digit, stroke_width(mask)) is digit
-    assert photo.thin_fat_strokes(digit, photo.FAT_STROKE * 28) is digit
-
-
-def test_a_broad_pens_strokes_are_thinned_to_a_fifth_of_the_digit():
-    crop = bar_of_a_one()
-    width = stroke_width(crop > 0.5)
-    assert width / max(crop.shape) > photo.FAT_STROKE
-    thinned = photo.thin_fat_strokes(crop, width)
-    assert thinned.shape == crop.shape
-    after = stroke_width(thinned > 0.5) / max(crop.shape)
-    assert after < photo.FAT_STROKE
-    assert abs(after - photo.THINNED_STROKE) < abs(width / max(crop.shape) - photo.THINNED_STROKE)
-
-
-def test_a_blob_with_no_stroke_to_thin_keeps_its_ink():
-    blob = np.ones((30, 30), np.float32)
-    assert photo.thin_fat_strokes(blob, 60.0) is blob
-
-
-def test_a_photo_of_a_broad_pen_digit_reaches_the_network_with_a_pens_strokes(digits):
-    """MNIST digits drawn again with a pen five times as broad: the readings whose strokes were
-    fat come nearer the thin original than they were before fat strokes were thinned, and none
-    goes further from it."""
-    now, before = [], []
-    for digit in digits[0][:5]:
-        gray = photo_of(ndimage.grey_dilation(digit, size=(5, 5)))
-        now.append(similarity(photo.fields(gray)[0], to_mnist(digit / 255.0)))
-        fat_as_it_was = photo.FAT_STROKE
-        try:
-            photo.FAT_STROKE = float("inf")
-            before.append(similarity(photo.fields(gray)[0], to_mnist(digit / 255.0)))
-        finally:
-            photo.FAT_STROKE = fat_as_it_was
-    assert all(n >= b - 1e-9 for n, b in zip(now, before, strict=True)), (now, before)
-    assert sum(now) > sum(before) + 0.1, (now, before)

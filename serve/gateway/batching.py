@@ -5,10 +5,10 @@ variant's queue. The dispatcher sends a batch whenever the backend has a free sl
 sends a lone request at once (no added wait); under load the queue fills while the backend works,
 so batches grow with the load, up to ``max_size`` rows. A request never waits more than
 ``max_delay`` for a slot: past that, an extra batch goes out even though the backend is busy (up
-to ``max_in_flight`` batches at once). A request that fills a batch by itself (``max_size`` rows)
-does not wait for a free slot: it goes out as a second batch to a busy backend, which reads it the
-moment it finishes the one before. Each client gets its own rows back, in MLflow's response
-shape, with its own status.
+to ``max_in_flight`` batches at once). Once ``pipeline_rows`` rows are queued (or a request fills
+a batch by itself), they do not wait for a free slot either: they go out as a second batch to the
+busy backend, which reads it the moment it finishes the one before instead of a round trip later.
+Each client gets its own rows back, in MLflow's response shape, with its own status.
 
 One bad row fails only its own request: when the backend rejects a merged batch (4xx), the batch
 is split in halves and each half retried, down to the single requests that are bad; those get the
@@ -38,6 +38,9 @@ class BatchSettings:
     max_delay: float = 0.010  # seconds a request may wait for a free backend slot
     slots: int = 1  # batches in flight per backend normally (its worker count)
     max_in_flight: int = 4  # hard cap, reached only by requests that waited max_delay
+    # Queued rows that go to a busy backend as its next batch without waiting for a slot (at most
+    # max_size): enough to be worth a call, and the backend need not wait a round trip for them.
+    pipeline_rows: int = 8
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Batcher:
     replicas: Callable[[], int] = lambda: 1  # backends behind the variant: each has its slots
     observe_batch: Callable[[int, float], None] = lambda size, wait: None  # metrics: rows, seconds waited
     queue: deque = field(default_factory=deque)
+    queued_rows: int = 0  # rows of the requests in ``queue``
     in_flight: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
@@ -78,6 +82,7 @@ class Batcher:
                 self._finished()
         future = asyncio.get_running_loop().create_future()
         self.queue.append(Pending(request, rid, time.perf_counter(), future))
+        self.queued_rows += len(request.rows)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._dispatch())
         self._wake.set()
@@ -104,9 +109,10 @@ class Batcher:
             return False
         if self.in_flight < self._slots():
             return True
-        if self.in_flight < 2 * self._slots() and len(self.queue[0].request.rows) >= self.settings.max_size:
-            # A full batch gains nothing by waiting: queued at its busy backend, it starts the
-            # moment the batch before it ends, instead of a round trip later.
+        enough = min(self.settings.pipeline_rows, self.settings.max_size)
+        if self.in_flight < 2 * self._slots() and self.queued_rows >= enough:
+            # A batch worth its call gains nothing by waiting: queued at its busy backend, it
+            # starts the moment the batch before it ends, instead of a round trip later.
             return True
         waited = time.perf_counter() - self.queue[0].enqueued
         return waited >= self.settings.max_delay and self.in_flight < self._max_in_flight()
@@ -154,6 +160,7 @@ class Batcher:
             size += rows
             total_bytes += length
         self.queue.extendleft(reversed(skipped))
+        self.queued_rows -= size
         self.observe_batch(size, time.perf_counter() - first.enqueued)
         return batch
 

@@ -1,7 +1,8 @@
 """Adaptive micro-batching in an in-process gateway over a real backend: merged answers equal
 unmerged ones row for row, a bad row fails alone, requests arriving during a batch form the next
-one, an idle gateway adds no wait (read off the batch histograms, not a clock), and a replica
-that cannot be reached is passed over while another serves."""
+one (sent to the busy backend once there are enough rows to be worth a call), an idle gateway adds
+no wait (read off the batch histograms, not a clock), and a replica that cannot be reached is
+passed over while another serves."""
 
 from __future__ import annotations
 
@@ -130,6 +131,34 @@ async def test_a_request_that_fills_a_batch_goes_to_a_busy_backend_at_once(backe
         assert len(answers[1].json()["predictions"]) == 4
         assert await gw.metric("gateway_batch_wait_seconds_count", variant="champion") - count == 2
         assert await waited_under("0.05") - quick == 1, "the full request went at once, the small one waited"
+
+
+async def test_eight_queued_rows_go_to_a_busy_backend_at_once(backends, tmp_path, mnist_test):
+    """While a 60-photo request keeps the backend busy (most of a second), seven queued requests
+    wait for its slot (here as long as the test runs: ``batch_max_delay``); the eighth makes them a
+    batch worth a call (``pipeline_rows``), sent at once and queued at the backend."""
+    images, _ = mnist_test
+    rng = np.random.default_rng(5)
+    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
+    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
+    async with in_process(champion_only(backends, tmp_path, batch_max_delay=60.0), backends.keys) as gw:
+        champion = gw.gateway.pool.variants["champion"]
+        before = await histogram(gw, "gateway_batch_rows")
+        first = asyncio.create_task(gw.score(slow))
+        while not first.done() and champion.backend.in_flight == 0:
+            await asyncio.sleep(0.002)
+        queued = [asyncio.create_task(gw.score(image_body(images[i]))) for i in range(7)]
+        while not first.done() and (champion.batcher is None or champion.batcher.queued_rows < 7):
+            await asyncio.sleep(0.002)
+        assert champion.backend.in_flight == 1, "seven rows waited for the busy backend's slot"
+        queued.append(asyncio.create_task(gw.score(image_body(images[7]))))
+        while not first.done() and champion.backend.in_flight < 2:
+            await asyncio.sleep(0.002)
+        assert not first.done(), "the 60 photos were still being scored when the eight rows went out"
+        answers = await asyncio.gather(first, *queued)
+        after = await histogram(gw, "gateway_batch_rows")
+    assert [a.status_code for a in answers] == [200] * 9
+    assert after["count"] - before["count"] == 1 and after["sum"] - before["sum"] == 8, "one batch of eight"
 
 
 async def test_an_idle_gateway_sends_each_request_at_once(backends, tmp_path, mnist_test):

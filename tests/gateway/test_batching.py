@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 
 import httpx
 import numpy as np
@@ -25,6 +26,26 @@ def image_body(*images) -> dict:
     """A ``dataframe_split`` body with one row per image, each a PNG in base64."""
     rows = [[base64.b64encode(png_bytes(image)).decode()] for image in images]
     return {"dataframe_split": {"columns": ["image"], "data": rows}}
+
+
+def sixty_photos(images) -> dict:
+    """A body of 60 phone photos (640x480): too large to merge, it keeps a backend busy for most of
+    a second whatever the machine's speed."""
+    rng = np.random.default_rng(5)
+    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
+    return {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
+
+
+@contextlib.asynccontextmanager
+async def busy_champion(backends, tmp_path, images, **settings):
+    """An in-process gateway (``settings`` for ``champion_only``) whose champion's backend is busy
+    with ``sixty_photos``: yields the gateway, the champion and that request's task."""
+    async with in_process(champion_only(backends, tmp_path, **settings), backends.keys) as gw:
+        champion = gw.gateway.pool.variants["champion"]
+        first = asyncio.create_task(gw.score(sixty_photos(images)))
+        while not first.done() and champion.backend.in_flight == 0:
+            await asyncio.sleep(0.002)
+        yield gw, champion, first
 
 
 async def histogram(gw, name: str) -> dict[str, float]:
@@ -82,15 +103,8 @@ async def test_requests_arriving_during_a_batch_are_served_by_the_next_batch(bac
     followers form one batch whatever the machine's speed.
     """
     images, _ = mnist_test
-    rng = np.random.default_rng(5)
-    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
-    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
-    async with in_process(champion_only(backends, tmp_path, batch_max_delay=60.0), backends.keys) as gw:
-        champion = gw.gateway.pool.variants["champion"]
-        before = await histogram(gw, "gateway_batch_rows")
-        first = asyncio.create_task(gw.score(slow))
-        while not first.done() and champion.backend.in_flight == 0:
-            await asyncio.sleep(0.002)
+    async with busy_champion(backends, tmp_path, images, batch_max_delay=60.0) as (gw, _, first):
+        before = await histogram(gw, "gateway_batch_rows")  # the 60 photos go alone, unbatched
         followers = [asyncio.create_task(gw.score(image_body(images[i]))) for i in range(3)]
         answers = await asyncio.gather(first, *followers)
         after = await histogram(gw, "gateway_batch_rows")
@@ -105,22 +119,15 @@ async def test_a_request_that_fills_a_batch_goes_to_a_busy_backend_at_once(backe
     ``batch_max_size`` rows is sent at once as a second batch, queued at the backend, where a
     smaller request waits for the slot (here as long as the test runs: ``batch_max_delay``)."""
     images, _ = mnist_test
-    rng = np.random.default_rng(5)
-    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
-    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
     full = image_body(*images[:4])
-    settings = champion_only(backends, tmp_path, batch_max_size=4, batch_max_delay=60.0)
-    async with in_process(settings, backends.keys) as gw:
-        champion = gw.gateway.pool.variants["champion"]
+    settings = {"batch_max_size": 4, "batch_max_delay": 60.0}
+    async with busy_champion(backends, tmp_path, images, **settings) as (gw, champion, first):
 
         async def waited_under(seconds: str) -> float:
             return await gw.metric("gateway_batch_wait_seconds_bucket", variant="champion", le=seconds)
 
         count = await gw.metric("gateway_batch_wait_seconds_count", variant="champion")
         quick = await waited_under("0.05")
-        first = asyncio.create_task(gw.score(slow))
-        while not first.done() and champion.backend.in_flight == 0:
-            await asyncio.sleep(0.002)
         filled = asyncio.create_task(gw.score(full))
         while not filled.done() and champion.backend.in_flight < 2:
             await asyncio.sleep(0.002)
@@ -138,15 +145,8 @@ async def test_eight_queued_rows_go_to_a_busy_backend_at_once(backends, tmp_path
     wait for its slot (here as long as the test runs: ``batch_max_delay``); the eighth makes them a
     batch worth a call (``pipeline_rows``), sent at once and queued at the backend."""
     images, _ = mnist_test
-    rng = np.random.default_rng(5)
-    photos = [base64.b64encode(phone_photo(images[i], rng, size=(640, 480))).decode() for i in range(60)]
-    slow = {"dataframe_split": {"columns": ["image"], "data": [[photo] for photo in photos]}}
-    async with in_process(champion_only(backends, tmp_path, batch_max_delay=60.0), backends.keys) as gw:
-        champion = gw.gateway.pool.variants["champion"]
+    async with busy_champion(backends, tmp_path, images, batch_max_delay=60.0) as (gw, champion, first):
         before = await histogram(gw, "gateway_batch_rows")
-        first = asyncio.create_task(gw.score(slow))
-        while not first.done() and champion.backend.in_flight == 0:
-            await asyncio.sleep(0.002)
         queued = [asyncio.create_task(gw.score(image_body(images[i]))) for i in range(7)]
         while not first.done() and (champion.batcher is None or champion.batcher.queued_rows < 7):
             await asyncio.sleep(0.002)

@@ -19,7 +19,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_each(processes: int) -> int:
+def threads_each(processes: int, reserved: int = 0) -> int:
     """Torch threads for each of ``processes`` scoring processes sharing this machine: its share of
-    the cores, at least one."""
-    return max(1, available_cores() // max(1, processes))
+    the cores left after ``reserved`` (for a busy process that is not scoring), at least one."""
+    return max(1, (available_cores() - reserved) // max(1, processes))

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from mnist_mlops.common.cores import threads_each
 from mnist_mlops.registry.history import read as read_history
+from mnist_mlops.serve.gateway.control.launcher import GATEWAY_CORES
 from mnist_mlops.serve.model import THREADS_ENV
 from tests.e2e.gateway_helpers import PIXELS, start_gateway, store_with
 from tests.helpers import PROJECT_ROOT, subprocess_env
@@ -89,7 +90,7 @@ def test_a_worse_challenger_is_found_out_and_rolled_back_through_the_registry(tr
         if sys.platform == "linux":  # each backend's environment, as it was started, from /proc
             for variant in gateway.variants().values():
                 environ = Path(f"/proc/{variant['pid']}/environ").read_bytes().split(b"\0")
-                assert f"{THREADS_ENV}={threads_each(2)}".encode() in environ, variant
+                assert f"{THREADS_ENV}={threads_each(2, reserved=GATEWAY_CORES)}".encode() in environ, variant
         summary = replay(gateway, 400)
         assert summary["failed"] == {} and summary["feedback_recorded"] == 400  # feedback joins every answer
         first = abtest(gateway, log)["report"]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mnist_mlops.common.cores import threads_each
+from mnist_mlops.common import cores
 from mnist_mlops.serve.gateway.auth import KeyFileError, KeyRing, digest, load_keys, new_key_entry, presented_key
 from mnist_mlops.serve.gateway.control.launcher import Launcher
 from mnist_mlops.serve.gateway.control.pool import VariantPool
@@ -88,36 +88,49 @@ def pool_for(settings: GatewaySettings) -> VariantPool:
     return pool
 
 
+@pytest.fixture
+def eight_cores(monkeypatch):
+    """A machine of eight cores, so that every share below is a different number."""
+    monkeypatch.setattr(cores, "available_cores", lambda: 8)
+
+
 @pytest.mark.parametrize(
-    "settings, processes",
+    "settings, threads",
     [
-        (GatewaySettings(), 1),
-        (GatewaySettings(backend_workers=2), 2),
-        (GatewaySettings(split={"champion": 90, "challenger": 10}), 2),
-        (GatewaySettings(split={"champion": 100}, shadow="challenger", backend_workers=3), 6),
-        (GatewaySettings(split={"champion": 50, "challenger": 50}, backend_urls={"challenger": "http://x"}), 1),
+        (GatewaySettings(), 7),  # one backend: every core but the gateway's own
+        (GatewaySettings(backend_workers=2), 3),
+        (GatewaySettings(split={"champion": 90, "challenger": 10}), 3),
+        (GatewaySettings(split={"champion": 100}, shadow="challenger", backend_workers=3), 1),  # 6 processes
+        (GatewaySettings(split={"champion": 50, "challenger": 50}, backend_urls={"challenger": "http://x"}), 7),
     ],
 )
-def test_backends_share_the_cores_among_the_processes_the_gateway_starts(settings, processes):
-    assert pool_for(settings).launcher.torch_threads == threads_each(processes)
+def test_backends_share_the_cores_the_gateway_leaves_among_the_processes_it_starts(eight_cores, settings, threads):
+    assert pool_for(settings).launcher.torch_threads == threads
 
 
-def test_a_split_change_gives_the_backends_started_after_it_the_new_share():
+def test_a_split_change_gives_the_backends_started_after_it_the_new_share(eight_cores):
     pool = pool_for(GatewaySettings(split={"champion": 100}))
-    assert pool.launcher.torch_threads == threads_each(1)
+    assert pool.launcher.torch_threads == 7
     pool.configure({"champion": 50, "challenger": 50})  # PUT /admin/split: a second backend will start
-    assert pool.backends_started_here() == 2 and pool.launcher.torch_threads == threads_each(2)
+    assert pool.backends_started_here() == 2 and pool.launcher.torch_threads == 3
     pool.configure({"champion": 100})  # the challenger's backend is retired: a rollout gets it all again
-    assert pool.launcher.torch_threads == threads_each(1)
+    assert pool.launcher.torch_threads == 7
 
 
-def test_backends_get_their_share_of_the_cores_unless_the_caller_chose(monkeypatch):
+def test_one_backend_on_two_cores_leaves_one_to_the_gateway(monkeypatch):
+    monkeypatch.setattr(cores, "available_cores", lambda: 2)
+    assert pool_for(GatewaySettings()).launcher.torch_threads == 1
+    monkeypatch.setattr(cores, "available_cores", lambda: 1)
+    assert pool_for(GatewaySettings()).launcher.torch_threads == 1  # never none
+
+
+def test_backends_get_their_share_of_the_cores_unless_the_caller_chose(eight_cores, monkeypatch):
     launcher = Launcher("mnist-cnn", "sqlite:///x.db")
     launcher.share_cores(2)
     for chosen in (THREADS_ENV, "OMP_NUM_THREADS"):
         monkeypatch.delenv(chosen, raising=False)
-    assert launcher.environment()[THREADS_ENV] == str(threads_each(2))
-    assert launcher.thread_share() == {THREADS_ENV: str(threads_each(2))}  # what a warm-pool fork is given
+    assert launcher.environment()[THREADS_ENV] == "3"
+    assert launcher.thread_share() == {THREADS_ENV: "3"}  # what a warm-pool fork is given
     assert THREADS_ENV not in Launcher("mnist-cnn", "sqlite:///x.db").environment()  # torch's default
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert THREADS_ENV not in launcher.environment()  # OpenMP's own variable decides

@@ -54,6 +54,9 @@ MODES = ("mlflow", "warm")
 # What a backend's environment never carries: the registry's address and credentials, cloud keys.
 WITHHELD_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_")
 SOCKET_NAME = "backend.sock"
+# Cores kept for the gateway's own process when its backends' torch threads are counted: at
+# concurrency 32 it uses 0.35-0.4 of a core (make bench ONLY=peers, one backend).
+GATEWAY_CORES = 1
 READY_TIMEOUT = 120.0  # seconds for a warm pool to import everything and say "ready"
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what ends the gateway's command (its handlers raise)
 
@@ -333,9 +336,11 @@ class Launcher:
 
         Torch's default is a thread per core in every process, and the threads of several
         processes on the same cores spin against each other (``make bench``: the A/B split and
-        two-worker gateways). A backend already running keeps its threads: torch fixes them at load.
+        two-worker gateways). The gateway's own core is left out: under load its event loop is
+        busy too, and a torch thread it preempts stalls the other threads of a forward pass at
+        their barrier. A backend already running keeps its threads: torch fixes them at load.
         """
-        self.torch_threads = threads_each(max(backends, 1) * self.workers)
+        self.torch_threads = threads_each(max(backends, 1) * self.workers, reserved=GATEWAY_CORES)
 
     def thread_share(self) -> dict[str, str]:
         """``THREADS_ENV`` at the share of the cores, unless the caller chose: our variable or

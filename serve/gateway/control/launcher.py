@@ -54,8 +54,8 @@ MODES = ("mlflow", "warm")
 # What a backend's environment never carries: the registry's address and credentials, cloud keys.
 WITHHELD_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_")
 SOCKET_NAME = "backend.sock"
-# Cores kept for the gateway's own process when its backends' torch threads are counted: at
-# concurrency 32 it uses 0.35-0.4 of a core (make bench ONLY=peers, one backend).
+# Cores kept for the gateway's own process when its backends' torch threads are counted: under
+# load its event loop keeps a good part of one busy.
 GATEWAY_CORES = 1
 READY_TIMEOUT = 120.0  # seconds for a warm pool to import everything and say "ready"
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what ends the gateway's command (its handlers raise)

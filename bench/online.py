@@ -39,6 +39,8 @@ BARE_APP = "serve.backend (MLflow's invocations in a bare ASGI app)"
 def _figures(target: str, name: str, images: int, result: LoadResult, extra: dict | None = None) -> list[Figure]:
     if result.errors:
         raise BenchError(f"{target}, {name}: {result.errors} requests failed under load")
+    if not result.requests:
+        raise BenchError(f"{target}, {name}: no request was answered in {result.seconds:.0f} s of load")
     detail = {
         "target": target,
         "load": name,
@@ -107,11 +109,20 @@ def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: byt
     )
 
 
+MAX_LOAD_SECONDS = 16.0  # a load that answers nothing in this long fails in _figures
+
+
 def load_series(mode: Mode, target: str, url: str, bodies: dict[int, bytes], skip: tuple = ()) -> list[Figure]:
     figures = []
     for name, images, connections in LOADS:
         if name not in skip:
-            result = run_wrk(url, bodies[images], connections, mode.seconds(10.0, 1.0))
+            seconds = mode.seconds(10.0, 1.0)
+            result = run_wrk(url, bodies[images], connections, seconds)
+            # wrk counts only answered requests: a load shorter than one answer (a slow server,
+            # 64 images a request, a quick run on a busy machine) measured nothing; run it longer.
+            while result.requests == 0 and seconds < MAX_LOAD_SECONDS:
+                seconds *= 2
+                result = run_wrk(url, bodies[images], connections, seconds)
             figures += _figures(target, name, images, result)
     return figures
 

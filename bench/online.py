@@ -17,7 +17,7 @@ import statistics
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, request_body
-from bench.load import LoadResult, run_wrk
+from bench.load import LoadResult, run_wrk, run_wrk_answered
 from bench.paired import paired_requests
 
 SINGLE_1, SINGLE_8, SINGLE_32, BATCH_8 = (
@@ -109,20 +109,11 @@ def alternating_c1(mode: Mode, target: str, url: str, direct_url: str, body: byt
     )
 
 
-MAX_LOAD_SECONDS = 16.0  # a load that answers nothing in this long fails in _figures
-
-
 def load_series(mode: Mode, target: str, url: str, bodies: dict[int, bytes], skip: tuple = ()) -> list[Figure]:
     figures = []
     for name, images, connections in LOADS:
         if name not in skip:
-            seconds = mode.seconds(10.0, 1.0)
-            result = run_wrk(url, bodies[images], connections, seconds)
-            # wrk counts only answered requests: a load shorter than one answer (a slow server,
-            # 64 images a request, a quick run on a busy machine) measured nothing; run it longer.
-            while result.requests == 0 and seconds < MAX_LOAD_SECONDS:
-                seconds *= 2
-                result = run_wrk(url, bodies[images], connections, seconds)
+            result = run_wrk_answered(url, bodies[images], connections, mode.seconds(10.0, 1.0))
             figures += _figures(target, name, images, result)
     return figures
 

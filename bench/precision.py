@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench import processes
 from bench.core import BenchError, Figure, Mode, ModelUnderTest, mnist_test, png, ratio, request_body, throughput
-from bench.load import run_wrk
+from bench.load import run_wrk, run_wrk_answered
 from bench.online import OPTIMISED_ARGS
 from mnist_mlops.serve.model import DTYPE_ENV
 
@@ -101,9 +101,11 @@ def through_gateway(mode: Mode, model: ModelUnderTest, detail: dict) -> list[Fig
                 answers[name] = _labels(server.url, bodies[64])
                 run_wrk(server.url, bodies[1], 8, mode.seconds(2.0, 0.5))  # warm-up, not recorded
                 for load, body, connections, images_each in ((C32, bodies[1], 32, 1), (IMAGES_64, bodies[64], 8, 64)):
-                    result = run_wrk(server.url, body, connections, mode.seconds(8.0, 1.0))
+                    result = run_wrk_answered(server.url, body, connections, mode.seconds(8.0, 1.0))
                     if result.errors:
                         raise BenchError(f"gateway in {name}: {result.errors} requests failed, {load}")
+                    if not result.requests:
+                        raise BenchError(f"gateway in {name}: no request was answered under load, {load}")
                     rates[name, load].append(result.rps * images_each)
         if answers["bfloat16"] != answers["float32"]:
             raise BenchError("the gateway's answers to the 64 digits differ between bfloat16 and float32")

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "target_concurrency",
         type=positive_float,
         default=ScalingPolicy.target,
-        help=f"requests in flight per replica the autoscaler aims at (default {ScalingPolicy.target:g})",
+        help=f"images in flight per replica the autoscaler aims at, a request of n images counting n "
+        f"(default {ScalingPolicy.target:g})",
     )
     add_option(
         parser,

@@ -149,6 +149,7 @@ class DataPlane:
             variant = routed = routing.choose(self.table, user, self.rng)
             variant.last_request = time.monotonic()
             variant.active += 1
+            variant.active_rows += request.row_count
             if variant.asleep:
                 await self._hold_until_awake(variant)
             answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
@@ -172,6 +173,7 @@ class DataPlane:
                 self.limits.release(admitted)
             if routed is not None:
                 routed.active -= 1
+                routed.active_rows -= request.row_count
             self._account(variant, key, (rid, client_rid), status, time.perf_counter() - started)
 
     def _admit(self, key: ApiKey | None) -> str:
@@ -310,12 +312,14 @@ class DataPlane:
             async with self.shadow_slots:
                 started = time.perf_counter()
                 shadow.active += 1
+                shadow.active_rows += request.row_count
                 try:
                     answer = await self._send(shadow, request, rid)
                 except GatewayError as error:
                     answer = BackendAnswer(error.status, b"", JSON)
                 finally:
                     shadow.active -= 1
+                    shadow.active_rows -= request.row_count
                 self._record(rid, "shadow", shadow, user, time.perf_counter() - started, answer, None, None)
 
         self.tasks.spawn(run())

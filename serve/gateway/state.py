@@ -75,7 +75,8 @@ class Variant:
     external_url: str | None = None  # a backend that runs elsewhere (not started or stopped here)
     requests: int = 0
     errors: int = 0
-    active: int = 0  # client requests routed here and not yet answered: the autoscaler's input
+    active: int = 0  # client requests routed here and not yet answered
+    active_rows: int = 0  # the images (rows) of those requests: the autoscaler's input
     scaling: int = 0  # replicas being started for it right now
     restarts: int = 0
     batcher: object | None = None  # the data plane's micro-batcher for this variant, made on first use
@@ -140,6 +141,7 @@ class Variant:
                 "last_error": self.last_error,
                 "in_flight": self.in_flight,
                 "active": self.active,
+                "active_rows": self.active_rows,
                 "restarts": self.restarts,
                 "replica_backends": [{"url": r.url, "pid": r.pid, "in_flight": r.in_flight} for r in self.replicas],
             }

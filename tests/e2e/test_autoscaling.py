@@ -19,7 +19,9 @@ from tests.e2e.gateway_helpers import PIXELS, samples, start_gateway, two_versio
 # process's client, so the concurrency the gateway observes is the clients' even on a busy machine.
 HEAVY = {"dataframe_split": {"columns": ["pixels"], "data": PIXELS["dataframe_split"]["data"] * 48}}
 
-# Short windows so a test takes seconds: target 2 requests per replica, 6 s stable, 2 s panic.
+# Short windows so a test takes seconds: target 96 images per replica (two of these requests of
+# 48: the scaler counts images, so a target of 2 would want a replica per request), 6 s stable,
+# 2 s panic.
 SCALING = [
     "--backend_mode",
     "warm",
@@ -30,7 +32,7 @@ SCALING = [
     "--max_replicas",
     "3",
     "--target_concurrency",
-    "2",
+    "96",
     "--stable_window",
     "6",
     "--panic_window",
@@ -105,7 +107,7 @@ def test_replicas_follow_the_load_up_and_drain_down_with_no_failed_request(gatew
     wait_for(lambda: gateway.variants()["champion"]["state"] == "idle", 60, "the champion never went idle")
     statuses, rising = asyncio.run(load(gateway, 8, 12))
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
-    assert max(rising) == 3, rising  # 8 in flight at 2 per replica: as many as allowed
+    assert max(rising) == 3, rising  # 8 requests in flight at 2 a replica: as many as allowed
     busy = replica_pids(gateway)
     assert len(busy) == 3 and metric(gateway, "gateway_scale_events_total", variant="champion", direction="up") >= 1
 
@@ -129,7 +131,7 @@ def test_a_steady_load_holds_its_replica_count(gateway):
     statuses, counts = asyncio.run(load(gateway, 3, 24))
     assert set(statuses) == {200}
     settled = counts[len(counts) // 2 :]  # after two stable windows
-    assert len(set(settled)) == 1, counts  # 3 in flight at 2 per replica: 2 replicas, and no flapping
+    assert len(set(settled)) == 1, counts  # 3 requests in flight at 2 a replica: 2, no flapping
     assert settled[0] == 2, counts
 
 

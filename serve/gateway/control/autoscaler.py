@@ -1,11 +1,12 @@
 """How many replicas a variant needs, from the concurrency it was observed to have: a pure core.
 
 Knative's autoscaler (KPA), reduced to one machine: the control plane samples each variant's
-requests in flight at the gateway (held and queued ones included) every tick; the replicas wanted
-are that concurrency averaged over a window, divided by a target per replica, rounded up.
+images in flight at the gateway (the rows of its requests, held and queued ones included) every
+tick; the replicas wanted are that concurrency averaged over a window, divided by a target per
+replica, rounded up. Images, not requests: a request of 64 images is 64 single images' work.
 
 - The **stable window** (60 s by default) decides in normal times, so a steady load gives a
-  steady count. A load that sits on a boundary (31 requests at a target of 32) does not flap
+  steady count. A load that sits on a boundary (31 images at a target of 32) does not flap
   either: down is only to as many replicas as would run at ``scale_down_below`` of the target.
 - The **panic window** (6 s) catches a burst: when its concurrency is ``panic_threshold`` times
   what the replicas serving now are sized for, the scaler panics for a stable window: it scales up
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from mnist_mlops.serve.gateway.settings import ScalingPolicy
 
-ROUNDING = 1e-9  # 64.0000001 requests at a target of 32 are two replicas' worth, not three
+ROUNDING = 1e-9  # 64.0000001 images at a target of 32 are two replicas' worth, not three
 
 
 @dataclass(frozen=True)

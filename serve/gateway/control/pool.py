@@ -360,7 +360,7 @@ class VariantPool:
         if variant.external_url or variant.state != "ready" or variant.pending_version is not None:
             return
         scaler = self._scaler(variant)
-        scaler.observe(now, variant.active)
+        scaler.observe(now, variant.active_rows)
         decision = scaler.decide(now, serving)
         self.metrics.desired_replicas.labels(alias).set(decision.desired)
         self.metrics.panic.labels(alias).set(1 if decision.panicking else 0)

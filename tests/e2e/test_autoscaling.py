@@ -122,6 +122,7 @@ def test_replicas_follow_the_load_up_and_drain_down_with_no_failed_request(gatew
 
     wait_for(lambda: gateway.variants()["champion"]["state"] == "idle", 30, "not back at zero once idle")
     assert gateway.variants()["champion"]["replicas"] == 0
+    assert gateway.variants()["champion"]["active_rows"] == 0  # every image counted in is counted out
     assert metric(gateway, "gateway_replica_seconds_total", variant="champion") > 3
     log = gateway.log.read_text()
     assert "wants 3 replicas" in log and "draining" in log

@@ -377,6 +377,7 @@ def _add_routes(app: FastAPI, gateway: Gateway) -> None:
         authenticate(request, gateway.keys, "predict")
         for alias, variant in gateway.pool.variants.items():
             gateway.metrics.in_flight.labels(alias).set(variant.active)
+            gateway.metrics.images_in_flight.labels(alias).set(variant.active_rows)
         gateway.metrics.log_backlog.set(gateway.log.backlog)
         gateway.metrics.log_lost.set(gateway.log.lost)
         gateway.metrics.log_failing.set(1 if gateway.log.failing else 0)

@@ -30,6 +30,9 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.in_flight = Gauge("gateway_in_flight", "Requests being answered", ["variant"], registry=self.registry)
+        self.images_in_flight = Gauge(
+            "gateway_images_in_flight", "Images of the requests being answered", ["variant"], registry=self.registry
+        )
         self.backend_restarts = Counter(
             "gateway_backend_restarts", "Backends restarted after dying", ["variant"], registry=self.registry
         )

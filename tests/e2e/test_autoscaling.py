@@ -123,14 +123,22 @@ def test_replicas_follow_the_load_up_and_drain_down_with_no_failed_request(gatew
     wait_for(lambda: gateway.variants()["champion"]["state"] == "idle", 30, "not back at zero once idle")
     assert gateway.variants()["champion"]["replicas"] == 0
     assert gateway.variants()["champion"]["active_rows"] == 0  # every image counted in is counted out
+    assert metric(gateway, "gateway_images_in_flight", variant="champion") == 0
     assert metric(gateway, "gateway_replica_seconds_total", variant="champion") > 3
     log = gateway.log.read_text()
     assert "wants 3 replicas" in log and "draining" in log
 
 
 def test_a_steady_load_holds_its_replica_count(gateway):
-    statuses, counts = asyncio.run(load(gateway, 3, 24))
+    images = []
+
+    def sample() -> None:  # what the autoscaler samples, read from /metrics halfway through
+        images.append(metric(gateway, "gateway_images_in_flight", variant="champion"))
+
+    statuses, seen = asyncio.run(load_while(gateway, 3, 24, sample, after=12, every=0.25))
+    counts = [replicas for _, replicas, _ in seen]
     assert set(statuses) == {200}
+    assert images and images[0] in (48, 96, 144), images  # 48 images a request, counted as 48
     settled = counts[len(counts) // 2 :]  # after two stable windows
     assert len(set(settled)) == 1, counts  # 3 requests in flight at 2 a replica: 2, no flapping
     assert settled[0] == 2, counts

@@ -148,8 +148,7 @@ class DataPlane:
             self._charge(admitted, request.row_count)
             variant = routed = routing.choose(self.table, user, self.rng)
             variant.last_request = time.monotonic()
-            variant.active += 1
-            variant.active_rows += request.row_count
+            variant.count_in(request.row_count)
             if variant.asleep:
                 await self._hold_until_awake(variant)
             answer, variant = await self._answer(variant, request, rid, started + self.settings.request_timeout)
@@ -172,8 +171,7 @@ class DataPlane:
             if admitted is not None:
                 self.limits.release(admitted)
             if routed is not None:
-                routed.active -= 1
-                routed.active_rows -= request.row_count
+                routed.count_out(request.row_count)
             self._account(variant, key, (rid, client_rid), status, time.perf_counter() - started)
 
     def _admit(self, key: ApiKey | None) -> str:
@@ -311,15 +309,13 @@ class DataPlane:
         async def run() -> None:
             async with self.shadow_slots:
                 started = time.perf_counter()
-                shadow.active += 1
-                shadow.active_rows += request.row_count
+                shadow.count_in(request.row_count)
                 try:
                     answer = await self._send(shadow, request, rid)
                 except GatewayError as error:
                     answer = BackendAnswer(error.status, b"", JSON)
                 finally:
-                    shadow.active -= 1
-                    shadow.active_rows -= request.row_count
+                    shadow.count_out(request.row_count)
                 self._record(rid, "shadow", shadow, user, time.perf_counter() - started, answer, None, None)
 
         self.tasks.spawn(run())

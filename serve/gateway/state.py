@@ -119,6 +119,15 @@ class Variant:
     def ready(self) -> bool:
         return self.backend is not None and self.state == "ready"
 
+    def count_in(self, rows: int) -> None:
+        """A request of ``rows`` images routed here; ``count_out`` once it is answered or given up."""
+        self.active += 1
+        self.active_rows += rows
+
+    def count_out(self, rows: int) -> None:
+        self.active -= 1
+        self.active_rows -= rows
+
     def describe(self, detailed: bool = True) -> dict:
         """What ``/variants`` shows; the backend's address, process and errors only ``detailed``
         (to admin keys)."""
